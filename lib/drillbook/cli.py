@@ -1,0 +1,237 @@
+"""The ``drillbook`` command: one thin function per verb; the work happens in the modules.
+
+Exit codes: 0 passed/ok, 1 a run did not pass (or verify/lint found problems), 2 bad input.
+Errors print one line and a hint, never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import paths
+from .errors import DrillbookError, NotebookError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    help="Executable runbooks and recovery drills with signed, verifiable evidence.\n\n"
+         "Start with `drillbook list` (what can run), `drillbook envs` (where), "
+         "`drillbook run NAME --env ENV --dry-run` (try it safely), then `drillbook status` and `drillbook verify`.",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _archive(archive: Optional[Path]) -> Path:
+    return archive.resolve() if archive else paths.archive_root()
+
+
+def _recover() -> None:
+    """Every command first turns runs whose runner was killed into 'aborted' records."""
+    from . import inflight
+
+    for run_id in inflight.recover_aborted():
+        err.print(f"recorded run {run_id} as aborted: its runner was killed before it finished")
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    return table
+
+
+# ----------------------------------------------------------------------------- catalog
+@app.command("list")
+def list_(kind: Optional[str] = typer.Option(None, help="Only 'runbook' or 'drill'.")) -> None:
+    """List the runbooks and drills in the catalog."""
+    from . import catalog
+
+    rows = [[e.name, e.kind, e.meta.title, e.meta.owner, e.meta.schedule or "on demand",
+             ", ".join(e.meta.controls)] for e in catalog.load_catalog() if kind in (None, e.kind)]
+    out.print(_table("Catalog", ["name", "kind", "title", "owner", "schedule", "controls"], rows))
+
+
+@app.command()
+def envs() -> None:
+    """List the environments in parameters/environments/."""
+    from . import environments
+
+    rows = []
+    for env in environments.load_environments():
+        objectives = ", ".join(f"{k}={v:g}" for k, v in env.objectives.items())
+        rows.append([env.name, "yes" if env.production else "no", ", ".join(env.hosts),
+                     ", ".join(env.services), objectives, env.description])
+    out.print(_table("Environments", ["name", "production", "hosts", "services", "objectives", "description"], rows))
+
+
+@app.command()
+def lint() -> None:
+    """Check every notebook and environment: parameters cell, kernelspec, no outputs, metadata, parameters."""
+    from . import lint as linting
+
+    problems = linting.lint_project()
+    for problem in problems:
+        out.print(f"[red]✗[/red] {problem}")
+    if problems:
+        out.print(f"{len(problems)} problem(s)")
+        raise typer.Exit(1)
+    out.print("lint: all notebooks and environments are clean")
+
+
+# ----------------------------------------------------------------------------- running
+def _parse_parameters(values: list[str]) -> dict[str, str]:
+    parsed = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise NotebookError(f"bad parameter {item!r}", "write -p name=value")
+        parsed[key.strip()] = value
+    return parsed
+
+
+@app.command()
+def run(
+    name: Optional[str] = typer.Argument(None, help="Catalog name (see `drillbook list`) or path to a notebook."),
+    env: Optional[str] = typer.Option(None, "--env", "-e", help="Environment name (see `drillbook envs`)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Notebook parameter as name=value; repeatable."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what mutating steps would do; change nothing."),
+    approve: list[str] = typer.Option([], "--approve", help="Approve a named gate (dangerous step); repeatable."),
+    change: Optional[str] = typer.Option(None, help="Change reference; required for mutating runs in production."),
+    timeout: Optional[float] = typer.Option(None, help="Seconds before the run is interrupted (default: the notebook's metadata, else 1800)."),
+    wait: float = typer.Option(0.0, help="Seconds to wait for another run on the same environment to finish."),
+    due: bool = typer.Option(False, "--due", help="Run every schedule entry that is due (for cron)."),
+) -> None:
+    """Run a notebook against an environment with papermill and archive signed evidence.
+
+    Exit status: 0 passed, 1 failed/error/aborted (evidence archived), 2 bad input (nothing ran).
+    """
+    _recover()
+    if due:
+        if name or env:
+            raise NotebookError("--due runs the schedule; do not also name a notebook or environment")
+        raise typer.Exit(_run_due())
+    if not name or not env:
+        raise NotebookError("name a notebook and an environment", "drillbook run NAME --env ENV (see drillbook list / envs)")
+    from .executor import RunRequest
+
+    request = RunRequest(name, env, _parse_parameters(param), dry_run, list(approve), change, timeout, wait)
+    raise typer.Exit(_run_one(request))
+
+
+def _run_one(request: Any) -> int:
+    from . import executor
+    from .progress import CellProgress
+
+    plan = executor.prepare(request)
+    err.print(f"running {plan.name} on {plan.env.name}{' (dry run)' if request.dry_run else ''}: run {plan.run_id}")
+    outcome = executor.execute(plan, CellProgress(f"{plan.name}@{plan.env.name}"))
+    colour = {"passed": "green", "failed": "red", "error": "red", "aborted": "yellow"}[outcome.status]
+    reason = f" — {outcome.reason}" if outcome.reason else ""
+    out.print(f"[{colour}]{outcome.status.upper()}[/{colour}] {plan.name} on {plan.env.name}{reason}")
+    out.print(f"evidence: {outcome.bundle}")
+    return 0 if outcome.status == "passed" else 1
+
+
+def _run_due() -> int:
+    from . import evidence, schedule
+    from .executor import RunRequest
+    from .journal import parse_iso
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    last = {(e["drill"], e["env"]): e for e in evidence.latest_runs(paths.archive_root())}
+    worst = 0
+    for entry in schedule.load_schedule():
+        previous = entry.cron.previous_before(now)
+        seen = last.get((entry.drill, entry.env))
+        if previous is None or (seen and parse_iso(seen["finished_at"]) >= previous):
+            continue
+        request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve))
+        try:
+            worst = max(worst, _run_one(request))
+        except DrillbookError as exc:
+            _print_error(exc)
+            worst = max(worst, exc.exit_code)
+    return worst
+
+
+# ----------------------------------------------------------------------------- evidence
+@app.command()
+def verify(
+    archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
+    public_key: list[Path] = typer.Option([], "--public-key", help="Trust only this public key (PEM); repeatable."),
+) -> None:
+    """Recompute every hash and signature; name each run changed, removed, reordered or added outside the ledger."""
+    from . import evidence
+
+    if archive is None:
+        _recover()
+    report = evidence.verify_archive(_archive(archive), public_key or None)
+    for problem in report.problems:
+        out.print(f"[red]✗[/red] {problem}")
+    if not report.ok:
+        out.print(f"verify: {len(report.problems)} problem(s) in an archive of {report.runs} run(s)")
+        raise typer.Exit(1)
+    out.print(f"verify: {report.runs} run(s), ledger chain, signatures and every file intact")
+
+
+@app.command()
+def status(
+    drill: Optional[str] = typer.Option(None, help="Only this drill or runbook."),
+    env: Optional[str] = typer.Option(None, "--env", "-e", help="Only this environment."),
+    only: Optional[str] = typer.Option(None, "--status", help="Only runs with this status (passed, failed, error, aborted)."),
+    archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
+) -> None:
+    """Show the latest run of each notebook on each environment."""
+    from . import status as status_mod
+
+    if archive is None:
+        _recover()
+    frame = status_mod.latest_table(_archive(archive), drill=drill, env=env, status=only)
+    if frame.empty:
+        out.print("no runs recorded yet" + (" matching the filters" if drill or env or only else ""))
+        return
+    colours = {"passed": "green", "failed": "red", "error": "red", "aborted": "yellow"}
+    rows = [[r.drill, r.env, f"[{colours.get(r.status, 'white')}]{r.status}[/]", r.finished, r.age, r.run_id]
+            for r in frame.itertuples()]
+    out.print(_table("Latest runs", ["drill", "env", "status", "finished (UTC)", "age", "run id"], rows))
+
+
+# ----------------------------------------------------------------------------- entry point
+def _print_error(exc: DrillbookError) -> None:
+    from rich.text import Text
+
+    # Messages may contain brackets (e.g. [REDACTED:name]): never interpret them as markup.
+    err.print(Text.assemble(("error: ", "bold red"), exc.message), soft_wrap=True)
+    if exc.hint:
+        err.print(Text(f"hint: {exc.hint}"), soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except DrillbookError as exc:
+        _print_error(exc)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,442 @@
+"""The drill API: what a runbook or drill notebook imports.
+
+    drill = drillbook.start(env=env, dry_run=dry_run, approve=approve, run_id=run_id, change=change)
+    drill.step("Check roles", check_roles)                                  # read-only: always runs
+    drill.step("Promote the standby", promote, mutating=True, gate="promote")  # dry-run: printed only
+    drill.cleanup(failback, "Fail back")                                     # always runs at the end
+    drill.check("writes accepted", ok)
+    drill.measure("rto_seconds", rto, objective="rto_seconds")
+    drill.finish()
+
+Cleanups run when ``finish()`` is called, and also after any cell fails or is interrupted
+(an IPython ``post_run_cell`` hook), at kernel exit, or on leaving ``with drill:``.
+Everything is journalled to ``$DRILLBOOK_RUN_DIR`` for the runner to archive.
+"""
+from __future__ import annotations
+
+import atexit
+import getpass
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from . import environments, journal, paths
+from .environments import Environment
+from .errors import ChangeRequired, CheckFailed, DrillbookError, GateNotApproved, NotFound
+from .secrets import Redactor, SecretRef
+
+T = TypeVar("T")
+RUN_DIR_VAR = "DRILLBOOK_RUN_DIR"
+_current: Drill | None = None
+
+
+def _operator() -> str:
+    name = os.environ.get("DRILLBOOK_OPERATOR")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = "unknown"
+    return f"{name}@{socket.gethostname()}"
+
+
+def _ipython() -> Any:
+    module = sys.modules.get("IPython")
+    return module.get_ipython() if module else None
+
+
+class Drill:
+    """One run of a notebook against one environment."""
+
+    def __init__(self, env: Environment, *, dry_run: bool, approve: list[str], run_id: str | None,
+                 change: str | None, run_dir: Path | None, project: Path) -> None:
+        self.env = env
+        self.dry_run = bool(dry_run)
+        self.approved: set[str] = set(approve or [])
+        self.change = change or None
+        self.project = project
+        self.run_dir = run_dir
+        self.unattended = run_dir is not None  # started by `drillbook run`: never wait for a person
+        self.run_id = run_id or f"interactive-{time.strftime('%Y%m%dT%H%M%S')}"
+        self.redactor = Redactor()
+        self._cleanups: list[tuple[str, Callable[[], Any], bool]] = []
+        self._closed = False
+        self._t0 = time.monotonic()
+        self.data: dict[str, Any] = {
+            "run_id": self.run_id, "env": env.name, "dry_run": self.dry_run, "change": self.change,
+            "operator": _operator(), "started_at": journal.now_iso(), "finished_at": None,
+            "status": "running", "reason": None, "steps": [], "checks": [], "measures": [],
+            "cleanups": [], "attachments": [], "gates": [],
+        }
+        self._save()
+
+    # ----------------------------------------------------------------- journal
+    def _save(self) -> None:
+        if self.run_dir is not None:
+            journal.write_json_atomic(self.run_dir / journal.JOURNAL_NAME, self.redactor.scrub_obj(self.data))
+
+    def _say(self, text: str) -> None:
+        print(self.redactor.scrub(text), flush=True)
+
+    @property
+    def objectives(self) -> dict[str, float]:
+        return dict(self.env.objectives)
+
+    # ----------------------------------------------------------------- secrets
+    def secret(self, name_or_ref: str) -> str:
+        """Resolve a secret by its name in the environment (or a raw ``env:``/``file:`` reference).
+
+        The value is registered with the redactor, so it is scrubbed from this run's journal
+        (and the runner scrubs it from everything else it archives).
+        """
+        refs = self.env.secret_refs()
+        if name_or_ref in refs:
+            ref = refs[name_or_ref]
+        else:
+            try:
+                ref = SecretRef.parse(name_or_ref)
+            except DrillbookError:
+                known = ", ".join(sorted(refs)) or "none"
+                raise NotFound(f"environment {self.env.name!r} has no secret {name_or_ref!r}",
+                               f"known secrets: {known}") from None
+        value = ref.resolve(self.project)
+        self.redactor.add(name_or_ref, value)
+        return value
+
+    def shell(self, host: str) -> Any:
+        """A shell on one of the environment's hosts (local subprocess or SSH), redacting secrets."""
+        from .shell import open_shell
+
+        return open_shell(self.env, host, self.secret, self.redactor, self.project)
+
+    # ----------------------------------------------------------------- steps
+    def step(self, title: str, fn: Callable[[], T] | None = None, *, mutating: bool = False,
+             gate: str | None = None, plan: str | None = None) -> Any:
+        """Run ``fn`` as a recorded step. Use directly, or as a decorator (the function runs at once).
+
+        A mutating step under ``dry_run`` prints ``plan`` (or the function's docstring) and does
+        nothing. A step with a ``gate`` runs only once the gate is approved.
+        """
+        if fn is None:
+            return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan)
+        self._ensure_open()
+        record: dict[str, Any] = {"title": title, "mutating": mutating, "gate": gate,
+                                  "started_at": journal.now_iso(), "status": "running"}
+        self.data["steps"].append(record)
+        t0 = time.monotonic()
+        what = plan or (fn.__doc__ or "").strip() or title
+        if mutating and self.dry_run:
+            record.update(status="dry-run", detail=f"would: {what}", ended_at=journal.now_iso(), seconds=0.0)
+            self._save()
+            self._say(f"○ {title} — DRY RUN, would: {what}" + (f" (after gate {gate!r})" if gate else ""))
+            return None
+        try:
+            if mutating:
+                self._require_change(title)
+            if gate:
+                self._pass_gate(gate, title)
+            self._say(f"▶ {title}")
+            self._save()
+            result = fn()
+        except BaseException as exc:
+            record.update(status="failed", detail=f"{type(exc).__name__}: {exc}",
+                          ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
+            self._save()
+            raise
+        record.update(status="passed", ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
+        if isinstance(result, (str, int, float, bool)) and result is not None:
+            record["detail"] = str(result)
+        self._save()
+        self._say(f"✓ {title} ({record['seconds']:.2f} s)")
+        return result
+
+    def not_applicable(self, title: str, reason: str) -> None:
+        """Record a step that cannot apply here (e.g. no SSH host), with the reason. Never a pass."""
+        self._ensure_open()
+        now = journal.now_iso()
+        self.data["steps"].append({"title": title, "mutating": False, "gate": None, "started_at": now,
+                                   "ended_at": now, "seconds": 0.0, "status": "not-applicable", "detail": reason})
+        self._save()
+        self._say(f"– {title} — not applicable: {reason}")
+
+    def _require_change(self, title: str) -> None:
+        if self.env.production and not self.change:
+            raise ChangeRequired(
+                f"step {title!r} changes production environment {self.env.name!r} and no change reference was given"
+            )
+
+    def _pass_gate(self, gate: str, title: str) -> None:
+        entry = {"gate": gate, "step": title, "at": journal.now_iso()}
+        if gate in self.approved:
+            entry["how"] = "approved in advance (approve parameter or confirmation panel)"
+        elif self.unattended:
+            raise GateNotApproved(
+                f"gate {gate!r} (step {title!r}) is not approved; an unattended run never waits for input",
+                f"re-run with --approve {gate} once you are sure",
+            )
+        else:
+            entry["how"] = f"confirmed interactively by {self.data['operator']}"
+            self._ask(gate, title)
+            self.approved.add(gate)
+        self.data["gates"].append(entry)
+
+    def _ask(self, gate: str, title: str) -> None:
+        try:
+            answer = input(f"Step {title!r} is dangerous. Type {gate} to proceed: ")
+        except Exception as exc:  # StdinNotImplementedError under bare papermill, EOF without a tty
+            raise GateNotApproved(
+                f"gate {gate!r} (step {title!r}) needs confirmation and no one can answer ({type(exc).__name__})",
+                f"pass approve=['{gate}'] as a parameter, or run interactively",
+            ) from None
+        if answer.strip() != gate:
+            raise GateNotApproved(f"gate {gate!r} not confirmed (typed {answer.strip()!r})",
+                                  f"type exactly {gate} to proceed")
+
+    def approve_gate(self, gate: str) -> None:
+        """Approve a gate ahead of its step (used by the confirmation panel)."""
+        self.approved.add(gate)
+
+    # ----------------------------------------------------------------- checks and measures
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        """Record a check. A failed check makes the run 'failed' at ``finish()``; the run goes on."""
+        self._ensure_open()
+        self.data["checks"].append({"name": name, "passed": bool(ok), "detail": str(detail), "at": journal.now_iso()})
+        self._save()
+        self._say(f"{'✓' if ok else '✗'} check {name}" + (f": {detail}" if detail else ""))
+        return bool(ok)
+
+    def require(self, name: str, ok: bool, detail: str = "") -> None:
+        """A check that stops the run at once when it fails (e.g. no steady state: do not inject a fault)."""
+        if not self.check(name, ok, detail):
+            raise CheckFailed(f"required check failed: {name}" + (f" ({detail})" if detail else ""))
+
+    def measure(self, name: str, value: float, *, unit: str = "s", objective: str | None = None,
+                better: str = "lower", detail: str = "") -> dict[str, Any]:
+        """Record a measured figure and, when ``objective`` names one of the environment's objectives,
+        compare it: ``better='lower'`` passes when value ≤ objective, ``'higher'`` when value ≥ objective."""
+        self._ensure_open()
+        entry: dict[str, Any] = {"name": name, "value": value, "unit": unit, "objective": objective,
+                                 "objective_value": None, "better": better, "verdict": "recorded",
+                                 "detail": detail, "at": journal.now_iso()}
+        if objective is not None:
+            target = self.env.objectives.get(objective)
+            if target is None:
+                entry["verdict"] = "no objective"
+                entry["detail"] = (detail + "; " if detail else "") + f"environment {self.env.name} sets no {objective}"
+            else:
+                ok = value <= target if better == "lower" else value >= target
+                entry.update(objective_value=target, verdict="met" if ok else "missed")
+        self.data["measures"].append(entry)
+        self._save()
+        against = f" (objective {entry['objective_value']} → {entry['verdict']})" if entry["objective_value"] is not None else ""
+        self._say(f"◆ {name} = {value:.6g} {unit}{against}")
+        return entry
+
+    # ----------------------------------------------------------------- cleanups and attachments
+    def cleanup(self, fn: Callable[[], Any], title: str | None = None, *, mutating: bool = True) -> None:
+        """Register ``fn`` to run at the end, whatever happens (last registered runs first)."""
+        self._ensure_open()
+        self._cleanups.append((title or getattr(fn, "__name__", "cleanup"), fn, mutating))
+
+    def attachments_dir(self) -> Path | None:
+        if self.run_dir is None:
+            return None
+        path = self.run_dir / "attachments"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def attach(self, name: str, content: str | bytes) -> Path | None:
+        """Store a file (log, plot, output) in the run's evidence bundle under attachments/."""
+        directory = self.attachments_dir()
+        if directory is None:
+            return None
+        safe = Path(name).name
+        target = directory / safe
+        target.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        self.data["attachments"].append(safe)
+        self._save()
+        return target
+
+    def run_notebook(self, name: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Execute another catalogued notebook (a runbook) with papermill as part of this run.
+
+        The executed copy goes to attachments/; its journal is returned (status, steps, measures).
+        """
+        from .executor import run_child
+
+        self._ensure_open()
+        child = run_child(self, name, parameters or {})
+        self.data["attachments"].append(child["notebook"])
+        self._save()
+        return child
+
+    # ----------------------------------------------------------------- the end
+    def _run_cleanups(self) -> None:
+        while self._cleanups:
+            title, fn, mutating = self._cleanups.pop()
+            entry: dict[str, Any] = {"title": title, "started_at": journal.now_iso()}
+            if mutating and self.dry_run:
+                entry["status"] = "dry-run"
+                self._say(f"○ cleanup {title} — DRY RUN, not run")
+            else:
+                try:
+                    fn()
+                    entry["status"] = "passed"
+                    self._say(f"✓ cleanup {title}")
+                except BaseException as exc:  # a failing cleanup must not stop the others
+                    entry.update(status="failed", detail=f"{type(exc).__name__}: {exc}")
+                    self._say(f"✗ cleanup {title} failed: {type(exc).__name__}: {exc}")
+            entry["ended_at"] = journal.now_iso()
+            self.data["cleanups"].append(entry)
+            self._save()
+
+    def _verdict(self) -> tuple[str, str | None]:
+        failed = [c["name"] for c in self.data["checks"] if not c["passed"]]
+        missed = [m["name"] for m in self.data["measures"] if m["verdict"] == "missed"]
+        broken = [c["title"] for c in self.data["cleanups"] if c["status"] == "failed"]
+        if failed or missed:
+            parts = ([f"check failed: {', '.join(failed)}"] if failed else []) + \
+                    ([f"objective missed: {', '.join(missed)}"] if missed else [])
+            return "failed", "; ".join(parts)
+        if broken:
+            return "error", f"cleanup failed: {', '.join(broken)}"
+        return "passed", None
+
+    def _close(self, status: str, reason: str | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._run_cleanups()
+        finally:
+            if status == "passed" or (status == "failed" and reason is None):
+                status, reason = self._verdict()
+            self.data.update(status=status, reason=reason, finished_at=journal.now_iso(),
+                             seconds=round(time.monotonic() - self._t0, 3))
+            self._save()
+            _unhook(self)
+
+    def finish(self) -> dict[str, Any]:
+        """Run the cleanups, record and glue the results, print the summary; raise if the run did not pass."""
+        if self._closed:
+            return self.results()
+        self._close("passed", None)
+        results = self.results()
+        from . import scraps
+
+        scraps.glue_results(results)
+        self._say(self.summary())
+        if self.data["status"] == "failed":
+            raise CheckFailed(f"drill {self.data['status']}: {self.data['reason']}")
+        if self.data["status"] != "passed":
+            raise DrillbookError(f"run ended {self.data['status']}: {self.data['reason']}")
+        return results
+
+    def fail(self, exc: BaseException) -> None:
+        """Close the run after an exception (called by the cell hook, ``with``, or the runner)."""
+        if self._closed:
+            return
+        if isinstance(exc, CheckFailed):
+            status = "failed"
+        elif isinstance(exc, KeyboardInterrupt):
+            status = "aborted"
+        else:
+            status = "error"
+        reason = f"{type(exc).__name__}: {exc}".strip()
+        self.data["error"] = {"type": type(exc).__name__, "message": str(exc),
+                              "traceback": "".join(traceback.format_exception(exc))[-4000:]}
+        self._say(f"✗ run stopped ({status}): {reason}; running cleanups")
+        self._close(status, reason)
+
+    def results(self) -> dict[str, Any]:
+        keys = ("run_id", "env", "dry_run", "status", "reason", "steps", "checks", "measures", "cleanups")
+        return self.redactor.scrub_obj({k: self.data.get(k) for k in keys})
+
+    def summary(self) -> str:
+        d = self.data
+        lines = [f"Run {d['run_id']} on {d['env']}: {d['status'].upper()}" + (f" — {d['reason']}" if d["reason"] else "")]
+        for s in d["steps"]:
+            lines.append(f"  step    {s['status']:<14} {s['title']}")
+        for c in d["checks"]:
+            lines.append(f"  check   {'passed' if c['passed'] else 'FAILED':<14} {c['name']}")
+        for m in d["measures"]:
+            target = f" vs {m['objective_value']}" if m["objective_value"] is not None else ""
+            lines.append(f"  measure {m['verdict']:<14} {m['name']} = {m['value']:.6g} {m['unit']}{target}")
+        for c in d["cleanups"]:
+            lines.append(f"  cleanup {c['status']:<14} {c['title']}")
+        return self.redactor.scrub("\n".join(lines))
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise DrillbookError(
+                f"run {self.run_id} is already closed ({self.data['status']})",
+                "re-run the cell that calls drillbook.start() to begin a new run",
+            )
+
+    def __enter__(self) -> Drill:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None:
+            self.fail(exc)
+        elif not self._closed:
+            self.finish()
+
+
+# --------------------------------------------------------------------- lifecycle hooks
+def _post_run_cell(result: Any) -> None:
+    """IPython hook: a cell raised (or was interrupted) → close the run and run the cleanups now."""
+    drill = _current
+    error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
+    if drill is not None and error is not None and not drill._closed:
+        drill.fail(error)
+
+
+def _at_exit() -> None:
+    drill = _current
+    if drill is not None and not drill._closed:
+        drill._close("aborted", "kernel exited before the run finished")
+
+
+def _hook(drill: Drill) -> None:
+    ip = _ipython()
+    if ip is not None and _post_run_cell not in ip.events.callbacks["post_run_cell"]:
+        ip.events.register("post_run_cell", _post_run_cell)
+
+
+def _unhook(drill: Drill) -> None:
+    ip = _ipython()
+    if ip is not None and _post_run_cell in ip.events.callbacks["post_run_cell"]:
+        ip.events.unregister("post_run_cell", _post_run_cell)
+
+
+atexit.register(_at_exit)
+
+
+def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[str, ...] | None = None,
+          run_id: str | None = None, change: str | None = None, **_ignored: Any) -> Drill:
+    """Begin a run against environment ``env``. Safe defaults: ``dry_run=True``, nothing approved."""
+    global _current
+    if _current is not None and not _current._closed:
+        _current._close("aborted", "superseded by a new drillbook.start() in the same kernel")
+    project = paths.project_root()
+    environment = environments.load_environment(env, project)
+    run_dir = Path(os.environ[RUN_DIR_VAR]) if os.environ.get(RUN_DIR_VAR) else None
+    if isinstance(approve, str):
+        approve = [approve]
+    drill = Drill(environment, dry_run=dry_run, approve=list(approve or []), run_id=run_id,
+                  change=change, run_dir=run_dir, project=project)
+    _current = drill
+    _hook(drill)
+    mode = "DRY RUN (nothing will be changed)" if drill.dry_run else "LIVE"
+    prod = " — PRODUCTION" if environment.production else ""
+    drill._say(f"drillbook run {drill.run_id} on {environment.name}{prod}: {mode}")
+    return drill
+
+
+def current() -> Drill | None:
+    return _current

@@ -1,0 +1,173 @@
+"""Environments: named target systems described in ``parameters/environments/<name>.yaml``.
+
+An environment lists its hosts (where commands run: locally or over SSH), its services (what
+a drill acts on, e.g. a PostgreSQL pair), the objectives a drill is measured against
+(``rto_seconds``, ``rpo_seconds``, …), secret *references*, and per-notebook parameters.
+Validation is strict: an unknown key or a wrong type is an error naming file, key and expectation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import paths
+from .errors import ConfigError, NotFound, SecretError
+from .secrets import SecretRef
+
+NAME = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _secret_ref(value: Any) -> str:
+    try:
+        SecretRef.parse(value)
+    except SecretError as exc:  # pydantic reports ValueErrors with the key's location
+        raise ValueError(f"{exc.message}; {exc.hint}") from None
+    return value
+
+
+class Host(Model):
+    """Where commands run. ``local`` runs a subprocess here; ``ssh`` runs over paramiko."""
+
+    shell: Literal["local", "ssh"] = "local"
+    address: str = "127.0.0.1"
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    key: str | None = None  # secret reference to a private key file's contents, or file:PATH
+    known_hosts: str | None = None  # path; host keys are checked against it, never auto-added
+    connect_timeout: float = Field(10.0, gt=0)
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: str | None) -> str | None:
+        return value if value is None else _secret_ref(value)
+
+
+class PostgresNode(Model):
+    name: str = Field(pattern=NAME)
+    host: str  # a key of ``hosts``: where pg_ctl and friends run for this node
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    data_dir: str | None = None
+
+
+class PostgresService(Model):
+    kind: Literal["postgres"]
+    database: str = "postgres"
+    user: str
+    password: str | None = None  # secret reference
+    admin_user: str = "postgres"
+    admin_password: str | None = None  # secret reference
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    bin_dir: str | None = None  # where pg_ctl etc. live on the node's host; found if omitted
+    os_user: str | None = None  # unprivileged OS user that owns the data directories
+    nodes: list[PostgresNode] = Field(min_length=1)
+
+    @field_validator("password", "admin_password")
+    @classmethod
+    def _check_secrets(cls, value: str | None) -> str | None:
+        return value if value is None else _secret_ref(value)
+
+
+Service = Annotated[PostgresService, Field(discriminator="kind")]
+
+
+class Environment(Model):
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    production: bool = False
+    hosts: dict[str, Host] = Field(default_factory=dict)
+    services: dict[str, Service] = Field(default_factory=dict)
+    objectives: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # notebook name → values
+    source: str = ""  # the file it came from, filled in by the loader
+
+    @field_validator("secrets")
+    @classmethod
+    def _check_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        return {name: _secret_ref(ref) for name, ref in value.items()}
+
+    def secret_refs(self) -> dict[str, SecretRef]:
+        """Every secret reference the environment mentions, by a stable name."""
+        refs = {name: SecretRef.parse(ref) for name, ref in self.secrets.items()}
+        for host_name, host in self.hosts.items():
+            if host.key:
+                refs.setdefault(f"hosts.{host_name}.key", SecretRef.parse(host.key))
+        for svc_name, svc in self.services.items():
+            for field in ("password", "admin_password"):
+                ref = getattr(svc, field, None)
+                if ref:
+                    refs.setdefault(f"services.{svc_name}.{field}", SecretRef.parse(ref))
+        return refs
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    got = error.get("input")
+    got_text = f", got {got!r}" if not isinstance(got, (dict, list)) else ""
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message[0].lower()}{message[1:]}{got_text}"
+
+
+def validate_environment(data: Any, source: Path) -> Environment:
+    """Turn parsed YAML into an ``Environment``, or raise one clear ``ConfigError``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys, got {type(data).__name__}")
+    data = {"name": source.stem, **data}
+    if data["name"] != source.stem:
+        raise ConfigError(
+            f"{source}: name {data['name']!r} differs from the file name",
+            f"rename the file to {data['name']}.yaml or drop the name key",
+        )
+    try:
+        return Environment.model_validate({**data, "source": str(source)})
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: malformed YAML: {problem}") from None
+
+
+def environment_names(project: Path | None = None) -> list[str]:
+    directory = paths.environments_dir(project)
+    return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+
+
+def load_environment(name: str, project: Path | None = None) -> Environment:
+    path = paths.environments_dir(project) / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(environment_names(project)) or "none"
+        raise NotFound(
+            f"unknown environment {name!r}",
+            f"known environments: {known}; add parameters/environments/{name}.yaml to define it",
+        )
+    return validate_environment(read_yaml(path), path)
+
+
+def load_environments(project: Path | None = None) -> list[Environment]:
+    return [load_environment(name, project) for name in environment_names(project)]

@@ -1,0 +1,79 @@
+"""One error base class for everything drillbook refuses or fails to do.
+
+Every error carries a one-line message and a hint that says what to do about it.
+The CLI prints both (never a traceback) and exits with the error's exit code:
+2 for bad input or a refusal before anything ran, 1 for a run that did not pass.
+"""
+from __future__ import annotations
+
+
+class DrillbookError(Exception):
+    """Base class. ``message`` says what is wrong, ``hint`` what to do about it."""
+
+    exit_code = 2
+    default_hint = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        # Keep messages to one line: they are printed as-is to an operator at 3 AM.
+        self.message = " ".join(str(message).split())
+        self.hint = " ".join((hint if hint is not None else self.default_hint).split())
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class ConfigError(DrillbookError):
+    """A file we read (YAML, notebook metadata, mkdocs.yml) is malformed or invalid."""
+
+
+class NotFound(DrillbookError):
+    """A named thing (drill, runbook, environment, run) does not exist."""
+
+
+class SecretError(DrillbookError):
+    """A secret reference is malformed or cannot be resolved."""
+
+
+class NotebookError(DrillbookError):
+    """A notebook cannot be run as asked: no parameters cell, bad parameter, …"""
+
+
+class LockBusy(DrillbookError):
+    """Another run holds the environment."""
+
+    default_hint = "wait for the other run to finish, or pass --wait SECONDS"
+
+
+class GateNotApproved(DrillbookError):
+    """A dangerous step was reached without the operator's approval."""
+
+
+class ChangeRequired(DrillbookError):
+    """A mutating step in a production environment needs a change reference."""
+
+    default_hint = "pass change='CHG-1234' (drillbook run … --change CHG-1234), or run with dry_run=True"
+
+
+class CheckFailed(DrillbookError):
+    """A required check failed; the run's status is 'failed', not 'error'."""
+
+    exit_code = 1
+
+
+class RunNotPassed(DrillbookError):
+    """A run finished with a status other than 'passed'. Its evidence is archived."""
+
+    exit_code = 1
+
+
+class EvidenceError(DrillbookError):
+    """The evidence archive cannot be read or written as required."""
+
+
+class LabError(DrillbookError):
+    """The embedded lab cannot be started, stopped or inspected."""
+
+
+class UnreachableHost(DrillbookError):
+    """A host in an environment cannot be reached (connect, auth or host key)."""

@@ -1,0 +1,48 @@
+"""The journal: what a run did, written by the kernel as it goes and read by the runner.
+
+It lives in the run's private directory (``$DRILLBOOK_RUN_DIR/journal.json``) and is rewritten
+atomically after every event, so a kernel that dies mid-run still leaves what it had done.
+The runner copies it into ``record.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+JOURNAL_NAME = "journal.json"
+STATUSES = ("passed", "failed", "error", "aborted")  # the closed set of run statuses
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
+    """Write JSON so that readers see either the old or the new file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=False, default=str)
+            handle.write("\n")
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_journal(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / JOURNAL_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

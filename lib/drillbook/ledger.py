@@ -1,0 +1,110 @@
+"""The ledger: one signed, hash-chained line per finished run (``ledger.jsonl``), plus a signed HEAD.
+
+Each entry holds the sha256 of its run's MANIFEST and the hash of the previous entry; its own
+hash covers everything but ``hash`` and ``sig``, and ``sig`` is the ed25519 signature of that
+hash. HEAD repeats the last entry's seq and hash, signed, so cutting lines off the end of the
+ledger is detected too. Appends hold an exclusive lock, so concurrent runs cannot fork the chain.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import journal, keys
+from .errors import EvidenceError
+
+LEDGER_NAME = "ledger.jsonl"
+HEAD_NAME = "HEAD"
+GENESIS = "0" * 64
+SIGNED_OUT = ("hash", "sig")
+
+
+def canonical(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def entry_hash(entry: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k not in SIGNED_OUT})).hexdigest()
+
+
+@contextmanager
+def locked(archive: Path) -> Iterator[None]:
+    archive.mkdir(parents=True, exist_ok=True)
+    with open(archive / ".ledger.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_entries(archive: Path) -> list[dict[str, Any]]:
+    """Ledger entries in file order. A line that is not JSON is returned as ``{"corrupt": text}``."""
+    path = archive / LEDGER_NAME
+    if not path.exists():
+        return []
+    entries = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                entries.append(entry if isinstance(entry, dict) else {"corrupt": line.strip()})
+            except ValueError:
+                entries.append({"corrupt": line.strip()})
+    return entries
+
+
+def _last_entry(path: Path) -> dict[str, Any] | None:
+    """The last line of the ledger, read from the end (appends stay O(1) in archive size)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        block = min(size, 65536)
+        handle.seek(size - block)
+        lines = handle.read().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (ValueError, IndexError):
+        raise EvidenceError(f"{path}: last line is not valid JSON", "run drillbook verify") from None
+
+
+def append(archive: Path, key: Ed25519PrivateKey, fields: dict[str, Any]) -> dict[str, Any]:
+    """Append a signed entry for a run (``fields`` must hold run_id and manifest_sha256)."""
+    path = archive / LEDGER_NAME
+    kid = keys.export_public_key(key, archive)
+    with locked(archive):
+        last = _last_entry(path)
+        entry = {"seq": (last["seq"] + 1) if last else 1, **fields,
+                 "prev": last["hash"] if last else GENESIS, "recorded_at": journal.now_iso(), "key_id": kid}
+        entry["hash"] = entry_hash(entry)
+        entry["sig"] = keys.sign(key, entry["hash"].encode("ascii"))
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        write_head(archive, key, entry)
+    return entry
+
+
+def write_head(archive: Path, key: Ed25519PrivateKey, entry: dict[str, Any]) -> None:
+    head = {"seq": entry["seq"], "hash": entry["hash"], "key_id": entry["key_id"]}
+    head["sig"] = keys.sign(key, canonical(head))
+    journal.write_json_atomic(archive / HEAD_NAME, head, mode=0o644)
+
+
+def read_head(archive: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((archive / HEAD_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,52 @@
+"""One run per environment at a time: an exclusive ``flock`` on ``<state>/locks/<env>.lock``.
+
+The kernel releases the lock when the holder dies, even by SIGKILL, so a crashed runner
+never leaves an environment locked. The file names the current holder for the error message.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import LockBusy
+
+
+@contextmanager
+def hold(state: Path, env: str, run_id: str, wait: float = 0.0) -> Iterator[None]:
+    directory = state / "locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{env}.lock"
+    with open(path, "a+", encoding="utf-8") as handle:
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockBusy(f"environment {env!r} is busy: {_holder(path)}") from None
+                time.sleep(0.2)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "since": time.time()}))
+            handle.flush()
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        since = time.strftime("%H:%M:%S", time.localtime(info["since"]))
+        return f"run {info['run_id']} (pid {info['pid']}) holds it since {since}"
+    except (OSError, ValueError, KeyError):
+        return "another run holds it"

@@ -1,0 +1,54 @@
+"""Where things live: the project tree, the evidence archive, local state and the signing key.
+
+Every location can be moved with an environment variable so tests (and operators with
+several checkouts) never touch each other's files:
+
+* ``DRILLBOOK_PROJECT``  project root (default: nearest parent holding ``parameters/``)
+* ``DRILLBOOK_ARCHIVE``  evidence archive (default: ``<project>/reports/evidence``)
+* ``DRILLBOOK_STATE``    locks and in-flight markers (default: ``<project>/.drillbook``)
+* ``DRILLBOOK_HOME``     the signing key, outside the repository (default: ``~/.config/drillbook``)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import NotFound
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project: ``$DRILLBOOK_PROJECT``, else the nearest parent with ``parameters/environments``."""
+    if os.environ.get("DRILLBOOK_PROJECT"):
+        return Path(os.environ["DRILLBOOK_PROJECT"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "parameters" / "environments").is_dir():
+            return candidate
+    raise NotFound(
+        f"no drillbook project found at or above {here}",
+        "run from a drillbook checkout, or set DRILLBOOK_PROJECT to its root",
+    )
+
+
+def archive_root(project: Path | None = None) -> Path:
+    if os.environ.get("DRILLBOOK_ARCHIVE"):
+        return Path(os.environ["DRILLBOOK_ARCHIVE"]).resolve()
+    return (project or project_root()) / "reports" / "evidence"
+
+
+def state_dir(project: Path | None = None) -> Path:
+    if os.environ.get("DRILLBOOK_STATE"):
+        return Path(os.environ["DRILLBOOK_STATE"]).resolve()
+    return (project or project_root()) / ".drillbook"
+
+
+def home_dir() -> Path:
+    """Per-user directory for the signing key; deliberately outside any repository."""
+    if os.environ.get("DRILLBOOK_HOME"):
+        return Path(os.environ["DRILLBOOK_HOME"]).resolve()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "drillbook"
+
+
+def environments_dir(project: Path | None = None) -> Path:
+    return (project or project_root()) / "parameters" / "environments"
