@@ -1,0 +1,101 @@
+"""History per drill: trend charts of measures against objectives, pass/fail over time, every run listed.
+
+Every run of the archive appears in its drill's table; only the runs chosen by
+``site_data.full_page_runs`` link to a full evidence page, the others to their run-time HTML.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+from . import catalog, site_charts
+from .site_data import Archive, Cache, RunSummary
+from .site_files import PageTree
+from .site_md import badge, code, esc, front_matter, link, rel, table, when
+from .site_paths import DASHBOARD, HISTORY_INDEX, chart, history_page, run_file, run_page, runbook_page
+from .site_status import measures_cell
+
+
+def _chart(tree: PageTree, cache: Cache, rel_path: str, kind: str, data: object, draw: Callable[[], bytes]) -> None:
+    """Draw a chart only when its data changed since the last build (drawing dominates build time)."""
+    charts = cache.section("charts")
+    fingerprint = site_charts.digest(kind, data)
+    if charts.get(rel_path) == fingerprint and tree.has(rel_path):
+        tree.keep(rel_path)
+        return
+    tree.write(rel_path, draw())
+    charts[rel_path] = fingerprint
+
+
+def _charts(tree: PageTree, cache: Cache, name: str, runs: list[RunSummary]) -> bool:
+    """Write the drill's charts; True when it has a measures chart."""
+    series = site_charts.measure_series(runs)
+    units = {m.name: m.unit for r in runs for m in r.objective_measures()}
+    if series:
+        _chart(tree, cache, chart(name, "measures"), "measures", [series, units],
+               lambda: site_charts.render_measures(series, units))
+    points = site_charts.outcome_points(runs)
+    _chart(tree, cache, chart(name, "outcomes"), "outcomes", points, lambda: site_charts.render_outcomes(points))
+    return bool(series)
+
+
+def _evidence_link(run: RunSummary, page: str, tree: PageTree) -> str:
+    if tree.produced(run_page(run.run_id)):
+        return link("record", page, run_page(run.run_id))
+    if tree.produced(run_file(run.run_id, "notebook.html")):
+        return link("notebook", page, run_file(run.run_id, "notebook.html"))
+    return "not published (see verify)"
+
+
+def history_markdown(name: str, runs: list[RunSummary], archive: Archive, tree: PageTree,
+                     entry: catalog.Entry | None, has_measures: bool) -> str:
+    page = history_page(name)
+    title = entry.meta.title if entry else runs[-1].title
+    counts = Counter(r.status for r in runs)
+    tally = ", ".join(f"{counts[s]} {s}" for s in ("passed", "failed", "error", "aborted") if counts[s])
+    out = [front_matter("toc") + f"# History: {esc(title)}\n",
+           f"{code(name)} · {len(runs)} run(s): {tally}."
+           + (f" · {link('procedure', page, runbook_page(name))}" if entry else "")
+           + (f" · controls: {esc(', '.join(entry.meta.controls))}" if entry and entry.meta.controls else "")
+           + f" · {link('dashboard', page, DASHBOARD)}\n",
+           "## Measured against objectives\n"]
+    if has_measures:
+        out.append(f"![{esc(title)}: measures against objectives]({rel(page, chart(name, 'measures'))})\n\n"
+                   "Solid lines are measured values, dashed lines the environment's objective at run time; "
+                   "a red × marks a missed objective.\n")
+    else:
+        out.append("No measure of this notebook is compared with an objective (`drill.measure(..., objective=...)`).\n")
+    out.append("## Outcomes\n")
+    out.append(f"![{esc(title)}: outcome of every run]({rel(page, chart(name, 'outcomes'))})\n")
+    out.append("## Runs\n")
+    out.append("Newest first. Full evidence pages are kept for the latest runs; older runs link to the "
+               "executed notebook rendered at run time.\n")
+    rows = [[str(r.seq), when(r.finished_at), esc(r.env), badge(r.status, r.dry_run), esc(r.reason or ""),
+             measures_cell(r), _evidence_link(r, page, tree),
+             "✓" if archive.verify.run_ok(r.run_id) else "✗"]
+            for r in reversed(runs)]
+    out.append(table(["#", "Finished", "Environment", "Status", "Reason", "Measured vs objective", "Evidence",
+                      "Verified"], rows))
+    return "\n".join(out)
+
+
+def history_index(archive: Archive, entries: dict[str, catalog.Entry]) -> str:
+    page = HISTORY_INDEX
+    rows = []
+    for name, runs in sorted(archive.by_name().items()):
+        last = runs[-1]
+        title = entries[name].meta.title if name in entries else last.title
+        rows.append([link(title, page, history_page(name)) + f"<br>{code(name)}", esc(last.kind), str(len(runs)),
+                     badge(last.status, last.dry_run), when(last.finished_at)])
+    out = [front_matter("toc") + "# Drill history\n",
+           "Every notebook that has run, with trend charts and every run it left in the archive.\n"]
+    out.append(table(["Notebook", "Kind", "Runs", "Latest", "Finished"], rows) if rows else "No runs yet.\n")
+    return "\n".join(out)
+
+
+def write_history(tree: PageTree, archive: Archive, entries: dict[str, catalog.Entry], cache: Cache) -> None:
+    """Write every drill's history page and charts (after the evidence pages, which they link to)."""
+    for name, runs in archive.by_name().items():
+        has_measures = _charts(tree, cache, name, runs)
+        tree.write(history_page(name), history_markdown(name, runs, archive, tree, entries.get(name), has_measures))
+    tree.write(HISTORY_INDEX, history_index(archive, entries))
