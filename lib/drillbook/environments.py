@@ -8,7 +8,7 @@ Validation is strict: an unknown key or a wrong type is an error naming file, ke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -42,6 +42,9 @@ class Host(Model):
     key: str | None = None  # secret reference to a private key file's contents, or file:PATH
     known_hosts: str | None = None  # path; host keys are checked against it, never auto-added
     connect_timeout: float = Field(10.0, gt=0)
+    # Where the login's authorized_keys file lives on the host (for SSH key rotation). Expanded by
+    # the host's shell, so ``~/.ssh/authorized_keys`` or ``$DRILLBOOK_LAB_DIR/ssh/authorized_keys``.
+    authorized_keys: str | None = Field(None, pattern=r"^[A-Za-z0-9_$./{}~-]+$")
 
     @field_validator("key")
     @classmethod
@@ -58,22 +61,52 @@ class PostgresNode(Model):
 
 
 class PostgresService(Model):
+    """A PostgreSQL primary and its standbys. Relative paths (``sslrootcert``, ``bin_dir``, a node's
+    ``data_dir``) are relative to the project root, so they only suit hosts on this machine (the lab)."""
+
+    # Fields holding secret references; the runner resolves (and scrubs) every one of them.
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password", "admin_password", "replication_password", "ca_key")
+
     kind: Literal["postgres"]
     database: str = "postgres"
+    # The application's login role, or ``file:PATH`` naming a file that holds it: alternating login
+    # roles (app_blue / app_green) let credentials rotate with no failed connection.
     user: str
     password: str | None = None  # secret reference
     admin_user: str = "postgres"
     admin_password: str | None = None  # secret reference
+    replication_user: str = "replicator"  # what standbys stream as (pg_basebackup, primary_conninfo)
+    replication_password: str | None = None  # secret reference
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     sslrootcert: str | None = None
+    # Secret reference to the private key of the CA that signs the server certificate: only a lab
+    # issues its own certificates (TLS rotation drills); real environments leave this out.
+    ca_key: str | None = None
     bin_dir: str | None = None  # where pg_ctl etc. live on the node's host; found if omitted
-    os_user: str | None = None  # unprivileged OS user that owns the data directories
+    os_user: str | None = None  # unprivileged OS user that owns the data directories; their owner if omitted
     nodes: list[PostgresNode] = Field(min_length=1)
 
-    @field_validator("password", "admin_password")
+    @field_validator("password", "admin_password", "replication_password", "ca_key")
     @classmethod
     def _check_secrets(cls, value: str | None) -> str | None:
         return value if value is None else _secret_ref(value)
+
+    @field_validator("user")
+    @classmethod
+    def _check_user(cls, value: str) -> str:
+        if value.startswith("file:"):
+            return _secret_ref(value)
+        if not value or value.startswith("env:"):
+            raise ValueError("expected a role name or file:PATH of a file holding it")
+        return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _check_nodes(cls, value: list[PostgresNode]) -> list[PostgresNode]:
+        names = [node.name for node in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"node names must be unique, got {names}")
+        return value
 
 
 Service = Annotated[PostgresService, Field(discriminator="kind")]
@@ -102,7 +135,7 @@ class Environment(Model):
             if host.key:
                 refs.setdefault(f"hosts.{host_name}.key", SecretRef.parse(host.key))
         for svc_name, svc in self.services.items():
-            for field in ("password", "admin_password"):
+            for field in getattr(svc, "SECRET_FIELDS", ("password", "admin_password")):
                 ref = getattr(svc, field, None)
                 if ref:
                     refs.setdefault(f"services.{svc_name}.{field}", SecretRef.parse(ref))

@@ -59,9 +59,12 @@ class SecretRef:
             try:
                 value = path.read_text(encoding="utf-8").rstrip("\r\n")
             except OSError as exc:
+                # Secrets under .lab/ are created by the embedded lab: a missing one means it is not up.
+                in_lab = Path(self.target).parts[:1] == (".lab",)
                 raise SecretError(
                     f"secret {self} cannot be read: {exc.strerror or exc}",
-                    "create the file (mode 0600) or fix the path in the environment file",
+                    "the lab is not set up here: run `drillbook lab up` first" if in_lab
+                    else "create the file (mode 0600) or fix the path in the environment file",
                 ) from None
         if len(value) < MIN_SECRET_LENGTH:
             raise SecretError(
