@@ -40,6 +40,7 @@ lint: $(STAMP)
 	$(DRILLBOOK) lint
 
 demo: $(STAMP) system-deps
+	$(DRILLBOOK) lab up
 	$(DRILLBOOK) lint
 	$(DRILLBOOK) run smoke --env local
 	$(DRILLBOOK) verify
