@@ -45,6 +45,7 @@ demo: $(STAMP) system-deps
 	$(DRILLBOOK) run smoke --env local
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
+	$(DRILLBOOK) publish
 
 bench: $(STAMP)
 	$(PY) bench/run_overhead.py
