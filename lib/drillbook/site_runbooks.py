@@ -19,7 +19,7 @@ from .site_files import PageTree
 from .site_md import badge, code, esc, link, rel, table, when
 from .site_paths import DASHBOARD, RUNBOOKS_INDEX, history_page, run_page, runbook_page
 
-CONVERT_VERSION = 1  # bump when the conversion changes, so cached pages are redone
+CONVERT_VERSION = 2  # bump when the conversion changes, so cached pages are redone
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(\s+\"[^\"]*\")?\s*\)")
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
 HEADING = re.compile(r"^(#{1,5})(\s)")
@@ -49,13 +49,14 @@ class LinkMapper:
         """The rewritten URL, or None when the site has nothing to link to."""
         if re.match(r"^[a-z][a-z0-9+.-]*:", url, re.I) or url.startswith("#"):
             return url  # http:, mailto:, attachment: … and anchors are left alone
-        path, _, anchor = url.partition("#")
-        suffix = f"#{anchor}" if anchor else ""
+        # Anchors are dropped: a notebook's heading ids need not match the page's, and a strict
+        # Zensical build rejects a link to a missing anchor.
+        path = url.partition("#")[0]
         if path.endswith(".ipynb") and Path(path).stem in self.names:
-            return rel(self.page, runbook_page(Path(path).stem)) + suffix
+            return rel(self.page, runbook_page(Path(path).stem))
         resolved = (self.folder / path).resolve()
         if resolved.is_file() and resolved.is_relative_to(self.docs.resolve()):
-            return rel(self.page, resolved.relative_to(self.docs.resolve()).as_posix()) + suffix
+            return rel(self.page, resolved.relative_to(self.docs.resolve()).as_posix())
         return None
 
     def rewrite(self, source: str) -> str:
