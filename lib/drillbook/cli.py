@@ -107,6 +107,7 @@ def run(
     timeout: Optional[float] = typer.Option(None, help="Seconds before the run is interrupted (default: the notebook's metadata, else 1800)."),
     wait: float = typer.Option(0.0, help="Seconds to wait for another run on the same environment to finish."),
     due: bool = typer.Option(False, "--due", help="Run every schedule entry that is due (for cron)."),
+    skip_preflight: bool = typer.Option(False, "--skip-preflight", help="Do not check that SSH hosts accept connections first."),
 ) -> None:
     """Run a notebook against an environment with papermill and archive signed evidence.
 
@@ -121,7 +122,8 @@ def run(
         raise NotebookError("name a notebook and an environment", "drillbook run NAME --env ENV (see drillbook list / envs)")
     from .executor import RunRequest
 
-    request = RunRequest(name, env, _parse_parameters(param), dry_run, list(approve), change, timeout, wait)
+    request = RunRequest(name, env, _parse_parameters(param), dry_run, list(approve), change, timeout, wait,
+                         preflight=not skip_preflight)
     raise typer.Exit(_run_one(request))
 
 
@@ -135,7 +137,7 @@ def _run_one(request: Any) -> int:
     colour = {"passed": "green", "failed": "red", "error": "red", "aborted": "yellow"}[outcome.status]
     reason = f" — {outcome.reason}" if outcome.reason else ""
     out.print(f"[{colour}]{outcome.status.upper()}[/{colour}] {plan.name} on {plan.env.name}{reason}")
-    out.print(f"evidence: {outcome.bundle}")
+    out.print(f"evidence: {outcome.bundle}", soft_wrap=True)
     return 0 if outcome.status == "passed" else 1
 
 
@@ -210,7 +212,7 @@ def publish(
     archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the built site (default: site/)."),
     serve: bool = typer.Option(False, "--serve", help="Generate the pages, then serve a live preview (mkdocs serve)."),
-    full_runs: int = typer.Option(10, "--full-runs", min=0, help="Full evidence pages for the latest N runs of each drill; older runs are listed and linked."),
+    full_runs: int = typer.Option(10, "--full-runs", help="Full evidence pages for the latest N runs of each drill; older runs are listed and linked."),
     dev_addr: Optional[str] = typer.Option(None, "--dev-addr", help="With --serve: address to serve on (default 127.0.0.1:8000)."),
 ) -> None:
     """Generate the site's pages from the catalog and the archive, then build it with `mkdocs build --strict`."""
@@ -229,6 +231,65 @@ def publish(
     if gen.runs and not gen.verified:
         err.print("[yellow]verify found problems: the site shows them (evidence page)[/yellow]")
     out.print(f"site: open {result.index}", soft_wrap=True)  # one line: people copy it
+
+
+# ----------------------------------------------------------------------------- lab
+lab_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                      help="The embedded lab: a real PostgreSQL primary + streaming standby (and sshd) on 127.0.0.1, "
+                           "under .lab/, described by parameters/environments/local.yaml.")
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("up")
+def lab_up(
+    pg1_port: Optional[int] = typer.Option(None, envvar="DRILLBOOK_LAB_PG1_PORT", help="Port of node pg1 (default 55432); chosen when the lab is created."),
+    pg2_port: Optional[int] = typer.Option(None, envvar="DRILLBOOK_LAB_PG2_PORT", help="Port of node pg2 (default 55433)."),
+    ssh_port: Optional[int] = typer.Option(None, envvar="DRILLBOOK_LAB_SSH_PORT", help="Port of the lab's sshd (default 55422)."),
+) -> None:
+    """Create the lab, or repair it (idempotent): start stopped nodes, rebuild a fenced one, start sshd."""
+    from . import lab
+
+    given = any(p is not None for p in (pg1_port, pg2_port, ssh_port))
+    ports = lab.LabPorts.from_env(pg1=pg1_port, pg2=pg2_port, ssh=ssh_port) if given else None
+    _print_lab(lab.up(paths.project_root(), ports, say=lambda line: err.print(f"lab: {line}", soft_wrap=True)))
+
+
+@lab_app.command("status")
+def lab_status() -> None:
+    """Show each node's role, timeline, replication lag and port, and sshd. Exit 1 when not healthy."""
+    from . import lab
+
+    report = lab.status(paths.project_root())
+    _print_lab(report)
+    if not report.healthy:
+        raise typer.Exit(1)
+
+
+@lab_app.command("down")
+def lab_down(purge: bool = typer.Option(False, "--purge", help="Also delete .lab/ (data, secrets, keys).")) -> None:
+    """Stop everything the lab started (nodes, scratch instances, sshd); remove nothing unless --purge."""
+    from . import lab
+
+    lab.down(paths.project_root(), purge, say=lambda line: out.print(f"lab: {line}", soft_wrap=True))
+
+
+def _print_lab(report: Any) -> None:
+    from rich.markup import escape
+
+    colours = {"primary": "green", "standby": "cyan", "down": "red"}
+    rows = []
+    for n in report.nodes:
+        notes = ", ".join(filter(None, ["fenced" if n.fenced else "", "not streaming" if n.streaming is False else "",
+                                        n.detail if n.role == "down" else ""]))
+        rows.append([n.name, f"[{colours.get(n.role, 'white')}]{n.role}[/]", f"{n.address}:{n.port}", n.timeline,
+                     n.upstream_port, None if n.lag_bytes is None else f"{n.lag_bytes} B", escape(notes)])
+    out.print(_table(f"Lab {report.lab_dir} (PostgreSQL {report.pg_major}, servers run as {report.os_user})",
+                     ["node", "role", "address", "timeline", "streams from", "lag", "notes"], rows))
+    out.print(f"ssh: {escape(report.ssh)}", soft_wrap=True)
+    for warning in report.warnings:
+        out.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
+    state = "[green]healthy[/green]" if report.healthy else "[red]not healthy[/red] (drillbook lab up repairs it)"
+    out.print(f"lab: {state}")
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -14,6 +14,7 @@ import re
 import secrets as pysecrets
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -27,7 +28,7 @@ import nbformat
 from . import catalog, environments, inflight, journal, keys, locks, notebooks, paths, record, scraps
 from .drill import RUN_DIR_VAR, _operator
 from .environments import Environment
-from .errors import DrillbookError, NotebookError
+from .errors import NotebookError, UnreachableHost
 from .render import HtmlRenderer
 from .secrets import Redactor, SecretRef, is_secret_ref
 
@@ -46,6 +47,7 @@ class RunRequest:
     change: str | None = None
     timeout: float | None = None
     wait: float = 0.0
+    preflight: bool = True
 
 
 @dataclass
@@ -113,6 +115,26 @@ def _merge_parameters(request: RunRequest, declared: dict[str, notebooks.Paramet
     return values
 
 
+def preflight(env: Environment) -> None:
+    """Refuse to start when an SSH host of the environment does not even accept a TCP connection.
+
+    Cheap and early: a run that cannot reach its hosts would only produce an error record.
+    Skippable (``--skip-preflight``) for incident runbooks meant to work around a dead host.
+    """
+    for name, host in env.hosts.items():
+        if host.shell != "ssh":
+            continue
+        try:
+            socket.create_connection((host.address, host.port), timeout=min(host.connect_timeout, 5.0)).close()
+        except OSError as exc:
+            raise UnreachableHost(
+                f"host {name} ({host.address}:{host.port}) of environment {env.name!r} is unreachable: "
+                f"{exc.strerror or exc}",
+                "check that the host is up (for the lab: drillbook lab up), or pass --skip-preflight "
+                "to run anyway and record the failure as evidence",
+            ) from None
+
+
 def prepare(request: RunRequest, project: Path | None = None) -> Plan:
     project = project or paths.project_root()
     path, entry = catalog.find(request.target, project)
@@ -122,6 +144,8 @@ def prepare(request: RunRequest, project: Path | None = None) -> Plan:
     name = entry.name if entry else path.stem
     parameters = _merge_parameters(request, declared, name, env, path)
     redactor = build_redactor(env, parameters, project)
+    if request.preflight:
+        preflight(env)
     run_id = new_run_id(name, env.name)
     if "run_id" in declared:
         parameters["run_id"] = run_id
@@ -129,26 +153,25 @@ def prepare(request: RunRequest, project: Path | None = None) -> Plan:
     return Plan(path, name, entry, env, parameters, redactor, run_id, float(timeout), request)
 
 
-# --------------------------------------------------------------------------- watchdog
-class Watchdog:
-    """Interrupts the kernel at the deadline (cleanups run), kills it if it does not stop in time.
+# --------------------------------------------------------------------------- supervision
+class Supervisor:
+    """Watches a run from the main thread: interrupts the kernel at the deadline or on a signal
+    (its cleanups then run), and kills it if it has not stopped after the grace period.
 
-    Works on the kernel's pid with signals only, so it is safe from any thread and from the
-    runner's own signal handlers.
+    Only signals to the kernel's pid, so it needs no access to papermill's event loop.
     """
 
-    def __init__(self, km: Any, timeout: float, grace: float = CLEANUP_GRACE) -> None:
-        self.km, self.timeout, self.grace = km, timeout, grace
+    def __init__(self, timeout: float, grace: float = CLEANUP_GRACE) -> None:
+        self.timeout, self.grace = timeout, grace
         self.reason: str | None = None  # "timeout" or "aborted"
-        self._stop = threading.Event()
+        self.client: Any = None
         self._deadline = time.monotonic() + timeout
         self._kill_at: float | None = None
-        self._thread = threading.Thread(target=self._watch, name="drillbook-watchdog", daemon=True)
-        self._thread.start()
 
     def kernel_pid(self) -> int | None:
-        provisioner = getattr(self.km, "provisioner", None)
-        return getattr(provisioner, "pid", None) if provisioner else None
+        km = getattr(self.client, "km", None)
+        provisioner = getattr(km, "provisioner", None)
+        return getattr(provisioner, "pid", None)
 
     def _signal(self, sig: int) -> None:
         pid = self.kernel_pid()
@@ -162,80 +185,77 @@ class Watchdog:
         if self.reason is None:
             self.reason = reason
             self._kill_at = time.monotonic() + self.grace
-            self._signal(signal.SIGINT)
+            self._signal(signal.SIGINT)  # KeyboardInterrupt in the cell: the drill's cleanups run
         else:  # asked twice: stop waiting for cleanups
             self._kill_at = time.monotonic()
 
-    def _watch(self) -> None:
-        while not self._stop.wait(0.2):
-            now = time.monotonic()
-            if self.reason is None and now >= self._deadline:
-                self.interrupt("timeout")
-            elif self._kill_at is not None and now >= self._kill_at:
-                self._signal(signal.SIGKILL)
-                self._kill_at = None
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.reason is None and now >= self._deadline:
+            self.interrupt("timeout")
+        elif self._kill_at is not None and now >= self._kill_at:
+            self._signal(signal.SIGKILL)
+            self._kill_at = None
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-
-class _AbortSignals:
-    """While a run executes, SIGINT/SIGTERM interrupt the kernel (cleanups run) instead of the runner."""
-
-    def __init__(self, watchdog: Watchdog) -> None:
-        self.watchdog = watchdog
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _AbortSignals:
+    def watch(self, worker: threading.Thread) -> None:
+        """Wait for the worker; SIGINT/SIGTERM interrupt the kernel instead of the runner."""
+        previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, lambda *_: self.watchdog.interrupt("aborted"))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+                previous[sig] = signal.signal(sig, lambda *_: self.interrupt("aborted"))
+        try:
+            while worker.is_alive():
+                worker.join(0.1)
+                self.tick()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------- execute
-def _kernel_manager(nb: Any, run_dir: Path) -> Any:
-    from jupyter_client import KernelManager
+def _private_kernel_config(run_dir: Path) -> Any:
+    from traitlets.config import Config
 
-    name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
     # IPC sockets inside the private run folder: kernel traffic (which may carry secrets)
-    # never crosses a TCP port other local users could connect to.
-    return KernelManager(kernel_name=name, transport="ipc", ip=str(run_dir / "kernel"))
+    # never crosses a TCP port that other local users could connect to.
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(run_dir / "kernel")}})
 
 
-def _run_papermill(plan: Plan, output: Path, km: Any, progress: ProgressFn | None) -> BaseException | None:
+def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervisor,
+                   on_cell: ProgressFn) -> BaseException | None:
     import papermill
 
     from . import engine
 
+    nb = notebooks.read_notebook(plan.path)
     try:
         papermill.execute_notebook(
             str(plan.path), str(output), parameters=plan.parameters, engine_name=engine.ENGINE_NAME,
-            kernel_name=km.kernel_name, progress_bar=False, log_output=False, cwd=str(plan.path.parent),
-            km=km, on_cell=progress, start_timeout=60,
+            kernel_name=nb.metadata.get("kernelspec", {}).get("name") or "python3", progress_bar=False,
+            log_output=False, cwd=str(plan.path.parent), start_timeout=60, on_cell=on_cell,
+            on_client=lambda client: setattr(supervisor, "client", client),
+            config=_private_kernel_config(run_dir),
         )
         return None
     except Exception as exc:  # every failure still produces evidence
         return exc
 
 
-def _shutdown(km: Any) -> None:
-    try:
-        if km.has_kernel:
-            km.shutdown_kernel(now=False)
-    except Exception:
-        try:
-            km.shutdown_kernel(now=True)
-        except Exception:
-            pass
+def _execute_in_thread(plan: Plan, output: Path, run_dir: Path, supervisor: Supervisor,
+                       on_cell: ProgressFn) -> BaseException | None:
+    """Run papermill in a worker thread, so the main thread stays free to supervise and
+    to receive signals (nbclient would otherwise install its own SIGINT/SIGTERM handlers)."""
+    result: list[BaseException | None] = []
+    worker = threading.Thread(
+        target=lambda: result.append(_run_papermill(plan, output, run_dir, supervisor, on_cell)),
+        name="drillbook-papermill", daemon=True,
+    )
+    worker.start()
+    supervisor.watch(worker)
+    return result[0] if result else RuntimeError("the papermill worker ended without a result")
 
 
-def _kernel_env(plan: Plan, run_dir: Path, project: Path) -> dict[str, str]:
+def _kernel_env(run_dir: Path, project: Path) -> dict[str, str]:
     return {RUN_DIR_VAR: str(run_dir), "DRILLBOOK_PROJECT": str(project), "PYTHONUNBUFFERED": "1"}
 
 
@@ -258,12 +278,12 @@ class _patched_environ:
                 os.environ[key] = value
 
 
-def classify(exc: BaseException | None, watchdog_reason: str | None, kernel_journal: dict[str, Any] | None,
+def classify(exc: BaseException | None, supervisor_reason: str | None, kernel_journal: dict[str, Any] | None,
              timeout: float) -> tuple[str, str | None]:
     """The run's status and reason from what the runner saw and what the kernel journalled."""
-    if watchdog_reason == "aborted":
+    if supervisor_reason == "aborted":
         return "aborted", "interrupted by the operator or a signal"
-    if watchdog_reason == "timeout":
+    if supervisor_reason == "timeout":
         return "error", f"execution timeout: the notebook ran longer than {timeout:g} s"
     status = (kernel_journal or {}).get("status")
     if status in journal.STATUSES:
@@ -282,8 +302,12 @@ def classify(exc: BaseException | None, watchdog_reason: str | None, kernel_jour
     return "passed", None
 
 
-def mark_failure(nb: Any, status: str, reason: str | None) -> dict[str, Any] | None:
-    """Tag the failing cell and put a banner on top, as papermill does for a raised exception."""
+def mark_failure(nb: Any, status: str, reason: str | None, failed_index: int | None = None) -> dict[str, Any] | None:
+    """Tag the failing cell and put a banner on top, as papermill does for a raised exception.
+
+    The failing cell is the one papermill marked, else the one the engine saw fail (a dead
+    kernel), else one still marked running (a killed runner).
+    """
     if status == "passed":
         return None
     failing = None
@@ -292,6 +316,8 @@ def mark_failure(nb: Any, status: str, reason: str | None) -> dict[str, Any] | N
         if cell.cell_type == "code" and (pm.get("exception") or pm.get("status") == "running"):
             failing = (index, cell)
             break
+    if failing is None and failed_index is not None and failed_index < len(nb.cells):
+        failing = (failed_index, nb.cells[failed_index])
     info = None
     if failing is not None:
         index, cell = failing
@@ -338,26 +364,25 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
         run_dir = Path(tempfile.mkdtemp(prefix="drillbook-run-"))  # 0700: the in-flight notebook is private
         marker = inflight.write_marker(state, plan, base, run_dir, archive)
         t0 = time.monotonic()
-        km = _kernel_manager(notebooks.read_notebook(plan.path), run_dir)
-        watchdog = Watchdog(km, plan.timeout)
+        supervisor = Supervisor(plan.timeout)
         output = run_dir / "output.ipynb"
+
+        failed: list[int] = []
 
         def on_cell(event: str, index: int, total: int, cell: Any) -> None:
             if event == "start" and index == 0:
-                inflight.note_kernel(marker, watchdog.kernel_pid())
+                inflight.note_kernel(marker, supervisor.kernel_pid())
+            if event == "failed":
+                failed.append(index)
             if progress is not None:
                 progress(event, index, total, cell)
 
-        try:
-            with _patched_environ(_kernel_env(plan, run_dir, project)), _AbortSignals(watchdog):
-                exc = _run_papermill(plan, output, km, on_cell)
-        finally:
-            watchdog.stop()
-            _shutdown(km)
+        with _patched_environ(_kernel_env(run_dir, project)):
+            exc = _execute_in_thread(plan, output, run_dir, supervisor, on_cell)
         kernel_journal = journal.read_journal(run_dir)
-        status, reason = classify(exc, watchdog.reason, kernel_journal, plan.timeout)
+        status, reason = classify(exc, supervisor.reason, kernel_journal, plan.timeout)
         nb = _load_output(output, plan)
-        failing = mark_failure(nb, status, reason)
+        failing = mark_failure(nb, status, reason, failed[0] if failed else None)
         done = record.complete_record(
             base, status=status, reason=reason, seconds=time.monotonic() - t0, kernel_journal=kernel_journal,
             failing_cell=failing, results=scraps.read_scraps(nb).get(scraps.RESULTS_SCRAP),

@@ -21,8 +21,9 @@ Ports: pg1 55432, pg2 55433, sshd 55422 by default; ``--pg1-port/--pg2-port/--ss
 Run as root, the servers run as the system user ``drillbook-lab`` (created on first use; initdb
 refuses root), and the ssh host logs in as it. Run as anyone else, they run as you; the ssh host
 then works only if ``hosts.lab-ssh.user`` in local.yaml names you. Every parent directory of the
-project must be searchable by that user. Without an OpenSSH server binary the lab still comes up
-and ``status`` says why ssh is unavailable.
+project must be searchable by that user. Without an OpenSSH server binary (or with
+``DRILLBOOK_LAB_SSHD=none``; a path there picks another sshd) the lab still comes up and
+``status`` says why ssh is unavailable.
 
 Roles: ``postgres`` (superuser), ``replicator`` (replication), ``app`` (owns the sample schema,
 no login) and its two login roles ``app_blue``/``app_green``; ``secrets/app_user`` names the one
@@ -65,6 +66,7 @@ LAB_ENV = "local"  # the environment file that describes the lab
 LAB_USER = "drillbook-lab"  # the unprivileged OS user the servers run as when we are root
 NODES = ("pg1", "pg2")
 APP_GROUP, APP_LOGINS = "app", ("app_blue", "app_green")
+SSHD_VAR = "DRILLBOOK_LAB_SSHD"  # path of the sshd to run, or "none" for a lab without ssh
 PORT_VARS = {"pg1": "DRILLBOOK_LAB_PG1_PORT", "pg2": "DRILLBOOK_LAB_PG2_PORT", "ssh": "DRILLBOOK_LAB_SSH_PORT"}
 REQUIRED_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup", "pg_rewind", "pg_controldata")
 Say = Callable[[str], None]
@@ -247,11 +249,12 @@ def binary_candidates(pg_config: str | None = "pg_config", pattern: str = "/usr/
 
 def wheel_binaries() -> tuple[int, str] | None:
     """The PostgreSQL shipped in the pgserver wheel, if installed."""
-    try:
-        import pgserver  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    spec = importlib.util.find_spec("pgserver")  # located, not imported: importing it has side effects
+    if spec is None or not spec.origin:
         return None
-    directory = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    directory = Path(spec.origin).parent / "pginstall" / "bin"
     major = pg_major(directory) if (directory / "pg_ctl").is_file() else None
     return (major, str(directory)) if major else None
 
@@ -654,8 +657,11 @@ def _ensure_standby(pg: pgt.Postgres, name: str, primary: str, say: Say) -> None
 
 # ----------------------------------------------------------------------------- sshd
 def sshd_binary() -> str | None:
-    found = shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.path.exists(p)), None)
-    return found
+    """The OpenSSH server to run: ``$DRILLBOOK_LAB_SSHD`` (a path, or ``none``), else the system's."""
+    chosen = os.environ.get(SSHD_VAR, "")
+    if chosen:
+        return None if chosen == "none" or not os.access(chosen, os.X_OK) else chosen
+    return shutil.which("sshd") or next((p for p in ("/usr/sbin/sshd", "/usr/local/sbin/sshd") if os.path.exists(p)), None)
 
 
 def render_sshd_config(paths: LabPaths, port: int, user: str) -> str:
@@ -735,16 +741,22 @@ def _sshd_pid(paths: LabPaths) -> int | None:
     return pid if str(paths.ssh / "sshd_config") in cmdline else None
 
 
-def _ssh_availability(state: LabState, binary: str | None) -> str:
-    if binary is None:
-        return "unavailable: no OpenSSH server binary (apt-get install openssh-server, or make system-deps as root)"
-    return "enabled"
+def _ssh_availability(binary: str | None) -> str:
+    if binary is not None:
+        return "enabled"
+    if os.environ.get(SSHD_VAR) == "none":
+        return f"unavailable: disabled by {SSHD_VAR}=none"
+    if os.environ.get(SSHD_VAR):
+        return f"unavailable: {SSHD_VAR}={os.environ[SSHD_VAR]} is not an executable"
+    return "unavailable: no OpenSSH server binary (apt-get install openssh-server, or make system-deps as root)"
 
 
 def _start_sshd(paths: LabPaths, state: LabState, say: Say) -> None:
     binary = sshd_binary()
-    state.ssh = _ssh_availability(state, binary)
+    state.ssh = _ssh_availability(binary)
     if binary is None:
+        if (pid := _sshd_pid(paths)) is not None:
+            _stop_pid(pid)
         say(f"ssh: {state.ssh}")
         return
     config = str(paths.ssh / "sshd_config")
@@ -893,7 +905,7 @@ def up(project: Path, ports: LabPorts | None = None, say: Say = _quiet) -> LabSt
     _ensure_secrets(paths)
     _ensure_tls(paths, user)
     _ensure_ssh_files(paths, state)
-    state.ssh = _ssh_availability(state, sshd_binary())
+    state.ssh = _ssh_availability(sshd_binary())
     save_state(paths, state)
     with lab_postgres(paths, state) as pg:
         if not any(disk_facts(pg, n).initialized for n in NODES):

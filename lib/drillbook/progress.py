@@ -36,8 +36,7 @@ class CellProgress:
             if self.tty:
                 self._write(f"\r\033[K{self.label} [{index + 1}/{total}] {cell_title(cell)} …")
         else:
-            status = cell.get("metadata", {}).get("papermill", {}).get("status", "")
-            mark = "✗" if status == "failed" or cell.get("metadata", {}).get("papermill", {}).get("exception") else "✓"
+            mark = "✗" if event == "failed" else "✓"
             line = f"{self.label} [{index + 1}/{total}] {mark} {cell_title(cell)} ({now - self.cell_t0:.1f} s)"
             self._write(f"\r\033[K{line}\n" if self.tty else f"{line}\n")
 

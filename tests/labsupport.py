@@ -1,0 +1,112 @@
+"""One real lab for the whole test session, in a temporary project with its own free ports.
+
+Import the fixture into a test module (``from labsupport import lab_project``); every module
+gets the same lab. It is stopped and purged at the end of the session, also after failures.
+Under ``CI=true`` a missing OpenSSH server fails the tests that need it instead of skipping them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from drillbook import environments, lab
+from drillbook.environments import Environment
+from drillbook.targets.postgres import Postgres
+
+REPO = Path(__file__).resolve().parent.parent
+_LAB: LabProject | None = None
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports nothing listens on now (the kernel's choice, released at once)."""
+    sockets, ports = [], []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@dataclass
+class LabProject:
+    root: Path
+    ports: lab.LabPorts
+
+    @property
+    def paths(self) -> lab.LabPaths:
+        return lab.LabPaths(self.root)
+
+    @property
+    def env(self) -> Environment:
+        return environments.load_environment("local", self.root)
+
+    def postgres(self) -> Postgres:
+        return Postgres.from_environment(self.env, self.root)
+
+
+def make_project(base: Path, ports: lab.LabPorts) -> Path:
+    """A project whose local.yaml describes a lab on ``ports``, with the smoke drill."""
+    root = base / "project"
+    (root / "parameters" / "environments").mkdir(parents=True)
+    (root / "runbooks").mkdir()
+    (root / "notebooks" / "drills").mkdir(parents=True)
+    shutil.copy(REPO / "notebooks" / "drills" / "smoke.ipynb", root / "notebooks" / "drills")
+    text = lab.environment_yaml(ports, lab.lab_user(), parameters={"smoke": {"min_free_disk_percent": 1}})
+    (root / "parameters" / "environments" / "local.yaml").write_text(text)
+    return root
+
+
+def lab_base() -> Path:
+    # Not pytest's tmp_path: it is private to us (0700) and the lab's OS user must enter it.
+    base = Path(tempfile.mkdtemp(prefix="drillbook-lab-test-"))
+    os.chmod(base, 0o755)
+    return base
+
+
+@pytest.fixture(scope="session")
+def lab_project() -> LabProject:
+    """The session's lab, up and healthy (started on first use)."""
+    global _LAB
+    if _LAB is None:
+        base = lab_base()
+        pg1, pg2, ssh = free_ports(3)
+        ports = lab.LabPorts(pg1=pg1, pg2=pg2, ssh=ssh)
+        root = make_project(base, ports)
+        _LAB = LabProject(root, ports)
+        try:
+            lab.up(root, ports)
+        except BaseException:
+            _teardown()
+            raise
+    yield _LAB
+    _teardown()
+
+
+def _teardown() -> None:
+    global _LAB
+    if _LAB is None:
+        return
+    root, _LAB = _LAB.root, None
+    try:
+        lab.down(root, purge=True)
+    finally:
+        shutil.rmtree(root.parent, ignore_errors=True)
+
+
+def require_sshd() -> None:
+    """Skip without an OpenSSH server, except under CI, where that is a failure."""
+    if lab.sshd_binary() is not None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true and no OpenSSH server is installed: the SSH tests must run here "
+                    "(make system-deps installs openssh-server as root)")
+    pytest.skip("no OpenSSH server installed (apt-get install openssh-server)")
