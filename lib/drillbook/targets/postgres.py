@@ -736,41 +736,42 @@ class Postgres:
                             "check replication with drillbook lab status (or pg_stat_replication)")
 
     def rebuild_standby(self, name: str, primary: str | None = None, method: str = "auto") -> str:
-        """Make ``name`` a streaming standby of the primary again; return how: pg_rewind or pg_basebackup.
+        """Make ``name`` a streaming standby of the primary again; return how it was done.
 
-        ``auto`` tries pg_rewind (fast: copies only what diverged) and falls back to a fresh
-        pg_basebackup when rewinding fails or the node does not stream afterwards.
+        ``auto`` tries, in order: ``pg_rewind`` (copies only what diverged); ``follow`` when
+        pg_rewind finds nothing to rewind from (the node's WAL ends exactly where the new timeline
+        forked: it can follow as it is — PostgreSQL refuses a timeline that forked before it); and
+        a fresh ``pg_basebackup``. ``rewind`` or ``clone`` force one way. Each way must end with the
+        node streaming *and* replaying, or the next is tried.
         """
         primary = primary or self.primary(exclude=name)
         if primary == name:
             raise PostgresError(f"{self.name}/{name} is the primary; it cannot be rebuilt as its own standby")
+        if method not in ("auto", "rewind", "clone"):
+            raise PostgresError(f"unknown rebuild method {method!r}", "use auto, rewind or clone")
         if not self.stop(name, "fast") and self.is_running(name):
             self.stop(name, "immediate")
-        used = None
-        if method in ("auto", "rewind") and self._initialized(name):
+        ways = ["pg_rewind", "follow"] if method != "clone" and self._initialized(name) else []
+        ways = ways[:1] if method == "rewind" else ways + (["pg_basebackup"] if method != "rewind" else [])
+        error: PostgresError | None = None
+        for how in ways:
+            if how == "follow" and (error is None or "previous WAL record" not in error.message):
+                continue  # following only helps when pg_rewind found no divergence to undo
             try:
-                self._rewind(name, primary)
-                used = "pg_rewind"
-            except PostgresError:
-                if method == "rewind":
-                    raise
-        if used is None:
-            self._clone(name, primary)
-            used = "pg_basebackup"
-        self._configure_standby(name, primary)
-        self.start(name)
-        try:
-            self._wait_replicating(name)
-        except PostgresError:
-            if used != "pg_rewind" or method != "auto":
-                raise
-            self.stop(name, "immediate")
-            self._clone(name, primary)
-            self._configure_standby(name, primary)
-            self.start(name)
-            self._wait_replicating(name)
-            used = "pg_basebackup"
-        return used
+                if how == "pg_rewind":
+                    self._rewind(name, primary)
+                elif how == "pg_basebackup":
+                    self._clone(name, primary)
+                self._configure_standby(name, primary)
+                self.start(name)
+                self._wait_replicating(name, timeout=15 if how == "follow" else 30)
+                return how
+            except PostgresError as exc:
+                error = exc
+                if self.is_running(name):
+                    self.stop(name, "immediate")
+        assert error is not None
+        raise error
 
     def _wait_replicating(self, name: str, timeout: float = 30.0) -> None:
         """Streaming is not enough: a standby on a diverged history receives WAL it never replays."""
