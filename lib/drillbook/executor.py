@@ -381,6 +381,7 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
             exc = _execute_in_thread(plan, output, run_dir, supervisor, on_cell)
         kernel_journal = journal.read_journal(run_dir)
         status, reason = classify(exc, supervisor.reason, kernel_journal, plan.timeout)
+        reason = plan.redactor.scrub(reason) if reason else reason  # it is printed and recorded
         nb = _load_output(output, plan)
         failing = mark_failure(nb, status, reason, failed[0] if failed else None)
         done = record.complete_record(
