@@ -66,6 +66,7 @@ def project(tmp_path: Path) -> Project:
     (root / "parameters" / "environments").mkdir(parents=True)
     (root / "runbooks").mkdir()
     (root / "notebooks" / "drills").mkdir(parents=True)
+    shutil.copytree(REPO / "notebooks" / "templates", root / "notebooks" / "templates")
     proj = Project(root)
     proj.write_env("local", "description: test lab\nhosts:\n  here:\n    shell: local\nobjectives:\n  rto_seconds: 30\n")
     return proj

@@ -85,6 +85,20 @@ def lint() -> None:
     out.print("lint: all notebooks and environments are clean")
 
 
+@app.command()
+def new(
+    name: str = typer.Argument(..., help="File name without .ipynb, e.g. pool-exhausted."),
+    kind: str = typer.Option("runbook", help="'runbook' (runbooks/) or 'drill' (notebooks/drills/)."),
+    title: str = typer.Option(..., help="Title shown in the catalog and on the site."),
+    owner: str = typer.Option(..., help="Team or person who answers for it."),
+) -> None:
+    """Create a runbook or drill from the template in notebooks/templates/."""
+    from .templates import new_notebook
+
+    path = new_notebook(name, kind, title, owner)
+    out.print(f"created {path}; open it in JupyterLab, then `drillbook lint`", soft_wrap=True)
+
+
 # ----------------------------------------------------------------------------- running
 def _parse_parameters(values: list[str]) -> dict[str, str]:
     parsed = {}
@@ -273,6 +287,12 @@ def lab_down(purge: bool = typer.Option(False, "--purge", help="Also delete .lab
     lab.down(paths.project_root(), purge, say=lambda line: out.print(f"lab: {line}", soft_wrap=True))
 
 
+def _lag_text(node: Any) -> str | None:
+    if node.lag_bytes is None:
+        return None
+    return f"{node.lag_bytes} B" + (f", {node.lag_seconds:.3f} s" if node.lag_seconds is not None else "")
+
+
 def _print_lab(report: Any) -> None:
     from rich.markup import escape
 
@@ -282,7 +302,7 @@ def _print_lab(report: Any) -> None:
         notes = ", ".join(filter(None, ["fenced" if n.fenced else "", "not streaming" if n.streaming is False else "",
                                         n.detail if n.role == "down" else ""]))
         rows.append([n.name, f"[{colours.get(n.role, 'white')}]{n.role}[/]", f"{n.address}:{n.port}", n.timeline,
-                     n.upstream_port, None if n.lag_bytes is None else f"{n.lag_bytes} B", escape(notes)])
+                     n.upstream_port, _lag_text(n), escape(notes)])
     out.print(_table(f"Lab {report.lab_dir} (PostgreSQL {report.pg_major}, servers run as {report.os_user})",
                      ["node", "role", "address", "timeline", "streams from", "lag", "notes"], rows))
     out.print(f"ssh: {escape(report.ssh)}", soft_wrap=True)

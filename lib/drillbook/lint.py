@@ -48,7 +48,11 @@ def lint_notebook(path: Path, root: Path) -> tuple[list[Problem], set[str] | Non
         cells = ", ".join(str(i) for i in dirty[:5])
         problems.append(Problem(where, f"committed outputs in cell(s) {cells}; clear them before committing"))
     try:
-        catalog.validate_metadata(notebooks.drillbook_metadata(nb), Path(where))
+        meta = catalog.validate_metadata(notebooks.drillbook_metadata(nb), Path(where))
+        expected = dict((folder, kind) for folder, kind in catalog.SOURCES).get(str(Path(where).parent))
+        if expected and meta.kind != expected:
+            problems.append(Problem(where, f"metadata.drillbook.kind is {meta.kind!r} but the notebook lives "
+                                           f"in {Path(where).parent}/ (for {expected}s)"))
     except DrillbookError as exc:
         problems.append(Problem(where, exc.message.removeprefix(f"{where}: ")))
     return problems, declared

@@ -1,0 +1,131 @@
+"""Unit tests of the pure parts: redaction, cron, parameter types, environments, the ledger."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from drillbook import ledger
+from drillbook.errors import ConfigError, NotebookError, SecretError
+from drillbook.notebooks import Parameter, coerce_parameter
+from drillbook.schedule import Cron
+from drillbook.secrets import Redactor, SecretRef
+
+
+# ----------------------------------------------------------------------------- secrets
+def test_redactor_scrubs_value_and_its_escaped_forms() -> None:
+    r = Redactor()
+    r.add("db", 'p@ss"word\\x')
+    text = 'raw p@ss"word\\x json p@ss\\"word\\\\x url p%40ss%22word%5Cx'
+    scrubbed = r.scrub(text)
+    assert "p@ss" not in scrubbed and "p%40ss" not in scrubbed
+    assert scrubbed.count("[REDACTED:db]") == 3
+
+
+def test_redactor_scrubs_nested_structures_including_keys() -> None:
+    r = Redactor()
+    r.add("t", "tok-123456")
+    data = {"tok-123456": ["a tok-123456 b", {"k": "tok-123456"}], "n": 3}
+    assert r.scrub_obj(data) == {"[REDACTED:t]": ["a [REDACTED:t] b", {"k": "[REDACTED:t]"}], "n": 3}
+
+
+def test_redactor_prefers_longest_secret() -> None:
+    r = Redactor()
+    r.add("short", "abcd")
+    r.add("long", "abcdefgh")
+    assert r.scrub("xabcdefghx abcd") == "x[REDACTED:long]x [REDACTED:short]"
+
+
+def test_secret_reference_parsing_and_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PASS", "hunter22")
+    assert SecretRef.parse("env:DB_PASS").resolve() == "hunter22"
+    (tmp_path / "s").write_text("from-file\n")
+    assert SecretRef.parse("file:s").resolve(tmp_path) == "from-file"
+    with pytest.raises(SecretError, match="not a secret reference"):
+        SecretRef.parse("hunter22")
+    with pytest.raises(SecretError, match="shorter than 4"):
+        monkeypatch.setenv("TINY", "ab")
+        SecretRef.parse("env:TINY").resolve()
+
+
+# ----------------------------------------------------------------------------- cron
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize("expr, after, expected", [
+    ("*/30 * * * *", datetime(2026, 1, 1, 10, 5, tzinfo=UTC), datetime(2026, 1, 1, 10, 30, tzinfo=UTC)),
+    ("0 3 * * *", datetime(2026, 1, 1, 3, 0, tzinfo=UTC), datetime(2026, 1, 2, 3, 0, tzinfo=UTC)),
+    ("0 2 1 * *", datetime(2026, 1, 15, tzinfo=UTC), datetime(2026, 2, 1, 2, 0, tzinfo=UTC)),
+    ("0 9 * * mon", datetime(2026, 11, 24, tzinfo=UTC), datetime(2026, 11, 30, 9, 0, tzinfo=UTC)),
+    ("@monthly", datetime(2026, 12, 5, tzinfo=UTC), datetime(2027, 1, 1, 0, 0, tzinfo=UTC)),
+    ("0 0 29 2 *", datetime(2026, 3, 1, tzinfo=UTC), datetime(2028, 2, 29, 0, 0, tzinfo=UTC)),
+    ("0 12 1 * 0", datetime(2026, 11, 24, tzinfo=UTC), datetime(2026, 11, 29, 12, 0, tzinfo=UTC)),  # dom OR dow
+])
+def test_cron_next_after(expr: str, after: datetime, expected: datetime) -> None:
+    assert Cron.parse(expr).next_after(after) == expected
+
+
+def test_cron_previous_before() -> None:
+    cron = Cron.parse("0 3 * * *")
+    assert cron.previous_before(datetime(2026, 1, 5, 2, 0, tzinfo=UTC)) == datetime(2026, 1, 4, 3, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("expr", ["* * *", "61 * * * *", "0 25 * * *", "0 0 0 * *", "x * * * *"])
+def test_cron_rejects_bad_expressions(expr: str) -> None:
+    with pytest.raises(ConfigError, match="bad cron expression"):
+        Cron.parse(expr)
+
+
+# ----------------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("type_name, raw, expected", [
+    ("int", "3", 3), ("int", 7, 7), ("float", "0.5", 0.5), ("float", 2, 2.0), ("bool", "yes", True),
+    ("bool", "false", False), ("str", "abc", "abc"), ("list", "[a, b]", ["a", "b"]), ("dict", {"a": 1}, {"a": 1}),
+    ("None", "12", 12), ("str | None", "x", "x"),
+])
+def test_parameter_coercion(type_name: str, raw: object, expected: object) -> None:
+    assert coerce_parameter(Parameter("p", type_name, None, "d"), raw, "-p") == expected
+
+
+@pytest.mark.parametrize("type_name, raw", [
+    ("int", "3.5"), ("int", True), ("float", "fast"), ("bool", "maybe"), ("str", 5), ("list", "a"),
+])
+def test_parameter_coercion_rejects_wrong_types(type_name: str, raw: object) -> None:
+    with pytest.raises(NotebookError, match=f"expects {type_name}"):
+        coerce_parameter(Parameter("p", type_name, None, "d"), raw, "-p")
+
+
+# ----------------------------------------------------------------------------- ledger
+def test_entry_hash_ignores_hash_and_signature_but_covers_everything_else() -> None:
+    entry = {"seq": 1, "run_id": "r", "prev": ledger.GENESIS, "manifest_sha256": "ab"}
+    h = ledger.entry_hash(entry)
+    assert ledger.entry_hash({**entry, "hash": "x", "sig": "y"}) == h
+    assert ledger.entry_hash({**entry, "run_id": "s"}) != h
+
+
+def test_ledger_append_chains_and_signs(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from drillbook import evidence
+
+    key = Ed25519PrivateKey.generate()
+    first = ledger.append(tmp_path, key, {"run_id": "a", "manifest_sha256": "1"})
+    second = ledger.append(tmp_path, key, {"run_id": "b", "manifest_sha256": "2"})
+    assert (first["seq"], second["seq"]) == (1, 2) and second["prev"] == first["hash"]
+    assert ledger.read_head(tmp_path)["hash"] == second["hash"]
+    report = evidence.verify_archive(tmp_path)
+    # The chain and signatures hold; the bundles themselves were never written.
+    assert [str(p) for p in report.problems] == ["a: deleted: the run's folder is missing",
+                                                 "b: deleted: the run's folder is missing"]
+
+
+def test_signing_key_is_private_and_refused_when_readable(tmp_path: Path) -> None:
+    from drillbook import keys
+    from drillbook.errors import EvidenceError
+
+    keys.load_or_create_signing_key(tmp_path)
+    path = tmp_path / keys.PRIVATE_NAME
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)
+    with pytest.raises(EvidenceError, match="readable by others"):
+        keys.load_or_create_signing_key(tmp_path)
