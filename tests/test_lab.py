@@ -261,10 +261,15 @@ def test_up_after_a_failover_keeps_the_new_primary_and_rebuilds_the_old(lab_proj
 def test_down_stops_everything_and_keeps_the_data(lab_project: LabProject) -> None:
     require_sshd()
     ports = lab_project.ports
+    with lab_project.postgres() as pg:  # a drill left a scratch instance running
+        backup = pg.base_backup()
+        scratch_port = free_ports(1)[0]
+        pg.restore_scratch(backup, port=scratch_port, name="left-behind")
+        assert lab._port_open(scratch_port)
     down = cli(lab_project.root, "lab", "down")
     assert down.code == 0, down.output
-    assert "stopped sshd" in down.stdout
-    for port in (ports.pg1, ports.pg2, ports.ssh):
+    assert "stopped sshd" in down.stdout and "stopped scratch instance left-behind" in down.stdout
+    for port in (ports.pg1, ports.pg2, ports.ssh, scratch_port):
         assert not lab._port_open(port)
     assert (lab_project.paths.node("pg1") / "PG_VERSION").exists() and lab_project.paths.secret("app_password").exists()
     assert cli(lab_project.root, "lab", "status").code == 1

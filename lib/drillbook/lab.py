@@ -1,6 +1,6 @@
 """The embedded lab: a real PostgreSQL primary + streaming standby (and an sshd) on 127.0.0.1.
 
-    drillbook lab up                      # create or repair, idempotent: a warm run takes ~1 s
+    drillbook lab up                      # create (~4 s) or repair; idempotent: a warm run takes < 1 s
     drillbook lab status                  # roles, timelines, replication lag, ports, ssh
     drillbook lab down [--purge]          # stop everything it started; --purge also removes .lab/
 

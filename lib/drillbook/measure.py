@@ -12,10 +12,12 @@
         outcome = load.outcome(fault, conn)   # RTO, RPO (writes and seconds), failed probes
         load.purge(conn)
 
-* The writer inserts (run, seq) rows into ``drillbook.writes`` through whatever node accepts
+* The writer inserts (run, seq) rows into ``drillbook.writes`` (the lab creates it; elsewhere
+  ``ensure_table(conn)``) through whatever node accepts
   writes — its connector decides (``pg.connector()`` lists every node with
   ``target_session_attrs=read-write``) — and records each acknowledged seq with its time and node.
-  After an error it reconnects every ``retry_interval`` (20 ms) until a primary answers.
+  After an error it reconnects every ``retry_interval`` (20 ms) until a primary answers: that
+  interval (plus a connection's set-up, ~5 ms with TLS) is the resolution of the measured RTO.
 * The probe opens a new connection and runs ``SELECT 1`` every ``interval`` (≤ 50 ms, start to
   start), recording success or failure: availability, and credentials that still work.
 * RTO = fault → first write acknowledged by another node than the one before the fault.
@@ -315,6 +317,13 @@ class Load:
     def purge(self, conn: Any) -> int:
         """Delete this run's rows from the writes table (the lab stays small)."""
         return conn.execute(f"DELETE FROM {WRITES_TABLE} WHERE run = %s", (self.run,)).rowcount
+
+
+def ensure_table(conn: Any) -> None:
+    """Create the writes table where the lab has not (other environments): needs CREATE rights."""
+    conn.execute("CREATE SCHEMA IF NOT EXISTS drillbook")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {WRITES_TABLE} (run text NOT NULL, seq bigint NOT NULL, "
+                 "written_at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run, seq))")
 
 
 def _node(conn: Any) -> str:

@@ -88,6 +88,7 @@ class NodeState:
     streaming: bool | None = None  # standbys: is the WAL receiver streaming?
     upstream_port: int | None = None  # standbys: the port it streams from
     lag_bytes: int | None = None  # standbys: WAL not yet replayed, compared with the primary
+    lag_seconds: float | None = None  # standbys: the primary's replay_lag (None once idle)
     fenced: bool = False
     detail: str = ""
 
@@ -510,26 +511,31 @@ class Postgres:
         except psycopg.OperationalError as exc:
             return NodeState(role="down", fenced=self._fenced_quietly(name), detail=_first_line(exc), **base)
         streaming = bool(row and row[0] == "streaming")
+        lag_bytes, lag_seconds = self._lag_from_primary(name, replay)
         return NodeState(role="standby", timeline=timeline, streaming=streaming, fenced=self._fenced_quietly(name),
-                         upstream_port=row[1] if row else None, lag_bytes=self._lag_bytes(replay, exclude=name),
+                         upstream_port=row[1] if row else None, lag_bytes=lag_bytes, lag_seconds=lag_seconds,
                          **base)
 
     def states(self) -> list[NodeState]:
         return [self.state(name) for name in self.node_names]
 
-    def _lag_bytes(self, replay: str | None, exclude: str) -> int | None:
+    def _lag_from_primary(self, standby: str, replay: str | None) -> tuple[int | None, float | None]:
+        """(bytes not replayed, the primary's replay_lag) for a standby; (None, None) without a primary."""
         if not replay:
-            return None
+            return None, None
         for name in self.node_names:
-            if name == exclude:
+            if name == standby:
                 continue
             try:
-                current = self.query(name, "SELECT pg_is_in_recovery(), pg_current_wal_lsn()::text")
+                rows = self.query(name, "SELECT pg_is_in_recovery(), pg_current_wal_lsn()::text, "
+                                        "(SELECT extract(epoch FROM replay_lag) FROM pg_stat_replication "
+                                        " WHERE application_name = %s LIMIT 1)", (standby,))
             except (psycopg.Error, DrillbookError):
                 continue
-            if current and not current[0][0]:
-                return max(0, parse_lsn(current[0][1]) - parse_lsn(replay))
-        return None
+            if rows and not rows[0][0]:
+                seconds = float(rows[0][2]) if rows[0][2] is not None else None
+                return max(0, parse_lsn(rows[0][1]) - parse_lsn(replay)), seconds
+        return None, None
 
     # ------------------------------------------------------------------ commands on the node's host
     def shell(self, host: str) -> Shell:
