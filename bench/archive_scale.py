@@ -1,0 +1,89 @@
+"""`drillbook verify` and `drillbook status` on a synthetic archive of 10,000 runs.
+
+The archive is written through the real evidence API (bundles, MANIFEST, signed ledger),
+each bundle a copy of a real run of the smoke drill (record, executed notebook, run-time
+HTML), so file sizes are realistic. Then the two commands are timed as an operator runs
+them: fresh processes, imports included.
+
+    .venv/bin/python bench/archive_scale.py [--runs 10000] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, scratch_project, summary  # noqa: E402
+
+
+def real_bundle(root: Path) -> Path:
+    """One real run of the smoke drill in the scratch project, to copy from."""
+    from drillbook import executor
+
+    smoke = root / "notebooks" / "drills" / "smoke.ipynb"
+    smoke.write_bytes((REPO / "notebooks" / "drills" / "smoke.ipynb").read_bytes())
+    outcome = executor.run(executor.RunRequest("smoke", "local"))
+    return outcome.bundle
+
+
+def fill_archive(archive: Path, template: Path, runs: int) -> float:
+    from drillbook import evidence, keys
+    from drillbook.secrets import Redactor
+
+    key = keys.load_or_create_signing_key()
+    record = json.loads((template / "record.json").read_text())
+    notebook = json.loads((template / "notebook.ipynb").read_text())
+    html = (template / "notebook.html").read_text()
+    redactor = Redactor()
+    drills, envs, statuses = ["smoke", "failover", "backup-restore", "key-rotation"], ["local", "staging", "prod"], \
+        ["passed"] * 8 + ["failed", "error"]
+    t0 = time.perf_counter()
+    for i in range(runs):
+        rec = dict(record, run_id=f"20260101T{i:06d}Z-bench-{i}", drill=drills[i % 4], env=envs[i % 3],
+                   status=statuses[i % 10])
+        evidence.record_run(archive, key, rec, redactor, notebook=notebook, html=html)
+        if (i + 1) % 1000 == 0:
+            print(f"  wrote {i + 1} runs ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return time.perf_counter() - t0
+
+
+def time_cli(args: list[str], cwd: Path, expect: int = 0) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run([str(Path(sys.executable).parent / "drillbook"), *args], cwd=cwd, capture_output=True,
+                          text=True)
+    elapsed = time.perf_counter() - t0
+    assert done.returncode == expect, done.stdout + done.stderr
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    root = scratch_project("archive")
+    archive = root / "reports" / "evidence"
+    template = real_bundle(root)
+    size = sum(p.stat().st_size for p in template.iterdir())
+    print(f"writing {args.runs} bundles of {size / 1024:.0f} KiB each (copies of a real smoke run) …")
+    written = fill_archive(archive, template, args.runs - 1)
+    print(f"archive written in {written:.1f} s ({written / args.runs * 1000:.2f} ms per run, "
+          f"{sum(p.stat().st_size for p in archive.rglob('*') if p.is_file()) / 2**20:.0f} MiB)")
+    os.sync()
+    verify = [time_cli(["verify"], root) for _ in range(args.repeat)]
+    status = [time_cli(["status"], root) for _ in range(args.repeat)]
+    bare = [time_cli(["--help"], root) for _ in range(args.repeat)]
+    print(f"drillbook verify ({args.runs} runs)  {summary(verify)}  (target <= 10 s)")
+    print(f"drillbook status ({args.runs} runs)  {summary(status)}  (target <= 2 s)")
+    print(f"drillbook --help (process start)   {summary(bare)}")
+    print(f"verify per run: {statistics.median(verify) / args.runs * 1000:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
