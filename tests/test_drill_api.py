@@ -1,0 +1,157 @@
+"""The drill API in-process: steps, dry-run, gates, production, checks, measures, cleanups, journal.
+
+No kernel here; `drill.start` runs in the test process with a temporary project. Where a
+person would type at a prompt, `input` is replaced (the only fake in this file).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import drillbook
+from drillbook import ui
+from drillbook.errors import ChangeRequired, CheckFailed, GateNotApproved
+from conftest import Project
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:No kernel detected:UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def _forget_current_drill():
+    """Each test starts from a kernel with no drill running (the module keeps the current one)."""
+    yield
+    import drillbook.drill
+
+    drillbook.drill._current = None
+
+
+@pytest.fixture
+def run_dir(project: Project, tmp_path: Path) -> Path:
+    os.environ["DRILLBOOK_PROJECT"] = str(project.root)
+    path = tmp_path / "run"
+    path.mkdir()
+    os.environ["DRILLBOOK_RUN_DIR"] = str(path)
+    return path
+
+
+def journal(run_dir: Path) -> dict:
+    return json.loads((run_dir / "journal.json").read_text())
+
+
+def test_steps_checks_measures_are_journalled_as_they_happen(run_dir: Path) -> None:
+    drill = drillbook.start(env="local", dry_run=False, run_id="r1")
+    assert drill.step("Read", lambda: 7) == 7
+    assert journal(run_dir)["steps"][0]["status"] == "passed"  # written before finish()
+    drill.check("seven", True)
+    drill.measure("rto_seconds", 31.0, objective="rto_seconds")
+    drill.measure("rpo_seconds", 1.0, objective="rpo_seconds")
+    with pytest.raises(CheckFailed, match="objective missed: rto_seconds"):
+        drill.finish()
+    data = journal(run_dir)
+    assert data["status"] == "failed"
+    assert [m["verdict"] for m in data["measures"]] == ["missed", "no objective"]
+
+
+def test_dry_run_skips_mutating_steps_and_cleanups(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    touched = []
+    drill = drillbook.start(env="local", dry_run=True)
+    drill.cleanup(lambda: touched.append("cleanup"), "undo")
+    assert drill.step("Break it", lambda: touched.append("step"), mutating=True, plan="stop the primary") is None
+    drill.step("Look", lambda: touched.append("read"))
+    drill.finish()
+    assert touched == ["read"]
+    assert "DRY RUN, would: stop the primary" in capsys.readouterr().out
+    data = journal(run_dir)
+    assert data["steps"][0]["status"] == "dry-run" and data["cleanups"][0]["status"] == "dry-run"
+
+
+def test_cleanups_run_last_in_first_out_even_after_failures(run_dir: Path) -> None:
+    order = []
+    drill = drillbook.start(env="local", dry_run=False)
+    drill.cleanup(lambda: order.append("first registered"), "one")
+    drill.cleanup(lambda: (_ for _ in ()).throw(RuntimeError("cleanup broke")), "two")
+    drill.cleanup(lambda: order.append("last registered"), "three")
+    with pytest.raises(ZeroDivisionError):
+        drill.step("Divide", lambda: 1 / 0)
+    drill.fail(ZeroDivisionError("division by zero"))
+    assert order == ["last registered", "first registered"]  # the failing cleanup did not stop the others
+    data = journal(run_dir)
+    assert data["status"] == "error" and [c["status"] for c in data["cleanups"]] == ["passed", "failed", "passed"]
+
+
+def test_keyboard_interrupt_means_aborted(run_dir: Path) -> None:
+    with drillbook.start(env="local", dry_run=False) as drill:
+        drill.cleanup(lambda: None, "undo")
+        with pytest.raises(KeyboardInterrupt):
+            with drill:
+                raise KeyboardInterrupt
+    assert journal(run_dir)["status"] == "aborted"
+
+
+def test_unattended_gate_fails_at_once(run_dir: Path) -> None:
+    drill = drillbook.start(env="local", dry_run=False)
+    with pytest.raises(GateNotApproved, match="gate 'promote'"):
+        drill.step("Promote", lambda: None, mutating=True, gate="promote")
+
+
+def test_interactive_gate_asks_for_the_gate_name(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    del os.environ["DRILLBOOK_RUN_DIR"]  # interactive: nobody started us
+    answers = iter(["yes", "ROLLBACK"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    drill = drillbook.start(env="local", dry_run=False)
+    with pytest.raises(GateNotApproved, match="not confirmed \\(typed 'yes'\\)"):
+        drill.step("Roll back", lambda: "done", mutating=True, gate="ROLLBACK")
+    drill = drillbook.start(env="local", dry_run=False)
+    assert drill.step("Roll back", lambda: "done", mutating=True, gate="ROLLBACK") == "done"
+    assert drill.data["gates"][0]["how"].startswith("confirmed interactively by ")
+
+
+def test_production_needs_a_change_reference(project: Project, run_dir: Path) -> None:
+    project.write_env("prod", "production: true\n")
+    drill = drillbook.start(env="prod", dry_run=False, approve=["x"])
+    drill.step("Read", lambda: 1)  # reading production needs no change reference
+    with pytest.raises(ChangeRequired):
+        drill.step("Change", lambda: 1, mutating=True)
+    drill = drillbook.start(env="prod", dry_run=False, change="CHG-1")
+    assert drill.step("Change", lambda: 2, mutating=True) == 2
+
+
+def test_not_applicable_is_never_a_pass(run_dir: Path) -> None:
+    drill = drillbook.start(env="local", dry_run=False)
+    drill.not_applicable("Rotate SSH key", "no SSH host in this environment")
+    drill.finish()
+    assert journal(run_dir)["steps"][0]["status"] == "not-applicable"
+
+
+def test_secrets_resolved_by_the_drill_are_scrubbed_from_its_journal(project: Project, run_dir: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    os.environ["T_SECRET"] = "sup3r-s3cret-value"
+    project.write_env("local", "secrets:\n  token: env:T_SECRET\n")
+    drill = drillbook.start(env="local", dry_run=False)
+    value = drill.secret("token")
+    drill.check(f"token is {value}", True, value)
+    assert "sup3r" not in (run_dir / "journal.json").read_text()
+    assert "sup3r" not in capsys.readouterr().out
+
+
+def test_ui_degrades_to_parameters_under_the_runner(run_dir: Path) -> None:
+    assert ui.environment_picker("local").value == "local"
+    assert ui.gate_panel(drillbook.start(env="local"), ["promote"]) is None
+
+
+def test_gate_panel_approves_only_the_exact_name(run_dir: Path) -> None:
+    del os.environ["DRILLBOOK_RUN_DIR"]
+    drill = drillbook.start(env="local", dry_run=False)
+    panel = ui.gate_panel(drill, ["promote"])
+    typed, button, state = panel.children[0].children
+    typed.value = "promot"
+    button.click()
+    assert "promote" not in drill.approved and state.value == "type exactly promote"
+    typed.value = "promote"
+    button.click()
+    assert "promote" in drill.approved and button.disabled
+    assert drill.step("Promote", lambda: "ok", mutating=True, gate="promote") == "ok"
