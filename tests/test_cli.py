@@ -88,3 +88,27 @@ def test_new_copies_a_template(project: Project) -> None:
     assert cli(project, "lint").code == 0
     again = cli(project, "new", "disk-check", "--kind", "drill", "--title", "Disk check", "--owner", "ops")
     assert again.code == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.integration
+def test_run_due_runs_what_the_schedule_says_once(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    project.add_notebook("check_fails.ipynb")
+    (project.root / "parameters" / "schedule.yaml").write_text(
+        "runs:\n"
+        "  - {drill: passes, env: local, cron: '* * * * *'}\n"
+        "  - {drill: check_fails, env: local, cron: '0 0 1 1 *'}\n"
+    )
+    first = cli(project, "run", "--due")
+    assert first.code == 1  # check_fails failed, as it should; both ran
+    assert sorted(json.loads(l)["drill"] for l in (project.archive / "ledger.jsonl").read_text().splitlines()) == [
+        "check_fails", "passes"]
+    second = cli(project, "run", "--due")
+    assert second.code == 0 and len(project.run_dirs()) == 2  # nothing was due any more
+
+
+def test_bad_schedule_is_a_clear_error(project: Project) -> None:
+    (project.root / "parameters" / "schedule.yaml").write_text("runs:\n  - {drill: x, env: local, cron: '0 25 * * *'}\n")
+    result = cli(project, "run", "--due")
+    assert result.code == 2
+    assert "runs[0]: bad cron expression '0 25 * * *': hour '25' is outside 0-23" in result.stderr
