@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import shutil
 import struct
@@ -25,7 +24,7 @@ import pytest
 
 from conftest import FIXTURES, REPO, cli
 
-from drillbook import ledger, site_data, site_md, site_status
+from drillbook import ledger, site_data, site_files, site_history, site_md, site_status
 
 pytestmark = pytest.mark.integration
 
@@ -203,10 +202,18 @@ def test_history_lists_every_run_and_draws_charts(published: FixtureSite) -> Non
     page = published.page("status/history/failover_sim.md")
     runs = [e for e in published.entries() if e["drill"] == "failover_sim"]
     rows = [line for line in page.splitlines() if re.match(r"\| \d+ \|", line)]
-    assert [int(r.split("|")[1]) for r in rows] == [e["seq"] for e in reversed(runs)]
+    assert [int(r.split("|")[1]) for r in rows] == [e["seq"] for e in reversed(runs)]  # fewer than 50: all
     linked_pages = sum("[record](" in r for r in rows)
     linked_html = sum("[notebook](" in r for r in rows)
     assert linked_pages + linked_html == len(runs) and linked_html > 0  # older runs: their run-time HTML
+    assert f"[all {len(runs)} runs](failover_sim-runs.html)" in page
+    every = (published.root / "site" / "status" / "history" / "failover_sim-runs.html").read_text()
+    assert every.count("<tr><td>") == len(runs)
+    hrefs = re.findall(r'href="([^"]+)"', every)
+    assert len(hrefs) > len(runs)
+    for href in hrefs:  # every link of the static table lands on a built file
+        target = (published.root / "site" / "status" / "history" / href).resolve()
+        assert (target / "index.html" if href.endswith("/") else target).is_file(), href
     for what in ("measures", "outcomes"):
         assert f"failover_sim-{what}.png" in page
         width, height = png_size(published.root / "docs" / "status" / "history" / f"failover_sim-{what}.png")
@@ -218,7 +225,7 @@ def test_history_lists_every_run_and_draws_charts(published: FixtureSite) -> Non
 def test_full_evidence_pages_follow_the_rule_and_every_run_html_is_copied_unchanged(published: FixtureSite) -> None:
     assert full_pages(published) == expected_full_pages(published, 3)
     for entry in published.entries():
-        copied = published.root / "docs" / "evidence" / "runs" / entry["run_id"] / "notebook.html"
+        copied = published.root / "docs" / "evidence" / "html" / f"{entry['run_id']}.html"
         original = published.archive / "runs" / entry["run_id"] / "notebook.html"
         assert copied.read_bytes() == original.read_bytes(), entry["run_id"]  # never re-rendered
 
@@ -295,7 +302,8 @@ def test_mkdocs_and_zensical_build_the_same_tree(site: FixtureSite) -> None:
                  "status/history/failover_sim/index.html", "status/history/failover_sim-measures.png",
                  "runbooks/index.html", "runbooks/failover_sim/index.html", "evidence/index.html",
                  f"evidence/runs/{run_id}/index.html", f"evidence/runs/{run_id}/notebook.html",
-                 f"evidence/runs/{site.history[0]}/notebook.html", f"evidence/keys/{key}", "evidence/ledger.jsonl",
+                 f"evidence/html/{site.history[0]}.html", "status/history/failover_sim-runs.html",
+                 f"evidence/keys/{key}", "evidence/ledger.jsonl",
                  "guide/getting-started/index.html", "audit/verifying-evidence/index.html"]
     for built in (site.root / "site-mkdocs", site.root / "site"):
         for page in key_pages:
@@ -309,7 +317,7 @@ def test_mkdocs_and_zensical_build_the_same_tree(site: FixtureSite) -> None:
 # --------------------------------------------------------------------------- cost: only what changed
 def test_rebuild_touches_only_what_changed_and_prunes_pages_that_fall_out(site: FixtureSite) -> None:
     assert site.publish("--full-runs", "1").code == 0
-    html = site.root / "docs" / "evidence" / "runs" / site.history[0] / "notebook.html"
+    html = site.root / "docs" / "evidence" / "html" / f"{site.history[0]}.html"
     mtime = html.stat().st_mtime_ns
     again = site.publish("--full-runs", "1")
     assert again.code == 0, again.output
@@ -322,13 +330,13 @@ def test_rebuild_touches_only_what_changed_and_prunes_pages_that_fall_out(site: 
     after_run = site.publish("--full-runs", "1")
     assert after_run.code == 0, after_run.output
     copied = int(re.search(r"(\d+) copied", after_run.stderr).group(1))
-    assert copied == 7  # the new bundle's 4 files, ledger.jsonl, HEAD and the new key: not the archive
+    assert copied == 8  # the new bundle's 4 files, its HTML, ledger.jsonl, HEAD, the new key: not the archive
     assert new_run in full_pages(site) and full_pages(site) == expected_full_pages(site, 1)
     gone = before - full_pages(site)
     assert gone == {site.real["passed"], site.real["failed"]}  # no longer the latest (passing) run on local
     for run_id in gone:
-        folder = site.root / "docs" / "evidence" / "runs" / run_id
-        assert sorted(p.name for p in folder.iterdir()) == ["notebook.html"]  # still listed and linked
+        assert not (site.root / "docs" / "evidence" / "runs" / run_id).exists()
+        assert (site.root / "docs" / "evidence" / "html" / f"{run_id}.html").is_file()  # still listed and linked
     assert html.stat().st_mtime_ns == mtime  # an unchanged copy is left alone
 
 
@@ -417,14 +425,28 @@ def test_due_is_the_next_firing_after_the_latest_run() -> None:
     assert not site_status.due(None, None, None, now).overdue  # on demand
 
 
-def test_full_page_selection_is_bounded_by_drills_not_archive_size() -> None:
-    def run(seq: int, drill: str, env: str, status: str = "passed", dry: bool = False) -> site_data.RunSummary:
-        return site_data.RunSummary(seq, f"r{seq}", drill, env, "drill", drill, status, None, None, None, dry, (), {},
-                                    (), True, True)
+def _summary(seq: int, drill: str, env: str, status: str = "passed", dry: bool = False) -> site_data.RunSummary:
+    finished = f"2026-01-01T00:{seq // 60 % 60:02d}:{seq % 60:02d}.000Z"
+    return site_data.RunSummary(seq, f"r{seq}", drill, env, "drill", drill, status, None, None, finished, dry, (), {},
+                                (), True, True)
 
-    runs = [run(i, "a", "prod" if i % 2 else "dev") for i in range(1, 1001)]
-    runs.append(run(1001, "a", "prod", status="failed"))
-    runs.append(run(1002, "b", "dev", dry=True))
+
+def test_history_page_stays_the_same_size_as_the_archive_grows(tmp_path: Path) -> None:
+    runs = [_summary(i, "a", "dev") for i in range(1, 301)]
+    archive = site_data.Archive(tmp_path, runs, {}, site_data.VerifyState(), [])
+    tree = site_files.PageTree(tmp_path / "docs")
+    site_history.write_history(tree, archive, {}, site_data.Cache(tmp_path / "cache.json"))
+    page = (tmp_path / "docs" / "status" / "history" / "a.md").read_text()
+    rows = [line for line in page.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert [int(r.split("|")[1]) for r in rows] == list(range(300, 250, -1))  # the latest 50
+    every = (tmp_path / "docs" / "status" / "history" / "a-runs.html").read_text()
+    assert every.count("<tr><td>") == 300 and "[all 300 runs](a-runs.html)" in page
+
+
+def test_full_page_selection_is_bounded_by_drills_not_archive_size() -> None:
+    runs = [_summary(i, "a", "prod" if i % 2 else "dev") for i in range(1, 1001)]
+    runs.append(_summary(1001, "a", "prod", status="failed"))
+    runs.append(_summary(1002, "b", "dev", dry=True))
     chosen = site_data.full_page_runs(runs, 2)
     # a: latest two (1001, 1000) + latest passing on prod (999); b: its only run
     assert chosen == {"r1001", "r1000", "r999", "r1002"}

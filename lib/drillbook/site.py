@@ -128,8 +128,8 @@ def build(project: Path, out: Path) -> float:
                           cwd=project, capture_output=True, text=True, env=_quiet_env())
     if done.returncode != 0:
         lines = (done.stderr + done.stdout).splitlines()
-        problems = [l.split("-", 1)[-1].strip() for l in lines if l.startswith(("WARNING", "ERROR"))]
-        problems = problems or [l for l in lines if l.strip()][-1:] or ["no output"]
+        problems = [line.split("-", 1)[-1].strip() for line in lines if line.startswith(("WARNING", "ERROR"))]
+        problems = problems or [line for line in lines if line.strip()][-1:] or ["no output"]
         raise SiteBuildFailed(
             f"mkdocs build --strict failed ({len(problems)} problem(s)): {'; '.join(problems[:3])}",
             "fix the hand-written page or mkdocs.yml it names (generated pages are rewritten by every publish); "

@@ -18,7 +18,7 @@ from .site_data import Archive, RunSummary
 from .site_files import PageTree
 from .site_md import admonition, badge, code, esc, front_matter, link, number, rel, table, when
 from .site_paths import (EVIDENCE_INDEX, HISTORY_INDEX, VERIFY_GUIDE, history_page, key_file, run_file,
-                         run_page, runbook_page)
+                         run_html, run_page, runbook_page)
 
 PAGE_SUFFIXES = (".md", ".markdown")  # would be built as pages; published with .txt appended
 
@@ -196,9 +196,9 @@ def _inside(bundle: Path, name: str) -> bool:
 def write_runs(tree: PageTree, archive: Archive, full: set[str], catalogued: set[str], key_ids: set[str]) -> None:
     for run in archive.runs:
         bundle = evidence.run_dir(archive.root, run.run_id)
+        if run.has_html:
+            tree.copy(run_html(run.run_id), bundle / "notebook.html")
         if run.run_id not in full:
-            if run.has_html:
-                tree.copy(run_file(run.run_id, "notebook.html"), bundle / "notebook.html")
             continue
         try:
             rec = evidence.load_record(archive.root, run.run_id)

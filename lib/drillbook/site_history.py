@@ -1,7 +1,9 @@
 """History per drill: trend charts of measures against objectives, pass/fail over time, every run listed.
 
-Every run of the archive appears in its drill's table; only the runs chosen by
-``site_data.full_page_runs`` link to a full evidence page, the others to their run-time HTML.
+The page's table holds the latest ``RECENT_ROWS`` runs; every run of the archive is in the drill's
+static all-runs table (``site_runs_table``), so the page costs the same to build at any archive size.
+Only the runs chosen by ``site_data.full_page_runs`` link to a full evidence page, the others to
+their run-time HTML.
 """
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ from . import catalog, site_charts
 from .site_data import Archive, Cache, RunSummary
 from .site_files import PageTree
 from .site_md import badge, code, esc, front_matter, link, rel, table, when
-from .site_paths import DASHBOARD, HISTORY_INDEX, chart, history_page, run_file, run_page, runbook_page
+from .site_paths import DASHBOARD, HISTORY_INDEX, chart, history_page, run_html, run_page, runbook_page, runs_table
+from .site_runs_table import runs_table_html
 from .site_status import measures_cell
+
+RECENT_ROWS = 50
 
 
 def _chart(tree: PageTree, cache: Cache, rel_path: str, kind: str, data: object, draw: Callable[[], bytes]) -> None:
@@ -42,8 +47,8 @@ def _charts(tree: PageTree, cache: Cache, name: str, runs: list[RunSummary]) -> 
 def _evidence_link(run: RunSummary, page: str, tree: PageTree) -> str:
     if tree.produced(run_page(run.run_id)):
         return link("record", page, run_page(run.run_id))
-    if tree.produced(run_file(run.run_id, "notebook.html")):
-        return link("notebook", page, run_file(run.run_id, "notebook.html"))
+    if tree.produced(run_html(run.run_id)):
+        return link("notebook", page, run_html(run.run_id))
     return "not published (see verify)"
 
 
@@ -68,12 +73,14 @@ def history_markdown(name: str, runs: list[RunSummary], archive: Archive, tree: 
     out.append("## Outcomes\n")
     out.append(f"![{esc(title)}: outcome of every run]({rel(page, chart(name, 'outcomes'))})\n")
     out.append("## Runs\n")
-    out.append("Newest first. Full evidence pages are kept for the latest runs; older runs link to the "
+    shown = list(reversed(runs))[:RECENT_ROWS]
+    out.append(f"The latest {len(shown)}, newest first; {link(f'all {len(runs)} runs', page, runs_table(name))} "
+               "are in one table. Full evidence pages are kept for the latest runs; older runs link to the "
                "executed notebook rendered at run time.\n")
     rows = [[str(r.seq), when(r.finished_at), esc(r.env), badge(r.status, r.dry_run), esc(r.reason or ""),
              measures_cell(r), _evidence_link(r, page, tree),
              "✓" if archive.verify.run_ok(r.run_id) else "✗"]
-            for r in reversed(runs)]
+            for r in shown]
     out.append(table(["#", "Finished", "Environment", "Status", "Reason", "Measured vs objective", "Evidence",
                       "Verified"], rows))
     return "\n".join(out)
@@ -97,5 +104,8 @@ def write_history(tree: PageTree, archive: Archive, entries: dict[str, catalog.E
     """Write every drill's history page and charts (after the evidence pages, which they link to)."""
     for name, runs in archive.by_name().items():
         has_measures = _charts(tree, cache, name, runs)
-        tree.write(history_page(name), history_markdown(name, runs, archive, tree, entries.get(name), has_measures))
+        entry = entries.get(name)
+        tree.write(runs_table(name), runs_table_html(name, entry.meta.title if entry else runs[-1].title, runs,
+                                                     tree, archive))
+        tree.write(history_page(name), history_markdown(name, runs, archive, tree, entry, has_measures))
     tree.write(HISTORY_INDEX, history_index(archive, entries))

@@ -3,9 +3,13 @@
     runbooks/index.md, runbooks/<name>.md             every runbook and drill as a procedure
     status/index.md, status/compliance.md             dashboard and compliance matrix
     status/history/index.md, status/history/<name>.md  history per drill, with its charts (PNG)
+    status/history/<name>-runs.html                   every run of a drill: a plain static table
     evidence/index.md, evidence/keys/<key_id>.pem     verification status, public keys, ledger, HEAD
-    evidence/runs/<run_id>/index.md                   full evidence page (latest runs per drill)
-    evidence/runs/<run_id>/notebook.html              the run-time HTML, copied as a static file
+    evidence/runs/<run_id>/index.md, <bundle files>   full evidence page and bundle (latest runs per drill)
+    evidence/html/<run_id>.html                       every run's run-time HTML, copied as a static file
+
+Every run's HTML sits in one flat folder: a thousand runs are a thousand files, not a thousand
+folders for MkDocs to create on every build.
 """
 from __future__ import annotations
 
@@ -29,6 +33,14 @@ def history_page(name: str) -> str:
 
 def chart(name: str, what: str) -> str:
     return f"status/history/{slug(name)}-{what}.png"
+
+
+def runs_table(name: str) -> str:
+    return f"status/history/{slug(name)}-runs.html"
+
+
+def run_html(run_id: str) -> str:
+    return f"evidence/html/{slug(run_id)}.html"
 
 
 def run_folder(run_id: str) -> str:
