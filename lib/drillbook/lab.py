@@ -623,7 +623,7 @@ def _bring_up_primary(pg: pgt.Postgres, say: Say) -> str:
     keep = newest(standbys)
     say(f"no primary left: promoting {keep}")
     if running[keep] == "down":
-        pg.run(keep, f"rm -f {pg.data_dir(keep)}/{pgt.FENCE_MARKER}", what="clear fence marker")
+        pg.run(keep, f"rm -f {shlex.quote(pg.data_dir(keep))}/{pgt.FENCE_MARKER}", what="clear fence marker")
         pg.start(keep)
     pg.promote(keep)
     return keep
@@ -921,6 +921,14 @@ def up(project: Path, ports: LabPorts | None = None, say: Say = _quiet) -> LabSt
     return status(project)
 
 
+def _stop_node(pg: pgt.Postgres, name: str) -> bool:
+    """Stop cleanly if it can, else immediately: down must not leave a server behind."""
+    try:
+        return pg.stop(name, "fast", timeout=30)
+    except pgt.PostgresError:
+        return pg.stop(name, "immediate")
+
+
 def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
     """Stop sshd, scratch instances and both nodes. ``purge`` then removes ``.lab/``."""
     paths = LabPaths(project)
@@ -939,7 +947,7 @@ def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
                        what="stop scratch instance", check=False)
                 say(f"stopped scratch instance {scratch.parent.name}")
             for name in NODES:
-                if disk_facts(pg, name).initialized and pg.stop(name, "fast"):
+                if disk_facts(pg, name).initialized and _stop_node(pg, name):
                     say(f"stopped {name}")
     if purge:
         shutil.rmtree(paths.root)

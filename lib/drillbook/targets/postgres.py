@@ -977,6 +977,8 @@ class Scratch:
         self.restore_seconds = seconds  # copy + start + WAL replay to consistency
 
     def connect(self, login: str = "admin", dbname: str | None = None) -> psycopg.Connection:
+        """A connection to the restored instance: admin by default (it is not in the service's
+        node list), to the service's database unless ``dbname`` says otherwise."""
         creds = self.pg.credentials(login)
         svc = self.pg.service
         params: dict[str, Any] = dict(host=self.address, port=self.port, user=creds.user, password=creds.password,
