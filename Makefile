@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 DRILLBOOK := $(VENV)/bin/drillbook
 STAMP := $(VENV)/.installed
 # Debian packages the lab and the browser test use; installed when missing and running as root.
-APT_PACKAGES := openssh-server chromium
+# (postgresql: the lab needs TLS, which the pgserver wheel's binaries are built without.)
+APT_PACKAGES := postgresql openssh-server chromium
 
 .PHONY: demo test venv system-deps lint bench clean
 
@@ -29,7 +30,7 @@ system-deps:
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "note: missing Debian packages:$$missing (install them as root for the SSH lab host and the browser test)"; \
+	    echo "note: missing Debian packages:$$missing (install them as root for the lab (PostgreSQL with TLS, the SSH host) and the browser test)"; \
 	  fi; \
 	fi
 

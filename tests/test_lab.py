@@ -36,13 +36,18 @@ def test_bad_ports_are_refused(env: dict[str, str], message: str) -> None:
     assert "\n" not in info.value.message
 
 
-def fake_bin(root: Path, major: int, tools: tuple[str, ...] = lab.REQUIRED_TOOLS) -> Path:
+def fake_bin(root: Path, major: int, tools: tuple[str, ...] = lab.REQUIRED_TOOLS, tls: bool = True) -> Path:
+    """A directory of stand-in PostgreSQL tools that only print their version (and configure flags)."""
     directory = root / str(major) / "bin"
     directory.mkdir(parents=True)
     for tool in tools:
         path = directory / tool
         path.write_text(f"#!/bin/sh\necho '{tool} (PostgreSQL) {major}.3 (test)'\n")
         path.chmod(0o755)
+    config = directory / "pg_config"
+    flags = "'--prefix=/x'" + (" '--with-openssl'" if tls else "")
+    config.write_text(f'#!/bin/sh\necho "{flags}"\n')
+    config.chmod(0o755)
     return directory
 
 
@@ -56,6 +61,17 @@ def test_binary_discovery_prefers_the_highest_complete_system_version(tmp_path: 
     assert lab.choose_binaries(found, want=14) == str(tmp_path / "14" / "bin")  # existing data decides
     assert lab.choose_binaries(found, want=13) is None
     assert lab.choose_binaries([], want=None) is None
+
+
+def test_binaries_without_tls_are_never_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = fake_bin(tmp_path, 16, tls=False)
+    assert not lab.supports_tls(plain) and lab.supports_tls(fake_bin(tmp_path, 15))
+    monkeypatch.setattr(lab, "binary_candidates", lambda: [(16, str(plain))])
+    paths = lab.LabPaths(tmp_path / "project")
+    paths.root.mkdir(parents=True)
+    with pytest.raises(LabError, match="cannot serve TLS") as info:
+        lab._select_binaries(paths, lab.LabState(lab.LabPorts(), "someone"))
+    assert "apt-get install postgresql" in info.value.hint
 
 
 def test_the_pgserver_wheel_is_the_fallback() -> None:

@@ -7,7 +7,8 @@
 Everything lives under ``<project>/.lab/`` (git-ignored)::
 
     lab.json            ports, OS user, binaries: what every command agrees on
-    bin -> …/bin        the PostgreSQL binaries in use (system ones, else the pgserver wheel's)
+    bin -> …/bin        the PostgreSQL binaries in use (system ones, else the pgserver wheel's if it
+                        was built with TLS: the lab serves nothing else, and pgserver 0.1.4's is not)
     secrets/            0700: admin_password, replication_password, app_password, app_user (0600 each)
     ca/                 the lab CA: ca.crt (clients verify against it), ca.key (0600)
     data/pg1, data/pg2  the two nodes (owned by the lab's OS user); data/tls/ server certificate and key
@@ -266,17 +267,32 @@ def choose_binaries(candidates: list[tuple[int, str]], want: int | None) -> str 
     return pgt.choose_bin_dir(candidates, want)
 
 
+def supports_tls(bin_dir: Path) -> bool:
+    """Were these binaries built with OpenSSL? (The pgserver wheel's are not: no TLS, no lab.)"""
+    pg_config = bin_dir / "pg_config"
+    if not pg_config.is_file():
+        return True  # cannot tell: the server's log will say if ssl = on is refused
+    out = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True, timeout=10).stdout
+    return "--with-openssl" in out or "--with-ssl=openssl" in out
+
+
 def _select_binaries(paths: LabPaths, state: LabState) -> None:
     want = _data_version(paths)
     current = Path(state.bin_dir) if state.bin_dir else None
     if current and (current / "pg_ctl").is_file() and (want is None or pg_major(current) == want):
-        chosen = str(current)
+        chosen: str | None = str(current)
     else:
-        chosen = choose_binaries(binary_candidates(), want)
+        found = binary_candidates()
+        usable = [c for c in found if supports_tls(Path(c[1]))]
+        chosen = choose_binaries(usable, want)
+        if not chosen and found:
+            raise LabError(f"the PostgreSQL binaries found ({', '.join(p for _, p in found)}) cannot serve TLS, "
+                           "and the lab serves nothing else", "install PostgreSQL built with OpenSSL: apt-get install "
+                           "postgresql (make system-deps does it as root)")
     if not chosen:
         need = f"PostgreSQL {want}" if want else "PostgreSQL"
         raise LabError(f"no {need} binaries found (looked at pg_config, /usr/lib/postgresql/*/bin, the pgserver wheel)",
-                       "apt-get install postgresql, or pip install pgserver"
+                       "apt-get install postgresql (make system-deps does it as root)"
                        + ("; or drillbook lab down --purge to start over with another version" if want else ""))
     state.bin_dir, state.pg_major = chosen, pg_major(Path(chosen)) or 0
     if paths.bin.is_symlink() or paths.bin.exists():
