@@ -36,7 +36,7 @@ pg_rewind and pg_basebackup copy every file of the source.
 """
 from __future__ import annotations
 
-import re
+import hashlib
 import secrets as pysecrets
 import shlex
 import socket
@@ -272,8 +272,6 @@ def fetch_served_certificate(address: str, port: int, cafile: str | None, timeou
         loose.check_hostname, loose.verify_mode = False, ssl.CERT_NONE
         der = handshake(loose)
     cert = x509.load_der_x509_certificate(der)
-    import hashlib
-
     return ServedCert(sha256=hashlib.sha256(der).hexdigest(), subject=cert.subject.rfc4514_string(),
                       not_after=cert.not_valid_after_utc.isoformat(), serial=cert.serial_number,
                       verified=verified, error=error)
