@@ -106,7 +106,7 @@ def require_sshd() -> None:
     """Skip without an OpenSSH server, except under CI, where that is a failure."""
     if lab.sshd_binary() is not None:
         return
+    why = lab._ssh_availability(None)  # e.g. "unavailable: no OpenSSH server binary (…)"
     if os.environ.get("CI") == "true":
-        pytest.fail("CI=true and no OpenSSH server is installed: the SSH tests must run here "
-                    "(make system-deps installs openssh-server as root)")
-    pytest.skip("no OpenSSH server installed (apt-get install openssh-server)")
+        pytest.fail(f"CI=true and the lab's sshd is {why}: the SSH tests must run here, not skip")
+    pytest.skip(f"lab sshd {why}")
