@@ -619,8 +619,7 @@ def _bring_up_primary(pg: pgt.Postgres, say: Say) -> str:
     facts = {n: disk_facts(pg, n) for n in NODES}
     newest = lambda names: max(names, key=lambda n: (facts[n].timeline, facts[n].checkpoint, n == NODES[0]))  # noqa: E731
     if primaries:
-        keep = max(primaries, key=lambda n: (pg.query(n, "SELECT timeline_id FROM pg_control_checkpoint()")[0][0],
-                                             n == NODES[0]))
+        keep = max(primaries, key=lambda n: (pg.state(n).timeline or 0, n == NODES[0]))  # the newest promotion
         for other in primaries:
             if other != keep:
                 say(f"{other} is a second primary: fencing it (it will be rebuilt as a standby)")
