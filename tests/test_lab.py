@@ -337,3 +337,21 @@ def test_a_second_lab_on_chosen_ports_without_sshd_then_purge() -> None:
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_up_resolves_a_split_brain_in_favour_of_the_newest_primary(lab_project: LabProject) -> None:
+    with lab_project.postgres() as pg:
+        old, new = pg.primary(), pg.standbys()[0]
+        pg.stop(old, "fast")
+        pg.promote(new)
+        pg.start(old)  # the old primary restarted without fencing: two primaries
+        assert pg.roles() == {old: "primary", new: "primary"}
+        with pytest.raises(pgt.PostgresError, match="split brain"):
+            pg.primary()
+    up = cli(lab_project.root, "lab", "up")
+    assert up.code == 0, up.output
+    assert f"{old} is a second primary" in up.stderr
+    with lab_project.postgres() as pg:
+        assert pg.roles() == {new: "primary", old: "standby"}
+    assert lab.status(lab_project.root).healthy
