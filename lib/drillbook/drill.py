@@ -113,6 +113,19 @@ class Drill:
 
         return open_shell(self.env, host, self.secret, self.redactor, self.project)
 
+    def optional_shell(self, host: str, purpose: str) -> Any:
+        """A shell on ``host``, or None when the host is marked ``optional`` and cannot be reached:
+        then ``purpose`` is recorded as not applicable, with the reason (never as passed)."""
+        from .errors import UnreachableHost
+
+        try:
+            return self.shell(host)
+        except UnreachableHost as exc:
+            if not self.env.hosts[host].optional:
+                raise
+            self.not_applicable(purpose, exc.message)
+            return None
+
     # ----------------------------------------------------------------- steps
     def step(self, title: str, fn: Callable[[], T] | None = None, *, mutating: bool = False,
              gate: str | None = None, plan: str | None = None) -> Any:

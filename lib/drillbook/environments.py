@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import paths
 from .errors import ConfigError, NotFound, SecretError
@@ -32,6 +32,10 @@ def _secret_ref(value: Any) -> str:
     return value
 
 
+# A string that must be a secret reference; invalid ones are reported with their key's location.
+SecretRefText = Annotated[str, AfterValidator(_secret_ref)]
+
+
 class Host(Model):
     """Where commands run. ``local`` runs a subprocess here; ``ssh`` runs over paramiko."""
 
@@ -39,17 +43,15 @@ class Host(Model):
     address: str = "127.0.0.1"
     port: int = Field(22, ge=1, le=65535)
     user: str | None = None
-    key: str | None = None  # secret reference to a private key file's contents, or file:PATH
+    key: SecretRefText | None = None  # the private key: file:PATH (or env:NAME holding the key text)
     known_hosts: str | None = None  # path; host keys are checked against it, never auto-added
     connect_timeout: float = Field(10.0, gt=0)
+    # An optional host may be missing (e.g. the lab without openssh-server): runs do not refuse
+    # to start, and drill parts that need it are recorded as not applicable, never as passed.
+    optional: bool = False
     # Where the login's authorized_keys file lives on the host (for SSH key rotation). Expanded by
     # the host's shell, so ``~/.ssh/authorized_keys`` or ``$DRILLBOOK_LAB_DIR/ssh/authorized_keys``.
     authorized_keys: str | None = Field(None, pattern=r"^[A-Za-z0-9_$./{}~-]+$")
-
-    @field_validator("key")
-    @classmethod
-    def _check_key(cls, value: str | None) -> str | None:
-        return value if value is None else _secret_ref(value)
 
 
 class PostgresNode(Model):
@@ -72,24 +74,19 @@ class PostgresService(Model):
     # The application's login role, or ``file:PATH`` naming a file that holds it: alternating login
     # roles (app_blue / app_green) let credentials rotate with no failed connection.
     user: str
-    password: str | None = None  # secret reference
+    password: SecretRefText | None = None
     admin_user: str = "postgres"
-    admin_password: str | None = None  # secret reference
+    admin_password: SecretRefText | None = None
     replication_user: str = "replicator"  # what standbys stream as (pg_basebackup, primary_conninfo)
-    replication_password: str | None = None  # secret reference
+    replication_password: SecretRefText | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     sslrootcert: str | None = None
     # Secret reference to the private key of the CA that signs the server certificate: only a lab
     # issues its own certificates (TLS rotation drills); real environments leave this out.
-    ca_key: str | None = None
+    ca_key: SecretRefText | None = None
     bin_dir: str | None = None  # where pg_ctl etc. live on the node's host; found if omitted
     os_user: str | None = None  # unprivileged OS user that owns the data directories; their owner if omitted
     nodes: list[PostgresNode] = Field(min_length=1)
-
-    @field_validator("password", "admin_password", "replication_password", "ca_key")
-    @classmethod
-    def _check_secrets(cls, value: str | None) -> str | None:
-        return value if value is None else _secret_ref(value)
 
     @field_validator("user")
     @classmethod
@@ -119,14 +116,9 @@ class Environment(Model):
     hosts: dict[str, Host] = Field(default_factory=dict)
     services: dict[str, Service] = Field(default_factory=dict)
     objectives: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
-    secrets: dict[str, str] = Field(default_factory=dict)
+    secrets: dict[str, SecretRefText] = Field(default_factory=dict)
     parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # notebook name → values
     source: str = ""  # the file it came from, filled in by the loader
-
-    @field_validator("secrets")
-    @classmethod
-    def _check_secrets(cls, value: dict[str, str]) -> dict[str, str]:
-        return {name: _secret_ref(ref) for name, ref in value.items()}
 
     def secret_refs(self) -> dict[str, SecretRef]:
         """Every secret reference the environment mentions, by a stable name."""
@@ -149,7 +141,8 @@ def _describe(error: dict[str, Any]) -> str:
     if error["type"] == "missing":
         return f"{where}: required key is missing"
     got = error.get("input")
-    got_text = f", got {got!r}" if not isinstance(got, (dict, list)) else ""
+    # Our own validators already quote the bad value; pydantic's built-in ones do not.
+    got_text = f", got {got!r}" if error["type"] != "value_error" and not isinstance(got, (dict, list)) else ""
     message = error["msg"].removeprefix("Value error, ")
     return f"{where}: {message[0].lower()}{message[1:]}{got_text}"
 

@@ -28,7 +28,7 @@ import nbformat
 from . import catalog, environments, inflight, journal, keys, locks, notebooks, paths, record, scraps
 from .drill import RUN_DIR_VAR, _operator
 from .environments import Environment
-from .errors import NotebookError, UnreachableHost
+from .errors import DrillbookError, NotebookError, UnreachableHost
 from .render import HtmlRenderer
 from .secrets import Redactor, SecretRef, is_secret_ref
 
@@ -81,17 +81,31 @@ def new_run_id(name: str, env: str) -> str:
     return f"{stamp}-{slug}-{env}-{pysecrets.token_hex(3)}"
 
 
+def _secret_refs(env: Environment, parameters: dict[str, Any]) -> dict[str, SecretRef]:
+    refs = dict(env.secret_refs())
+    refs.update({f"parameters.{k}": SecretRef.parse(v) for k, v in parameters.items() if is_secret_ref(v)})
+    return refs
+
+
 def build_redactor(env: Environment, parameters: dict[str, Any], project: Path) -> Redactor:
     """Resolve every secret the run could touch, in memory, so the runner knows what to scrub.
 
     A secret that cannot be resolved is bad input: the run could not be proven leak-free.
     """
     redactor = Redactor()
-    refs = dict(env.secret_refs())
-    refs.update({f"parameters.{k}": SecretRef.parse(v) for k, v in parameters.items() if is_secret_ref(v)})
-    for name, ref in refs.items():
+    for name, ref in _secret_refs(env, parameters).items():
         redactor.add(name, ref.resolve(project))
     return redactor
+
+
+def refresh_redactor(redactor: Redactor, env: Environment, parameters: dict[str, Any], project: Path) -> None:
+    """Add the secrets' values as they are now: a rotation drill changes them during the run,
+    and both the old and the new value must be scrubbed."""
+    for name, ref in _secret_refs(env, parameters).items():
+        try:
+            redactor.add(name, ref.resolve(project))
+        except DrillbookError:
+            pass  # gone after the run (e.g. a scratch secret): its old value is still scrubbed
 
 
 def _merge_parameters(request: RunRequest, declared: dict[str, notebooks.Parameter], name: str,
@@ -122,7 +136,7 @@ def preflight(env: Environment) -> None:
     Skippable (``--skip-preflight``) for incident runbooks meant to work around a dead host.
     """
     for name, host in env.hosts.items():
-        if host.shell != "ssh":
+        if host.shell != "ssh" or host.optional:
             continue
         try:
             socket.create_connection((host.address, host.port), timeout=min(host.connect_timeout, 5.0)).close()
@@ -379,6 +393,7 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
 
         with _patched_environ(_kernel_env(run_dir, project)):
             exc = _execute_in_thread(plan, output, run_dir, supervisor, on_cell)
+        refresh_redactor(plan.redactor, plan.env, plan.parameters, project)
         kernel_journal = journal.read_journal(run_dir)
         status, reason = classify(exc, supervisor.reason, kernel_journal, plan.timeout)
         reason = plan.redactor.scrub(reason) if reason else reason  # it is printed and recorded
