@@ -389,6 +389,8 @@ def test_refuses_an_output_folder_mkdocs_would_wipe(site: FixtureSite) -> None:
     assert result.code == 2 and "refusing to build the site into" in result.stderr
     assert (site.root / "parameters").is_dir()
     assert site.publish("--full-runs", "-1").code == 2
+    missing = site.publish("--archive", str(site.root / "no-such-archive"))
+    assert missing.code == 2 and "no evidence archive at" in missing.stderr
 
 
 def test_strict_build_failure_names_the_broken_page(site: FixtureSite) -> None:

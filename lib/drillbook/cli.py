@@ -231,9 +231,12 @@ def publish(
 ) -> None:
     """Generate the site's pages from the catalog and the archive, then build it with `mkdocs build --strict`."""
     from . import site
+    from .errors import EvidenceError
 
     if archive is None:
         _recover()
+    elif not archive.exists():  # a mistyped --archive must not publish an empty site
+        raise EvidenceError(f"no evidence archive at {archive}", "check --archive (or run a drill first)")
     project = paths.project_root()
     if serve:
         raise typer.Exit(site.serve(project, _archive(archive), full_runs, dev_addr))
