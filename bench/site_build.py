@@ -130,7 +130,7 @@ class Writer:
     renderer: HtmlRenderer
 
     def run(self, drill: str, env_name: str, finished: datetime, *, rto: float, rpo: float | None = None,
-            dry_run: bool = False, ok: bool = True) -> str:
+            dry_run: bool = False, ok: bool = True, attachments: dict[str, str] | None = None) -> str:
         path, entry = catalog.find(drill, self.project)
         assert entry is not None
         env = environments.load_environment(env_name, self.project)
@@ -149,7 +149,13 @@ class Writer:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell("*Synthetic run: written through drillbook's evidence API "
                                                          "without a kernel (bench/site_build.py).*"))
         html = self.renderer.render(nb, executor._header(done))
-        evidence.record_run(self.archive, self.key, done, Redactor(), notebook=nb, html=html)
+        with tempfile.TemporaryDirectory() as folder:
+            for name, text in (attachments or {}).items():
+                (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(folder) / name).write_text(text)
+            done["attachments"] = sorted(attachments or {})
+            evidence.record_run(self.archive, self.key, done, Redactor(), notebook=nb, html=html,
+                                attachments=Path(folder))
         return run_id
 
     def _journal(self, env: Any, run_id: str, dry_run: bool, rto: float, rpo: float | None, ok: bool) -> dict[str, Any]:

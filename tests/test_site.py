@@ -340,6 +340,23 @@ def test_rebuild_touches_only_what_changed_and_prunes_pages_that_fall_out(site: 
     assert html.stat().st_mtime_ns == mtime  # an unchanged copy is left alone
 
 
+def test_attachments_are_published_as_files_never_as_pages(site: FixtureSite) -> None:
+    writer = site_build.Writer(site.root, site.archive, site_build.Ed25519PrivateKey.generate(),
+                               site_build.HtmlRenderer())
+    run_id = writer.run("failover_sim", "local", datetime.now(timezone.utc), rto=3.0, rpo=0.2, attachments={
+        "report.md": "# Not a page\n\n[a link MkDocs would reject](nowhere.md)\n",
+        "logs/promote.log": "promoted at 12:00:01\n"})
+    result = site.publish("--full-runs", "1")
+    assert result.code == 0, result.output  # a Markdown attachment built as a page would fail --strict
+    folder = site.root / "site" / "evidence" / "runs" / run_id
+    assert (folder / "attachments" / "report.md.txt").read_text().startswith("# Not a page")
+    assert (folder / "attachments" / "logs" / "promote.log").is_file()
+    assert not (folder / "attachments" / "report").exists()
+    page = site.page(f"evidence/runs/{run_id}/index.md")
+    assert "[attachments/report.md](attachments/report.md.txt)" in page
+    assert "[attachments/logs/promote.log](attachments/logs/promote.log)" in page
+
+
 # --------------------------------------------------------------------------- problems shown, not hidden
 def test_tampered_run_is_published_as_failing_verification(site: FixtureSite) -> None:
     run_id = site.real["passed"]
