@@ -96,7 +96,7 @@ def test_run_due_runs_what_the_schedule_says_once(project: Project) -> None:
     project.add_notebook("check_fails.ipynb")
     (project.root / "parameters" / "schedule.yaml").write_text(
         "runs:\n"
-        "  - {drill: passes, env: local, cron: '* * * * *'}\n"
+        "  - {drill: passes, env: local, cron: '@yearly'}\n"
         "  - {drill: check_fails, env: local, cron: '0 0 1 1 *'}\n"
     )
     first = cli(project, "run", "--due")

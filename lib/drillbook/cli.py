@@ -268,7 +268,9 @@ def lab_up(
 
     given = any(p is not None for p in (pg1_port, pg2_port, ssh_port))
     ports = lab.LabPorts.from_env(pg1=pg1_port, pg2=pg2_port, ssh=ssh_port) if given else None
-    _print_lab(lab.up(paths.project_root(), ports, say=lambda line: err.print(f"lab: {line}", soft_wrap=True)))
+    with _lab_lock("lab up"):
+        report = lab.up(paths.project_root(), ports, say=lambda line: err.print(f"lab: {line}", soft_wrap=True))
+    _print_lab(report)
 
 
 @lab_app.command("status")
@@ -287,13 +289,32 @@ def lab_down(purge: bool = typer.Option(False, "--purge", help="Also delete .lab
     """Stop everything the lab started (nodes, scratch instances, sshd); remove nothing unless --purge."""
     from . import lab
 
-    lab.down(paths.project_root(), purge, say=lambda line: out.print(f"lab: {line}", soft_wrap=True))
+    with _lab_lock("lab down"):
+        lab.down(paths.project_root(), purge, say=lambda line: out.print(f"lab: {line}", soft_wrap=True))
 
 
 def _lag_text(node: Any) -> str | None:
     if node.lag_bytes is None:
         return None
     return f"{node.lag_bytes} B" + (f", {node.lag_seconds:.3f} s" if node.lag_seconds is not None else "")
+
+
+def _lab_lock(what: str) -> Any:
+    """The lab is environment 'local': repairing or stopping it must wait for a drill acting on it."""
+    from contextlib import contextmanager
+
+    from . import locks
+    from .errors import LockBusy
+
+    @contextmanager
+    def held() -> Any:
+        try:
+            with locks.hold(paths.state_dir(), "local", what):
+                yield
+        except LockBusy as exc:
+            raise LockBusy(exc.message, f"wait for that run to finish, then run drillbook {what} again") from None
+
+    return held()
 
 
 def _print_lab(report: Any) -> None:
