@@ -113,11 +113,23 @@ def _start_slow(project: Project, marker: Path, seconds: float = 60) -> subproce
         cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 60
-    while not Path(f"{marker}.started").exists():
+    while not _waiting_step_started(project):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "slow notebook never started"
         time.sleep(0.1)
     return proc
+
+
+def _waiting_step_started(project: Project) -> bool:
+    """True once the kernel has journalled the "Wait" step (read via the in-flight marker)."""
+    for marker in (project.state / "inflight").glob("*.json"):
+        run_dir = Path(json.loads(marker.read_text())["run_dir"])
+        try:
+            steps = json.loads((run_dir / "journal.json").read_text())["steps"]
+        except (OSError, ValueError, KeyError):
+            return False
+        return any(step["title"] == "Wait" for step in steps)
+    return False
 
 
 def test_sigterm_aborts_the_run_runs_cleanups_and_archives(project: Project, tmp_path: Path) -> None:

@@ -19,8 +19,10 @@ from conftest import Project, cli
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("scheme", ["env", "file"])
-def test_secret_canaries_never_reach_the_evidence(project: Project, tmp_path: Path, scheme: str) -> None:
+@pytest.mark.parametrize("scheme, pass_token", [("env", True), ("file", True), ("env", False)])
+def test_secret_canaries_never_reach_the_evidence(project: Project, tmp_path: Path, scheme: str,
+                                                  pass_token: bool) -> None:
+    """``pass_token``: the token's reference is given with -p, or left as the notebook's default."""
     core, token_core = secrets.token_hex(8), secrets.token_hex(8)
     canary = f'Cn{core}"q\\s'  # a quote and a backslash: escaped forms must be scrubbed too
     token = f"tok-{token_core}"
@@ -34,7 +36,8 @@ def test_secret_canaries_never_reach_the_evidence(project: Project, tmp_path: Pa
     project.write_env("local", f"hosts:\n  here:\n    shell: local\nobjectives:\n  rto_seconds: 30\n"
                                f"secrets:\n  canary: {ref}\n")
     project.add_notebook("leaks_secret.ipynb")
-    result = cli(project, "run", "leaks_secret", "--env", "local", "-p", "token_ref=env:DRILLBOOK_TEST_TOKEN")
+    given = ["-p", "token_ref=env:DRILLBOOK_TEST_TOKEN"] if pass_token else []
+    result = cli(project, "run", "leaks_secret", "--env", "local", *given)
     assert result.code == 1  # the notebook raises on purpose, after leaking everywhere it can
     assert "RuntimeError: connection failed with password '[REDACTED:canary]'" in result.stdout
 
@@ -58,10 +61,11 @@ def test_secret_canaries_never_reach_the_evidence(project: Project, tmp_path: Pa
     assert "[REDACTED:" in (bundle / "notebook.html").read_text() or "[REDACTED:" in html.unescape(
         (bundle / "notebook.html").read_text())
     record = json.loads((bundle / "record.json").read_text())
-    assert record["parameters"]["token_ref"] == "env:DRILLBOOK_TEST_TOKEN"  # the reference, not the value
     assert record["steps"][0]["title"] == "Use [REDACTED:canary]"
-    papermill_params = json.loads(notebook)["metadata"]["papermill"]["parameters"]
-    assert papermill_params["token_ref"] == "env:DRILLBOOK_TEST_TOKEN"
+    if pass_token:  # the reference is recorded, never the value
+        assert record["parameters"]["token_ref"] == "env:DRILLBOOK_TEST_TOKEN"
+        papermill_params = json.loads(notebook)["metadata"]["papermill"]["parameters"]
+        assert papermill_params["token_ref"] == "env:DRILLBOOK_TEST_TOKEN"
 
 
 def test_missing_secret_is_bad_input_and_nothing_runs(project: Project) -> None:

@@ -18,6 +18,7 @@ from .errors import DrillbookError, NotebookError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    pretty_exceptions_enable=False,  # a real bug prints a plain traceback, never local variables
     help="Executable runbooks and recovery drills with signed, verifiable evidence.\n\n"
          "Start with `drillbook list` (what can run), `drillbook envs` (where), "
          "`drillbook run NAME --env ENV --dry-run` (try it safely), then `drillbook status` and `drillbook verify`.",
@@ -30,11 +31,19 @@ def _archive(archive: Optional[Path]) -> Path:
     return archive.resolve() if archive else paths.archive_root()
 
 
-def _recover() -> None:
+@app.callback()
+def _recover(ctx: typer.Context) -> None:
     """Every command first turns runs whose runner was killed into 'aborted' records."""
     from . import inflight
+    from .errors import NotFound
 
-    for run_id in inflight.recover_aborted():
+    if ctx.resilient_parsing:
+        return
+    try:
+        recovered = inflight.recover_aborted()
+    except NotFound:  # not inside a project: nothing can be in flight
+        return
+    for run_id in recovered:
         err.print(f"recorded run {run_id} as aborted: its runner was killed before it finished")
 
 
@@ -127,7 +136,6 @@ def run(
 
     Exit status: 0 passed, 1 failed/error/aborted (evidence archived), 2 bad input (nothing ran).
     """
-    _recover()
     if due:
         if name or env:
             raise NotebookError("--due runs the schedule; do not also name a notebook or environment")
@@ -162,7 +170,7 @@ def _run_due() -> int:
     from datetime import datetime, timezone
 
     now = datetime.now(timezone.utc)
-    last = {(e["drill"], e["env"]): e for e in evidence.latest_runs(paths.archive_root())}
+    last = {(e["drill"], e["env"]): e for e in evidence.latest_runs(paths.archive_root(), dry_runs=False)}
     worst = 0
     for entry in schedule.load_schedule():
         previous = entry.cron.previous_before(now)
@@ -187,8 +195,6 @@ def verify(
     """Recompute every hash and signature; name each run changed, removed, reordered or added outside the ledger."""
     from . import evidence
 
-    if archive is None:
-        _recover()
     report = evidence.verify_archive(_archive(archive), public_key or None)
     for problem in report.problems:
         out.print(f"[red]✗[/red] {problem}")
@@ -208,15 +214,13 @@ def status(
     """Show the latest run of each notebook on each environment."""
     from . import status as status_mod
 
-    if archive is None:
-        _recover()
     frame = status_mod.latest_table(_archive(archive), drill=drill, env=env, status=only)
     if frame.empty:
         out.print("no runs recorded yet" + (" matching the filters" if drill or env or only else ""))
         return
     colours = {"passed": "green", "failed": "red", "error": "red", "aborted": "yellow"}
-    rows = [[r.drill, r.env, f"[{colours.get(r.status, 'white')}]{r.status}[/]", r.finished, r.age, r.run_id]
-            for r in frame.itertuples()]
+    rows = [[r.drill, r.env, f"[{colours.get(r.status, 'white')}]{r.status}[/]" + (" (dry run)" if r.dry_run else ""),
+             r.finished, r.age, r.run_id] for r in frame.itertuples()]
     out.print(_table("Latest runs", ["drill", "env", "status", "finished (UTC)", "age", "run id"], rows))
 
 
@@ -233,9 +237,7 @@ def publish(
     from . import site
     from .errors import EvidenceError
 
-    if archive is None:
-        _recover()
-    elif not archive.exists():  # a mistyped --archive must not publish an empty site
+    if archive is not None and not archive.exists():  # a mistyped --archive must not publish an empty site
         raise EvidenceError(f"no evidence archive at {archive}", "check --archive (or run a drill first)")
     project = paths.project_root()
     if serve:
@@ -347,23 +349,9 @@ def _print_error(exc: DrillbookError) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point: click handles usage errors (exit 2) and --help; we handle DrillbookError."""
     try:
-        code = app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=True)
     except DrillbookError as exc:
         _print_error(exc)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
-    sys.exit(code if isinstance(code, int) else 0)

@@ -92,6 +92,7 @@ def record_run(archive: Path, key: Ed25519PrivateKey, record: dict[str, Any], re
     ledger.append(archive, key, {
         "run_id": run_id, "manifest_sha256": manifest_sha, "drill": record.get("drill"),
         "env": record.get("env"), "status": record.get("status"), "kind": record.get("kind"),
+        "dry_run": bool(record.get("dry_run")),
         "started_at": record.get("started_at"), "finished_at": record.get("finished_at"),
     })
     return final
@@ -209,11 +210,12 @@ def verify_archive(archive: Path, public_keys: list[Path] | None = None, workers
 
 
 # --------------------------------------------------------------------------- reading
-def latest_runs(archive: Path) -> list[dict[str, Any]]:
-    """The newest ledger entry per (drill, env), from the ledger alone (fast for large archives)."""
+def latest_runs(archive: Path, dry_runs: bool = True) -> list[dict[str, Any]]:
+    """The newest ledger entry per (drill, env), from the ledger alone (fast for large archives).
+    With ``dry_runs=False`` only real runs count (what a schedule asks for)."""
     latest: dict[tuple[Any, Any], dict[str, Any]] = {}
     for entry in ledger.read_entries(archive):
-        if "corrupt" not in entry:
+        if "corrupt" not in entry and (dry_runs or not entry.get("dry_run")):
             latest[(entry.get("drill"), entry.get("env"))] = entry
     return list(latest.values())
 

@@ -82,9 +82,15 @@ def new_run_id(name: str, env: str) -> str:
 
 
 def _secret_refs(env: Environment, parameters: dict[str, Any]) -> dict[str, SecretRef]:
+    """The environment's secret references and those among the run's parameter values
+    (``parameters`` includes the notebook's own defaults: a default may be a reference too)."""
     refs = dict(env.secret_refs())
     refs.update({f"parameters.{k}": SecretRef.parse(v) for k, v in parameters.items() if is_secret_ref(v)})
     return refs
+
+
+def _with_defaults(declared: dict[str, notebooks.Parameter], parameters: dict[str, Any]) -> dict[str, Any]:
+    return {**{name: p.default for name, p in declared.items()}, **parameters}
 
 
 def build_redactor(env: Environment, parameters: dict[str, Any], project: Path) -> Redactor:
@@ -98,9 +104,27 @@ def build_redactor(env: Environment, parameters: dict[str, Any], project: Path) 
     return redactor
 
 
-def refresh_redactor(redactor: Redactor, env: Environment, parameters: dict[str, Any], project: Path) -> None:
+def _child_parameters(attachments: Path) -> dict[str, Any]:
+    """Parameters (given and default) of the notebooks a drill ran as children: they may hold
+    secret references the parent never saw."""
+    found: dict[str, Any] = {}
+    for path in sorted(attachments.glob("*.ipynb")) if attachments.is_dir() else []:
+        try:
+            nb = notebooks.read_notebook(path)
+            declared = notebooks.declared_parameters(nb, path.name)
+        except DrillbookError:
+            continue
+        given = nb.metadata.get("papermill", {}).get("parameters", {})
+        found.update({f"{path.stem}.{k}": v for k, v in _with_defaults(declared, given).items()})
+    return found
+
+
+def refresh_redactor(redactor: Redactor, env: Environment, parameters: dict[str, Any], project: Path,
+                     attachments: Path | None = None) -> None:
     """Add the secrets' values as they are now: a rotation drill changes them during the run,
-    and both the old and the new value must be scrubbed."""
+    and both the old and the new value must be scrubbed; so must child notebooks' secrets."""
+    if attachments is not None:
+        parameters = {**parameters, **_child_parameters(attachments)}
     for name, ref in _secret_refs(env, parameters).items():
         try:
             redactor.add(name, ref.resolve(project))
@@ -157,7 +181,7 @@ def prepare(request: RunRequest, project: Path | None = None) -> Plan:
     env = environments.load_environment(request.env, project)
     name = entry.name if entry else path.stem
     parameters = _merge_parameters(request, declared, name, env, path)
-    redactor = build_redactor(env, parameters, project)
+    redactor = build_redactor(env, _with_defaults(declared, parameters), project)
     if request.preflight:
         preflight(env)
     run_id = new_run_id(name, env.name)
@@ -370,7 +394,7 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
         title=entry.meta.title if entry else plan.path.stem, notebook=_relative(plan.path, project),
         env=plan.env, parameters=plan.parameters, dry_run=plan.request.dry_run,
         approve=list(plan.request.approve), change=plan.request.change,
-        controls=list(entry.meta.controls) if entry else [], source=record.source_info(plan.path),
+        controls=list(entry.meta.controls) if entry else [], source=record.source_info(plan.path, project),
         operator=_operator(),
     )
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait):
@@ -393,7 +417,7 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
 
         with _patched_environ(_kernel_env(run_dir, project)):
             exc = _execute_in_thread(plan, output, run_dir, supervisor, on_cell)
-        refresh_redactor(plan.redactor, plan.env, plan.parameters, project)
+        refresh_redactor(plan.redactor, plan.env, plan.parameters, project, run_dir / "attachments")
         kernel_journal = journal.read_journal(run_dir)
         status, reason = classify(exc, supervisor.reason, kernel_journal, plan.timeout)
         reason = plan.redactor.scrub(reason) if reason else reason  # it is printed and recorded

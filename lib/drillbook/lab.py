@@ -176,7 +176,8 @@ def environment_data(ports: LabPorts, ssh_user: str = LAB_USER) -> dict[str, Any
             "lab": {"shell": "local"},
             "lab-ssh": {"shell": "ssh", "address": "127.0.0.1", "port": ports.ssh, "user": ssh_user,
                         "key": "file:.lab/ssh/client_key", "known_hosts": ".lab/ssh/known_hosts",
-                        "authorized_keys": "$DRILLBOOK_LAB_DIR/ssh/authorized_keys", "connect_timeout": 5},
+                        "authorized_keys": "$DRILLBOOK_LAB_DIR/ssh/authorized_keys", "connect_timeout": 5,
+                        "optional": True},
         },
         "services": {
             "postgres": {

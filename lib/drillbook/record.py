@@ -41,9 +41,14 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def source_info(path: Path) -> dict[str, Any]:
-    """The notebook as it was run: sha256 of the file, and the git commit (dirty or not)."""
-    info: dict[str, Any] = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+def source_info(path: Path, project: Path) -> dict[str, Any]:
+    """The notebook as it was run: its path in the project (or file name, if outside it),
+    sha256 of the file, and the git commit (dirty or not)."""
+    try:
+        shown = str(path.resolve().relative_to(project.resolve()))
+    except ValueError:
+        shown = path.name  # evidence names no machine paths
+    info: dict[str, Any] = {"path": shown, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                             "git_commit": None, "git_dirty": None}
     commit = _git(["rev-parse", "HEAD"], path.parent)
     if commit:

@@ -27,7 +27,7 @@ FIELDS = (("minute", 0, 59, []), ("hour", 0, 23, []), ("day of month", 1, 31, []
           ("month", 1, 12, MONTHS), ("day of week", 0, 7, DAYS))
 
 
-def _value(text: str, low: int, names: list[str]) -> int:
+def _value(text: str, names: list[str]) -> int:
     lowered = text.lower()
     if lowered in names:
         return names.index(lowered) + (1 if names is MONTHS else 0)
@@ -43,9 +43,9 @@ def _parse_field(text: str, name: str, low: int, high: int, names: list[str]) ->
             start, end = low, high
         elif "-" in body:
             a, b = body.split("-", 1)
-            start, end = _value(a, low, names), _value(b, low, names)
+            start, end = _value(a, names), _value(b, names)
         else:
-            start = _value(body, low, names)
+            start = _value(body, names)
             end = high if step_text else start
         if not (low <= start <= high and low <= end <= high and start <= end and step > 0):
             raise ValueError(f"{name} {part!r} is outside {low}-{high}")
@@ -105,15 +105,21 @@ class Cron:
         raise ConfigError(f"cron expression {self.text!r} never fires")
 
     def previous_before(self, before: datetime, horizon_days: int = 400) -> datetime | None:
-        """The last firing time at or before ``before`` (None if none within the horizon)."""
-        start = before - timedelta(days=horizon_days)
-        t, last = start, None
-        # Walk forward firing by firing; cheap because next_after skips non-matching units.
-        while True:
-            t = self.next_after(t)
+        """The last firing time at or before ``before`` (None if none within the horizon).
+
+        Looks back through widening windows, so a frequent schedule walks a few firings, not
+        a year of them.
+        """
+        for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=horizon_days)):
+            t = self.next_after(before - window - timedelta(minutes=1))
             if t > before:
-                return last
-            last = t
+                continue
+            while True:
+                following = self.next_after(t)
+                if following > before:
+                    return t
+                t = following
+        return None
 
 
 @dataclass(frozen=True)

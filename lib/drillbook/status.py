@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import evidence
 
-COLUMNS = ["drill", "env", "status", "finished", "age", "run_id", "kind"]
+COLUMNS = ["drill", "env", "status", "dry_run", "finished", "age", "run_id", "kind"]
 
 
 def _age(seconds: float) -> str:
@@ -28,7 +28,8 @@ def _age(seconds: float) -> str:
 def latest_table(archive: Path, drill: str | None = None, env: str | None = None,
                  status: str | None = None) -> pd.DataFrame:
     entries = evidence.latest_runs(archive) if archive.exists() else []
-    frame = pd.DataFrame(entries, columns=["drill", "env", "status", "finished_at", "run_id", "kind"])
+    frame = pd.DataFrame(entries, columns=["drill", "env", "status", "dry_run", "finished_at", "run_id", "kind"])
+    frame["dry_run"] = frame["dry_run"].fillna(False).astype(bool)
     for column, wanted in (("drill", drill), ("env", env), ("status", status)):
         if wanted is not None:
             frame = frame[frame[column] == wanted]
