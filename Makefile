@@ -48,9 +48,10 @@ demo: $(STAMP) system-deps
 	$(DRILLBOOK) status
 	$(DRILLBOOK) publish
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(PY) bench/run_overhead.py
 	$(PY) bench/archive_scale.py
+	$(PY) bench/site_build.py
 
 clean:
 	rm -rf $(VENV) .drillbook site
