@@ -24,14 +24,23 @@
   RPO = acknowledged writes missing afterwards: how many, and seconds from the first missing one
   to the fault. Failed probes: attempts that failed (in a window, e.g. around a rotation).
 
+In a drill kernel that also runs a runbook with papermill, use ``IsolatedLoad`` (same API, its
+threads in a process of their own, the probe at a fixed rate) with ``pg.portable_connector()``:
+threads sharing the kernel's GIL with papermill see stalls of tens of milliseconds.
+
 The computations are plain functions over recorded data (``rto``, ``rpo``, ``failed_probes``,
 ``longest_outage``, ``probe_resolution``, ``percentiles``), tested without a database.
 """
 from __future__ import annotations
 
+import bisect
+import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any, Callable, Iterable, Sequence
 
 clock = time.monotonic  # one clock for faults, writes and probes
@@ -199,41 +208,78 @@ class SequencedWriter(threading.Thread):
 
 
 class Probe(threading.Thread):
-    """Opens a connection and runs ``SELECT 1`` every ``interval`` seconds, recording each attempt."""
+    """Opens a connection and runs ``SELECT 1`` every ``interval`` seconds, recording each attempt.
 
-    def __init__(self, connect: Connector, interval: float = 0.05) -> None:
+    ``max_in_flight`` 1: one attempt at a time, the next one ``interval`` after the last started,
+    or as soon as it ends when it took longer (so a slow attempt widens the gap between probes).
+    Above 1: attempts start on a fixed schedule whatever earlier ones take, up to that many at
+    once, so the gap between starts stays ``interval`` even while connections are slow.
+    """
+
+    def __init__(self, connect: Connector, interval: float = 0.05, max_in_flight: int = 1) -> None:
         super().__init__(name="drillbook-probe", daemon=True)
         if interval > 0.05:
             raise ValueError("probe interval must be ≤ 50 ms, or it dominates the measured RTO")
         self.connect, self.interval = connect, interval
-        self.results: list[ProbeResult] = []
+        self.max_in_flight = max(1, int(max_in_flight))
+        self.results: list[ProbeResult] = []  # in order of start
         self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight = 0
 
     def stop(self) -> None:
         self._halt.set()
 
     def run(self) -> None:
+        if self.max_in_flight > 1:
+            self._run_fixed_rate()
+            return
         while not self._halt.is_set():
             started = clock()
-            try:
-                conn = self.connect()
-                try:
-                    conn.execute("SELECT 1")
-                finally:
-                    _close(conn)
-                self.results.append(ProbeResult(started, clock(), True))
-            except Exception as exc:
-                self.results.append(ProbeResult(started, clock(), False, _first_line(exc)))
+            self.results.append(self._attempt(started))
             self._halt.wait(max(0.0, self.interval - (clock() - started)))
+
+    def _attempt(self, started: float) -> ProbeResult:
+        try:
+            conn = self.connect()
+            try:
+                conn.execute("SELECT 1")
+            finally:
+                _close(conn)
+            return ProbeResult(started, clock(), True)
+        except Exception as exc:
+            return ProbeResult(started, clock(), False, _first_line(exc))
+
+    def _run_fixed_rate(self) -> None:
+        workers: list[threading.Thread] = []
+        due = clock()
+        while not self._halt.is_set():
+            with self._lock:
+                free = self._in_flight < self.max_in_flight
+                self._in_flight += int(free)
+            if free:  # all slots busy: this start is skipped, and the gap shows in the resolution
+                workers = [w for w in workers if w.is_alive()]
+                workers.append(threading.Thread(target=self._attempt_in_worker, args=(clock(),), daemon=True))
+                workers[-1].start()
+            due = max(due + self.interval, clock())  # behind schedule: go on from now, never in a burst
+            self._halt.wait(max(0.0, due - clock()))
+        for worker in workers:
+            worker.join(timeout=10)
+
+    def _attempt_in_worker(self, started: float) -> None:
+        result = self._attempt(started)
+        with self._lock:
+            bisect.insort(self.results, result, key=lambda p: p.started)
+            self._in_flight -= 1
 
 
 class Load:
     """A writer and a probe running together, with named time marks (``mark("fault")``)."""
 
     def __init__(self, writer: Connector | None, probe: Connector | None, run: str,
-                 probe_interval: float = 0.05, write_interval: float = 0.01) -> None:
+                 probe_interval: float = 0.05, write_interval: float = 0.01, probe_in_flight: int = 1) -> None:
         self.writer = SequencedWriter(writer, run, write_interval) if writer else None
-        self.probe = Probe(probe, probe_interval) if probe else None
+        self.probe = Probe(probe, probe_interval, probe_in_flight) if probe else None
         self.run = run
         self.marks: dict[str, float] = {}
 
@@ -317,6 +363,125 @@ class Load:
     def purge(self, conn: Any) -> int:
         """Delete this run's rows from the writes table (the lab stays small)."""
         return conn.execute(f"DELETE FROM {WRITES_TABLE} WHERE run = %s", (self.run,)).rowcount
+
+
+class IsolatedLoad(Load):
+    """The same writer and probe, run in a process of their own (a new Python interpreter).
+
+    A drill kernel that executes a runbook with papermill keeps the GIL busy for tens of
+    milliseconds at a time, and threads waiting for it would measure that, not the database:
+    in their own process the writer's retries and the probe's schedule keep their resolution.
+    The probe runs at a fixed rate (``probe_in_flight`` attempts at most at once). Connectors
+    must be picklable (``Postgres.portable_connector``). Marks stay in this process: the
+    monotonic clock is the system's, shared by both. Everything else reads as for ``Load``.
+    """
+
+    def __init__(self, writer: Connector | None, probe: Connector | None, run: str,
+                 probe_interval: float = 0.05, write_interval: float = 0.01, probe_in_flight: int = 4) -> None:
+        self.run = run
+        self.marks = {}
+        self._spec = (writer, probe, run, probe_interval, write_interval, probe_in_flight)
+        self.writer = _Remote(self) if writer else None  # type: ignore[assignment]
+        self.probe = _Remote(self) if probe else None  # type: ignore[assignment]
+        self._lock = threading.Lock()
+        self._pipe: Any = None
+        self._process: Any = None
+        self._state: dict[str, list[Any]] = {"acks": [], "errors": [], "latencies": [], "probes": []}
+        self._read_at = 0.0
+        self._final = False
+
+    def start(self) -> IsolatedLoad:
+        # A fresh interpreter (not fork: a kernel runs threads; not multiprocessing's spawn: it
+        # re-imports the caller's __main__), talking pickles over a socket pair.
+        ours, theirs = socket.socketpair()
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from drillbook.measure import _serve_fd; _serve_fd(int(sys.argv[1]))",
+             str(theirs.fileno())], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._pipe = Connection(ours.detach())
+        with self._lock:
+            self._pipe.send(self._spec)
+            self._receive()  # the threads run once the first state arrives
+        self.marks["start"] = clock()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            if not self._final and self._pipe is not None:
+                self._final = True
+                try:
+                    self._pipe.send("stop")
+                    self._receive()
+                finally:
+                    self._pipe.close()
+                    self._process.wait(timeout=10)
+        self.marks.setdefault("stop", clock())
+
+    def state(self) -> dict[str, list[Any]]:
+        """What the load's process recorded so far (re-read at most every 5 ms; final after stop)."""
+        with self._lock:
+            if not self._final and self._pipe is not None and clock() - self._read_at > 0.005:
+                self._pipe.send("state")
+                self._receive()
+            return self._state
+
+    def _receive(self) -> None:
+        try:
+            answer = self._pipe.recv()
+        except (EOFError, OSError):
+            self._final = True
+            raise RuntimeError("the load's process ended unexpectedly (see the kernel's stderr)") from None
+        if isinstance(answer, BaseException):
+            self._final = True
+            raise answer
+        self._state, self._read_at = answer, clock()
+
+
+class _Remote:
+    """This process's view of the writer or the probe of an ``IsolatedLoad``."""
+
+    def __init__(self, load: IsolatedLoad) -> None:
+        self._load = load
+
+    acks = property(lambda self: self._load.state()["acks"])
+    errors = property(lambda self: self._load.state()["errors"])
+    latencies = property(lambda self: self._load.state()["latencies"])
+    results = property(lambda self: self._load.state()["probes"])
+
+
+def _serve_fd(fd: int) -> None:
+    """Entry point of the isolated load's process: its parameters arrive on the socket ``fd``."""
+    # This process is the load's alone: hand the GIL over often, so the probe's scheduler wakes
+    # on time while other threads are busy setting up TLS connections.
+    sys.setswitchinterval(0.0005)
+    pipe = Connection(fd)
+    _serve(pipe, *pipe.recv())
+
+
+def _serve(pipe: Any, writer: Connector | None, probe: Connector | None, run: str, probe_interval: float,
+           write_interval: float, probe_in_flight: int) -> None:
+    """The isolated load's process: run the threads, answer "state" and "stop" until stopped."""
+    try:
+        load = Load(writer, probe, run, probe_interval, write_interval, probe_in_flight).start()
+    except BaseException as exc:  # e.g. an interval above 50 ms: raised in the drill's kernel instead
+        pipe.send(exc)
+        return
+    try:
+        pipe.send(_recorded(load))
+        while True:
+            command = pipe.recv()
+            if command == "stop":
+                load.stop()
+            pipe.send(_recorded(load))
+            if command == "stop":
+                return
+    except (EOFError, OSError):  # the drill's kernel is gone: stop writing at once
+        load.stop()
+
+
+def _recorded(load: Load) -> dict[str, list[Any]]:
+    return {"acks": load.acks, "errors": list(load.writer.errors) if load.writer else [],
+            "latencies": list(load.writer.latencies) if load.writer else [], "probes": load.probes}
 
 
 def ensure_table(conn: Any) -> None:

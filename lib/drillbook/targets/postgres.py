@@ -46,6 +46,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -458,6 +459,11 @@ class Postgres:
                   ) -> Callable[[], psycopg.Connection]:
         """A function that opens a new connection each call (credentials read afresh): for probes."""
         return lambda: self.connect(node, login=login, timeout=timeout)
+
+    def portable_connector(self, node: str | None = None, *, login: str = "app", timeout: int | None = None
+                           ) -> Connector:
+        """Like ``connector``, but picklable: for a load running in another process."""
+        return Connector(self.service, self.project, node, login, timeout or self.connect_timeout, self.name)
 
     def query(self, node: str, text: str, params: Any = None, *, login: str = "admin") -> list[tuple]:
         with self.connect(node, login=login) as conn:
@@ -965,6 +971,33 @@ class Postgres:
                   f"chmod 600 {k}.new && chmod 644 {c}.new && mv {k}.new {k} && mv {c}.new {c}")
         self.run(name, script, what="install server certificate", input=key_pem, timeout=30)
         return cert_file
+
+
+@dataclass(frozen=True)
+class Connector:
+    """``Postgres.connect`` as a picklable callable (``measure.IsolatedLoad`` runs it in another
+    process). It holds the service's description and the project root only: credentials, and the
+    application's rotating login, are read from their references afresh at every call."""
+
+    service: PostgresService
+    project: Path
+    node: str | None = None
+    login: str = "app"
+    timeout: int | None = None
+    name: str = "postgres"
+
+    def __call__(self) -> psycopg.Connection:
+        target = Postgres(self.service, shell=_no_shell, secret=partial(_resolve_secret, self.project),
+                          project=self.project, name=self.name)
+        return target.connect(self.node, login=self.login, timeout=self.timeout)
+
+
+def _resolve_secret(project: Path, ref: str) -> str:
+    return SecretRef.parse(ref).resolve(project)
+
+
+def _no_shell(host: str) -> Shell:
+    raise PostgresError(f"a portable connector cannot open a shell on {host!r}", "use Postgres for server-side work")
 
 
 class Scratch:
