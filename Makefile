@@ -44,6 +44,9 @@ demo: $(STAMP) system-deps
 	$(DRILLBOOK) lab up
 	$(DRILLBOOK) lint
 	$(DRILLBOOK) run smoke --env local
+	$(DRILLBOOK) run failover --env local --approve fault --approve promote
+	$(DRILLBOOK) run backup-restore --env local
+	$(DRILLBOOK) run key-rotation --env local --approve rotate
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
 	$(DRILLBOOK) publish
