@@ -139,7 +139,7 @@ class Writer:
             run_id=run_id, drill=drill, kind=entry.kind, title=entry.meta.title,
             notebook=path.relative_to(self.project).as_posix(), env=env,
             parameters={"env": env_name, "dry_run": dry_run, "rto": rto}, dry_run=dry_run, approve=["promote"],
-            change=None, controls=list(entry.meta.controls), source=record.source_info(path), operator="bench@fixture")
+            change=None, controls=list(entry.meta.controls), source=record.source_info(path, self.project), operator="bench@fixture")
         journal = self._journal(env, run_id, dry_run, rto, rpo, ok)
         done = record.complete_record(base, status=journal["status"], reason=journal["reason"], seconds=rto + 3,
                                       kernel_journal=journal, failing_cell=None, results=None)
