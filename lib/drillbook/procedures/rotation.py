@@ -29,7 +29,7 @@ class RotationFailed(DrillbookError):
 
 
 # ----------------------------------------------------------------------------- probes
-def probe_every_node(pg: Postgres, run: str, interval: float = 0.04) -> list[measure.Load]:
+def probe_every_node(pg: Postgres, run: str, interval: float = 0.03) -> list[measure.Load]:
     """One availability probe per node (new connection + SELECT 1 as the application, TLS verified),
     each in a process of its own: a rotation that breaks any node, primary or standby, shows up
     as failed probes."""

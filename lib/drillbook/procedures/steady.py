@@ -92,7 +92,7 @@ def _check_caught_up(drill: Any, pg: Postgres, name: str, timeout: float, failed
 
 
 # ----------------------------------------------------------------------------- the load under a drill
-def start_load(pg: Postgres, run: str, probe_interval: float = 0.04, writer: bool = True) -> measure.Load:
+def start_load(pg: Postgres, run: str, probe_interval: float = 0.03, writer: bool = True) -> measure.Load:
     """A sequenced writer and an availability probe through whichever node accepts writes, in a
     process of their own (the kernel also runs the runbook); returns once writes are acknowledged
     and probes pass (a fault needs a steady state)."""
@@ -104,6 +104,17 @@ def start_load(pg: Postgres, run: str, probe_interval: float = 0.04, writer: boo
         load.stop()
         raise
     return load
+
+
+def stop_load(pg: Postgres, load: measure.Load) -> str:
+    """Cleanup: stop the writer and the probe, and delete the run's rows when a primary answers
+    (housekeeping: a drill that stopped early must not fail its cleanup for want of a primary)."""
+    load.stop()
+    try:
+        with pg.connect() as conn:
+            return f"stopped; {load.purge(conn)} sequenced rows deleted"
+    except Exception as exc:  # e.g. no primary right now: the rows are harmless, `lab up` keeps them
+        return f"stopped; rows not deleted ({type(exc).__name__})"
 
 
 def record_availability(drill: Any, pg: Postgres, load: measure.Load, start: str, end: str) -> None:
@@ -118,6 +129,8 @@ def record_availability(drill: Any, pg: Postgres, load: measure.Load, start: str
     acked = sum(1 for a in load.acks if t0 <= a.at <= t1)
     errors = [e for at, e in (load.writer.errors if load.writer else []) if t0 <= at <= t1]
     drill.measure("writes_acknowledged", acked, unit="writes", detail=f"between {start!r} and {end!r}")
+    drill.measure("probe_resolution_seconds", measure.probe_resolution(load.probes),
+                  detail="largest gap between two probes: nothing shorter can be seen")
     drill.check("no write failed meanwhile", not errors, errors[0] if errors else f"{acked} writes acknowledged")
     with pg.connect() as conn:
         load.purge(conn)
