@@ -69,17 +69,24 @@ def run_drill(root: Path, drill: str) -> tuple[float, dict]:
 
 
 def figure(values: list[float], unit: str = "s", digits: int = 3) -> str:
-    return f"median {statistics.median(values):.{digits}f} {unit}, max {max(values):.{digits}f} {unit}"
+    unit = f" {unit}" if unit else ""
+    return f"median {statistics.median(values):.{digits}f}{unit}, max {max(values):.{digits}f}{unit}"
+
+
+def unit_of(name: str) -> tuple[str, int]:
+    """(unit, digits) for a measure's name: seconds, milliseconds, or a count."""
+    if name.endswith("seconds"):
+        return "s", 4
+    return ("ms", 1) if name.endswith("_ms") else ("", 0)
 
 
 def report(drill: str, walls: list[float], measured: list[dict]) -> None:
     print(f"\n{drill}  ({len(walls)} runs, all passed)")
     print(f"  wall time (drillbook run)        {figure(walls, digits=2)}")
-    names = sorted({n for m in measured for n in m}, key=lambda n: (not n.startswith(("rto", "rpo")), n))
+    first = ("rto_seconds", "rpo_seconds", "rpo_writes")
+    names = sorted({n for m in measured for n in m}, key=lambda n: (first.index(n) if n in first else 9, n))
     for name in names:
-        values = [m[name] for m in measured if name in m]
-        unit = "s" if name.endswith("seconds") else ""
-        print(f"  {name:<32} {figure(values, unit, 4 if unit == 's' else 0)}")
+        print(f"  {name:<32} {figure([m[name] for m in measured if name in m], *unit_of(name))}")
     if drill == "failover":
         share = [m["probe_resolution_seconds"] / m["rto_seconds"] for m in measured]
         retry = [WRITER_RETRY_SECONDS / m["rto_seconds"] for m in measured]
