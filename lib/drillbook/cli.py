@@ -5,6 +5,7 @@ Errors print one line and a hint, never a traceback.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -23,8 +24,10 @@ app = typer.Typer(
          "Start with `drillbook list` (what can run), `drillbook envs` (where), "
          "`drillbook run NAME --env ENV --dry-run` (try it safely), then `drillbook status` and `drillbook verify`.",
 )
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# In logs (cron, CI, make) there is no terminal width: be wide rather than wrap run ids.
+_WIDTH = None if sys.stdout.isatty() else max(160, int(os.environ.get("COLUMNS", "0") or 0))
+out = Console(highlight=False, width=_WIDTH)
+err = Console(stderr=True, highlight=False, width=_WIDTH)
 
 
 def _archive(archive: Optional[Path]) -> Path:

@@ -275,7 +275,7 @@ def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervis
             config=_private_kernel_config(run_dir),
         )
         return None
-    except Exception as exc:  # every failure still produces evidence
+    except BaseException as exc:  # every failure still produces evidence, with its real reason
         return exc
 
 
