@@ -55,6 +55,8 @@ bench: $(STAMP) system-deps
 	$(PY) bench/run_overhead.py
 	$(PY) bench/archive_scale.py
 	$(PY) bench/site_build.py
+	$(DRILLBOOK) lab up
+	$(PY) bench/drills.py
 
 clean:
 	rm -rf $(VENV) .drillbook site
