@@ -55,7 +55,6 @@ bench: $(STAMP) system-deps
 	$(PY) bench/run_overhead.py
 	$(PY) bench/archive_scale.py
 	$(PY) bench/site_build.py
-	$(DRILLBOOK) lab up
 	$(PY) bench/drills.py
 
 clean:
