@@ -256,3 +256,14 @@ def test_progress_is_reported_per_cell(project: Project) -> None:
     project.add_notebook("passes.ipynb")
     result = cli(project, "run", "passes", "--env", "local")
     assert "passes@local [6/6] ✓ drill.finish()" in result.stderr  # 5 cells + injected parameters
+
+
+def test_drill_that_never_calls_finish_is_judged_by_its_checks(project: Project, tmp_path: Path) -> None:
+    project.add_notebook("no_finish.ipynb")
+    marker = tmp_path / "cleanup-ran"
+    result = cli(project, "run", "no_finish", "--env", "local", "-p", f"marker_path={marker}")
+    assert result.code == 1
+    assert "FAILED no_finish on local — check failed: replica caught up" in result.stdout
+    assert marker.read_text() == "cleaned"  # cleanups still ran, at kernel exit
+    record = only_record(project)
+    assert record["status"] == "failed" and "finish() was not called" in record["note"]

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import nbformat
 
 from . import catalog, environments, inflight, journal, keys, locks, notebooks, paths, record, scraps
-from .drill import RUN_DIR_VAR, _operator
+from .drill import RUN_DIR_VAR, operator_name
 from .environments import Environment
 from .errors import DrillbookError, NotebookError, UnreachableHost
 from .render import HtmlRenderer
@@ -395,7 +395,7 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
         env=plan.env, parameters=plan.parameters, dry_run=plan.request.dry_run,
         approve=list(plan.request.approve), change=plan.request.change,
         controls=list(entry.meta.controls) if entry else [], source=record.source_info(plan.path, project),
-        operator=_operator(),
+        operator=operator_name(),
     )
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait):
         renderer = HtmlRenderer()

@@ -74,7 +74,7 @@ def base_record(*, run_id: str, drill: str, kind: str, title: str, notebook: str
     }
 
 
-JOURNAL_FIELDS = ("steps", "checks", "measures", "cleanups", "gates", "attachments", "error")
+JOURNAL_FIELDS = ("steps", "checks", "measures", "cleanups", "gates", "attachments", "error", "note")
 
 
 def complete_record(record: dict[str, Any], *, status: str, reason: str | None, seconds: float,
