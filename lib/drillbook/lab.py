@@ -529,13 +529,13 @@ def _init_primary(pg: pgt.Postgres, paths: LabPaths, name: str, say: Say) -> Non
     admin = pg.credentials("admin")
     q = shlex.quote
     # The password goes through a pipe this shell creates, so the lab user can open /dev/stdin.
-    pg.run(name, f"rm -rf {q(data)} && IFS= read -r pw && printf '%s\\n' \"$pw\" | {pg._pg(name, 'initdb')} "
+    pg.run(name, f"rm -rf {q(data)} && IFS= read -r pw && printf '%s\\n' \"$pw\" | {pg.tool_path(name, 'initdb')} "
                  f"-D {q(data)} -U {q(admin.user)} --pwfile=/dev/stdin -E UTF8 --no-locale --auth=scram-sha-256 "
                  f"-k >/dev/null", what="initdb", input=admin.password + "\n", timeout=300)
     pg.run(name, f"printf '%s' {q(render_server_conf(paths))} >> {q(data)}/postgresql.conf && "
                  f"printf '%s' {q(render_hba(pg.service.replication_user))} > {q(data)}/pg_hba.conf",
            what="write configuration", timeout=30)
-    pg._write_node_conf(name, pgt.render_node_conf(pg.node(name).port))
+    pg.write_node_conf(name, pgt.render_node_conf(pg.node(name).port))
     pg.start(name)
 
 
@@ -597,7 +597,7 @@ def disk_facts(pg: pgt.Postgres, name: str) -> DiskFacts:
     out = pg.run(name, f"test -f {d}/PG_VERSION || exit 0; echo initialized; "
                        f"test -f {d}/standby.signal && echo standby; test -f {d}/{pgt.FENCE_MARKER} && echo fenced; "
                        f"ls {d}/pg_wal | sed -n 's/^\\([0-9A-F]\\{{8\\}}\\)\\.history$/history \\1/p'; "
-                       f"{pg._pg(name, 'pg_controldata')} -D {d} 2>/dev/null | grep -E "
+                       f"{pg.tool_path(name, 'pg_controldata')} -D {d} 2>/dev/null | grep -E "
                        f"\"^Latest checkpoint's TimeLineID|^Latest checkpoint location\"", what="pg_controldata",
                  check=False, timeout=30).stdout
     timeline, checkpoint = 0, 0
@@ -658,7 +658,7 @@ def _ensure_standby(pg: pgt.Postgres, name: str, primary: str, say: Say) -> None
                 pass
         elif state.role == "down":
             say(f"starting {name} (standby of {primary})")
-            pg._configure_standby(name, primary)
+            pg.configure_standby(name, primary)
             try:
                 pg.start(name)
                 pg.wait_streaming(name, timeout=15)
@@ -959,8 +959,8 @@ def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
     if state is not None and state.bin_dir:
         with lab_postgres(paths, state) as pg:
             for scratch in sorted((paths.data / "scratch").glob("*/postmaster.pid")):
-                pg.run(NODES[0], f"{pg._pg(NODES[0], 'pg_ctl')} stop -D {shlex.quote(str(scratch.parent))} -m immediate -w",
-                       what="stop scratch instance", check=False)
+                pg.run(NODES[0], f"{pg.tool_path(NODES[0], 'pg_ctl')} stop -D {shlex.quote(str(scratch.parent))} "
+                                 "-m immediate -w", what="stop scratch instance", check=False)
                 say(f"stopped scratch instance {scratch.parent.name}")
             for name in NODES:
                 if disk_facts(pg, name).initialized and _stop_node(pg, name):

@@ -625,12 +625,13 @@ class Postgres:
                                 "install them, or set bin_dir for the service in the environment file")
         return chosen
 
-    def _pg(self, name: str, tool: str) -> str:
+    def tool_path(self, name: str, tool: str) -> str:
+        """The path of a PostgreSQL program (``pg_ctl``, ``initdb``…) on node ``name``'s host, quoted for sh."""
         return shlex.quote(f"{self.bin_dir(name)}/{tool}")
 
     # ------------------------------------------------------------------ server control
     def is_running(self, name: str) -> bool:
-        result = self.run(name, f"{self._pg(name, 'pg_ctl')} status -D {shlex.quote(self.data_dir(name))}",
+        result = self.run(name, f"{self.tool_path(name, 'pg_ctl')} status -D {shlex.quote(self.data_dir(name))}",
                           what="pg_ctl status", check=False, timeout=30)
         return result.exit_code == 0
 
@@ -638,7 +639,7 @@ class Postgres:
         """Stop a node (``immediate`` = the crash a drill injects; ``fast`` = clean). False if it was down."""
         if not self.is_running(name):
             return False
-        self.run(name, f"{self._pg(name, 'pg_ctl')} stop -D {shlex.quote(self.data_dir(name))} -m {mode} "
+        self.run(name, f"{self.tool_path(name, 'pg_ctl')} stop -D {shlex.quote(self.data_dir(name))} -m {mode} "
                        f"-w -t {int(timeout)}", what=f"pg_ctl stop -m {mode}", timeout=timeout + 10)
         return True
 
@@ -648,7 +649,7 @@ class Postgres:
             return False
         data = shlex.quote(self.data_dir(name))
         log = shlex.quote(self.data_dir(name) + ".log")
-        result = self.run(name, f"{self._pg(name, 'pg_ctl')} start -D {data} -l {log} -w -t {int(timeout)}",
+        result = self.run(name, f"{self.tool_path(name, 'pg_ctl')} start -D {data} -l {log} -w -t {int(timeout)}",
                           what="pg_ctl start", timeout=timeout + 10, check=False)
         if not result.ok:
             tail = self.run(name, f"tail -n 3 {log}", what="read the server log", check=False).stdout.strip()
@@ -659,7 +660,7 @@ class Postgres:
 
     def reload(self, name: str) -> None:
         """Re-read configuration and TLS files (pg_ctl reload = SIGHUP); new connections see them."""
-        self.run(name, f"{self._pg(name, 'pg_ctl')} reload -D {shlex.quote(self.data_dir(name))}",
+        self.run(name, f"{self.tool_path(name, 'pg_ctl')} reload -D {shlex.quote(self.data_dir(name))}",
                  what="pg_ctl reload", timeout=30)
 
     def fence(self, name: str, reason: str = "fenced by drillbook") -> None:
@@ -690,7 +691,7 @@ class Postgres:
     def promote(self, name: str, timeout: float = 60.0) -> float:
         """pg_ctl promote the standby; return seconds until it accepted a write."""
         t0 = time.monotonic()
-        self.run(name, f"{self._pg(name, 'pg_ctl')} promote -D {shlex.quote(self.data_dir(name))} -w "
+        self.run(name, f"{self.tool_path(name, 'pg_ctl')} promote -D {shlex.quote(self.data_dir(name))} -w "
                        f"-t {int(timeout)}", what="pg_ctl promote", timeout=timeout + 10)
         deadline = t0 + timeout
         while True:
@@ -772,7 +773,7 @@ class Postgres:
                     self._rewind(name, primary)
                 elif how == "pg_basebackup":
                     self._clone(name, primary)
-                self._configure_standby(name, primary)
+                self.configure_standby(name, primary)
                 self.start(name)
                 self._wait_replicating(name, timeout=15 if how == "follow" else 30)
                 return how
@@ -807,7 +808,7 @@ class Postgres:
         data = shlex.quote(self.data_dir(name))
         # pg_rewind first finishes crash recovery in single-user mode, which refuses standby.signal.
         script = (f"rm -f {data}/standby.signal {data}/recovery.signal && IFS= read -r PGPASSWORD && "
-                  f"export PGPASSWORD && {self._pg(name, 'pg_rewind')} --target-pgdata={data} "
+                  f"export PGPASSWORD && {self.tool_path(name, 'pg_rewind')} --target-pgdata={data} "
                   f"--source-server={shlex.quote(info)}")
         self.run(name, script, what="pg_rewind", input=password + "\n", timeout=600)
 
@@ -818,25 +819,30 @@ class Postgres:
         # Keep the old directory until the copy succeeds: a failed clone must not lose the node.
         script = (f"IFS= read -r PGPASSWORD && export PGPASSWORD && rm -rf {old} && "
                   f"if [ -d {d} ]; then mv {d} {old}; fi && mkdir -m 700 {d} && "
-                  f"if {self._pg(name, 'pg_basebackup')} -D {d} -d {shlex.quote(info)} -X stream -c fast -w; "
+                  f"if {self.tool_path(name, 'pg_basebackup')} -D {d} -d {shlex.quote(info)} -X stream -c fast -w; "
                   f"then rm -rf {old}; else rm -rf {d}; if [ -d {old} ]; then mv {old} {d}; fi; exit 1; fi")
         self.run(name, script, what="pg_basebackup (re-clone)", input=password + "\n", timeout=1800)
 
-    def _configure_standby(self, name: str, primary: str) -> None:
+    def configure_standby(self, name: str, primary: str) -> None:
+        """Point ``name`` at ``primary``: its port and primary_conninfo, the replication passfile and
+        standby.signal; clears a fence marker. Takes effect when the node (re)starts."""
         node, source = self.node(name), self.node(primary)
         creds = self.credentials("replication")
         data = self.data_dir(name)
         passfile = f"{data}/{PASSFILE}"
         upstream = conninfo(host=source.address, port=source.port, user=creds.user, passfile=passfile,
                             sslmode=self.service.sslmode, sslrootcert=self._rootcert(), application_name=name)
-        self._write_node_conf(name, render_node_conf(node.port, upstream),
-                              extra=f"umask 077 && IFS= read -r line && printf '%s\\n' \"$line\" > "
-                                    f"{shlex.quote(passfile)} && touch {shlex.quote(data)}/standby.signal && "
-                                    f"rm -f {shlex.quote(data)}/{FENCE_MARKER}",
-                              input=pgpass_line(source.address, source.port, creds.user, creds.password) + "\n")
+        self.write_node_conf(name, render_node_conf(node.port, upstream),
+                             extra=f"umask 077 && IFS= read -r line && printf '%s\\n' \"$line\" > "
+                                   f"{shlex.quote(passfile)} && touch {shlex.quote(data)}/standby.signal && "
+                                   f"rm -f {shlex.quote(data)}/{FENCE_MARKER}",
+                             input=pgpass_line(source.address, source.port, creds.user, creds.password) + "\n")
 
-    def _write_node_conf(self, name: str, conf: str, extra: str = "", input: str | None = None,
-                         data_dir: str | None = None) -> None:
+    def write_node_conf(self, name: str, conf: str, extra: str = "", input: str | None = None,
+                        data_dir: str | None = None) -> None:
+        """Write the per-node settings file (``conf``) and include it from postgresql.conf, as the
+        data directory's owner; ``extra`` is more sh run after it (reading ``input`` on stdin),
+        ``data_dir`` another data directory than the node's own (a scratch instance)."""
         data = shlex.quote(data_dir or self.data_dir(name))
         include = shlex.quote(f"include_if_exists = '{NODE_CONF}'")
         script = (f"printf '%s' {shlex.quote(conf)} > {data}/{NODE_CONF} && "
@@ -858,7 +864,7 @@ class Postgres:
         info, password = self._source_conninfo(node, "replication")
         p = shlex.quote(path)
         script = (f"IFS= read -r PGPASSWORD && export PGPASSWORD && mkdir -p \"$(dirname {p})\" && "
-                  f"{self._pg(node, 'pg_basebackup')} -D {p} -d {shlex.quote(info)} -X stream -c fast -w "
+                  f"{self.tool_path(node, 'pg_basebackup')} -D {p} -d {shlex.quote(info)} -X stream -c fast -w "
                   f"-l {shlex.quote(label)} && du -sb {p} | cut -f1")
         started = time.time()
         out = self.run(node, script, what="pg_basebackup", input=password + "\n", timeout=3600)
@@ -882,8 +888,8 @@ class Postgres:
         self.run(backup.source, f"rm -rf {d} {d}.log && mkdir -p \"$(dirname {d})\" && cp -a {source} {d} && "
                                 f"chmod 700 {d} && rm -f {d}/standby.signal {d}/{FENCE_MARKER} {d}/{PASSFILE} "
                                 f"{d}/postmaster.pid", what="copy the backup", timeout=1800)
-        self._write_node_conf(backup.source, render_node_conf(port), data_dir=data)
-        self.run(backup.source, f"{self._pg(backup.source, 'pg_ctl')} start -D {d} -l {d}.log -w -t 300",
+        self.write_node_conf(backup.source, render_node_conf(port), data_dir=data)
+        self.run(backup.source, f"{self.tool_path(backup.source, 'pg_ctl')} start -D {d} -l {d}.log -w -t 300",
                  what="start the restored instance", timeout=320)
         address = self.node(backup.source).address
         return Scratch(self, backup.source, data, address, port, round(time.monotonic() - t0, 3))
@@ -1021,8 +1027,9 @@ class Scratch:
 
     def remove(self) -> None:
         d = shlex.quote(self.data_dir)
-        self.pg.run(self.node, f"{self.pg._pg(self.node, 'pg_ctl')} stop -D {d} -m immediate -w -t 60 "
-                               f">/dev/null 2>&1; rm -rf {d} {d}.log", what="remove the scratch instance", timeout=120)
+        self.pg.run(self.node, f"{self.pg.tool_path(self.node, 'pg_ctl')} stop -D {d} -m immediate -w -t 60 "
+                               f">/dev/null 2>&1; rm -rf {d} {d}.log", what="remove the scratch instance",
+                    timeout=120)
 
     def __enter__(self) -> Scratch:
         return self
