@@ -280,7 +280,7 @@ def test_down_stops_everything_and_keeps_the_data(lab_project: LabProject) -> No
     with lab_project.postgres() as pg:  # a drill left a scratch instance running
         backup = pg.base_backup()
         scratch_port = free_ports(1)[0]
-        pg.restore_scratch(backup, port=scratch_port, name="left-behind")
+        scratch = pg.restore_scratch(backup, port=scratch_port, name="left-behind")
         assert lab._port_open(scratch_port)
     down = cli(lab_project.root, "lab", "down")
     assert down.code == 0, down.output
@@ -292,6 +292,9 @@ def test_down_stops_everything_and_keeps_the_data(lab_project: LabProject) -> No
     up = cli(lab_project.root, "lab", "up")
     assert up.code == 0, up.output
     assert lab.status(lab_project.root).healthy
+    with lab_project.postgres() as pg:  # leave the shared lab as clean as the drills expect it
+        pg.run(scratch.node, f"rm -rf {scratch.data_dir} {scratch.data_dir}.log", what="remove the stopped scratch")
+        pg.remove_backup(backup)
 
 
 @pytest.mark.integration
