@@ -63,6 +63,7 @@ class Drill:
         self.unattended = run_dir is not None  # started by `drillbook run`: never wait for a person
         self.run_id = run_id or f"interactive-{time.strftime('%Y%m%dT%H%M%S')}"
         self.redactor = Redactor()
+        self._know_secrets()
         self._cleanups: list[tuple[str, Callable[[], Any], bool]] = []
         self._closed = False
         self._t0 = time.monotonic()
@@ -73,6 +74,16 @@ class Drill:
             "cleanups": [], "attachments": [], "gates": [],
         }
         self._save()
+
+    def _know_secrets(self) -> None:
+        """Learn the environment's secret values up front, so everything this kernel prints or
+        journals is scrubbed even before (or without) a ``secret()`` call. A secret missing here
+        is reported by ``secret()`` when a step needs it."""
+        for name, ref in self.env.secret_refs().items():
+            try:
+                self.redactor.add(name, ref.resolve(self.project))
+            except DrillbookError:
+                pass
 
     # ----------------------------------------------------------------- journal
     def _save(self) -> None:
