@@ -482,7 +482,8 @@ def run_child(parent: Any, name: str, parameters: dict[str, Any]) -> dict[str, A
     with _patched_environ({RUN_DIR_VAR: str(child_dir)}):
         try:
             papermill.execute_notebook(str(path), str(output), parameters=values, progress_bar=False,
-                                       cwd=str(path.parent), kernel_name=nb.metadata.get("kernelspec", {}).get("name"))
+                                       cwd=str(path.parent), kernel_name=nb.metadata.get("kernelspec", {}).get("name"),
+                                       config=_private_kernel_config(child_dir))
         except Exception as exc:
             error = f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"
     child = journal.read_journal(child_dir) or {}
