@@ -93,10 +93,6 @@ class Drill:
     def _say(self, text: str) -> None:
         print(self.redactor.scrub(text), flush=True)
 
-    @property
-    def objectives(self) -> dict[str, float]:
-        return dict(self.env.objectives)
-
     # ----------------------------------------------------------------- secrets
     def secret(self, name_or_ref: str) -> str:
         """Resolve a secret by its name in the environment (or a raw ``env:``/``file:`` reference).

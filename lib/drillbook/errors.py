@@ -61,12 +61,6 @@ class CheckFailed(DrillbookError):
     exit_code = 1
 
 
-class RunNotPassed(DrillbookError):
-    """A run finished with a status other than 'passed'. Its evidence is archived."""
-
-    exit_code = 1
-
-
 class EvidenceError(DrillbookError):
     """The evidence archive cannot be read or written as required."""
 

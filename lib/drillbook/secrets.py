@@ -121,9 +121,3 @@ class Redactor:
         if isinstance(obj, list):
             return [self.scrub_obj(v) for v in obj]
         return obj
-
-    def leaks(self, text: str) -> list[str]:
-        """Names of the secrets whose value still appears in ``text`` (a last line of defence)."""
-        if not self._forms or not text:
-            return []
-        return sorted({self._forms[m.group(0)] for m in self._compiled().finditer(text)})
