@@ -148,7 +148,7 @@ class Writer:
         nb = nbformat.read(str(path), as_version=4)
         nb.cells.insert(0, nbformat.v4.new_markdown_cell("*Synthetic run: written through drillbook's evidence API "
                                                          "without a kernel (bench/site_build.py).*"))
-        html = self.renderer.render(nb, executor._header(done))
+        html = self.renderer.render(nb, executor.html_header(done))
         with tempfile.TemporaryDirectory() as folder:
             for name, text in (attachments or {}).items():
                 (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,7 @@ class Plan:
     run_id: str
     timeout: float
     request: RunRequest
+    kernel_name: str
 
 
 @dataclass
@@ -188,7 +189,8 @@ def prepare(request: RunRequest, project: Path | None = None) -> Plan:
     if "run_id" in declared:
         parameters["run_id"] = run_id
     timeout = request.timeout or (entry.meta.timeout_seconds if entry else DEFAULT_TIMEOUT)
-    return Plan(path, name, entry, env, parameters, redactor, run_id, float(timeout), request)
+    kernel_name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
+    return Plan(path, name, entry, env, parameters, redactor, run_id, float(timeout), request, kernel_name)
 
 
 # --------------------------------------------------------------------------- supervision
@@ -265,11 +267,10 @@ def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervis
 
     from . import engine
 
-    nb = notebooks.read_notebook(plan.path)
     try:
         papermill.execute_notebook(
             str(plan.path), str(output), parameters=plan.parameters, engine_name=engine.ENGINE_NAME,
-            kernel_name=nb.metadata.get("kernelspec", {}).get("name") or "python3", progress_bar=False,
+            kernel_name=plan.kernel_name, progress_bar=False,
             log_output=False, cwd=str(plan.path.parent), start_timeout=60, on_cell=on_cell,
             on_client=lambda client: setattr(supervisor, "client", client),
             config=_private_kernel_config(run_dir),
@@ -429,7 +430,7 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
         )
         done["versions"]["kernel_python"] = nb.metadata.get("language_info", {}).get("version")
         clean_nb = plan.redactor.scrub_obj(nb)
-        html = renderer.render(nbformat.from_dict(clean_nb), _header(done))
+        html = renderer.render(nbformat.from_dict(clean_nb), html_header(done))
         bundle = evidence.record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
                                      attachments=run_dir / "attachments")
         inflight.remove_marker(marker)
@@ -437,7 +438,8 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
     return Outcome(plan.run_id, status, reason, bundle, done)
 
 
-def _header(rec: dict[str, Any]) -> dict[str, Any]:
+def html_header(rec: dict[str, Any]) -> dict[str, Any]:
+    """What the run-time HTML page shows above the notebook."""
     return {"title": rec["title"], "status": rec["status"], "reason": rec["reason"], "run": rec["run_id"],
             "environment": rec["env"], "started": rec["started_at"], "finished": rec["finished_at"],
             "operator": rec["operator"], "dry run": rec["dry_run"], "change": rec["change"],

@@ -120,7 +120,7 @@ def _recover_one(info: dict[str, Any], project: Path | None) -> None:
             nb = nbformat.read(str(output), as_version=4)
             done["failing_cell"] = executor.mark_failure(nb, "aborted", reason)
             notebook = redactor.scrub_obj(nb)
-            html = HtmlRenderer().render(nbformat.from_dict(notebook), executor._header(done))
+            html = HtmlRenderer().render(nbformat.from_dict(notebook), executor.html_header(done))
         attachments = run_dir / "attachments"
     except (DrillbookError, OSError, ValueError) as exc:
         from .secrets import Redactor
