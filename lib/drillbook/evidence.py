@@ -42,6 +42,8 @@ def run_dir(archive: Path, run_id: str) -> Path:
 
 # --------------------------------------------------------------------------- writing
 def _write_scrubbed(target: Path, data: str | bytes, redactor: Redactor) -> None:
+    """Write ``data`` with every secret replaced. One pass over the serialised text is enough:
+    the redactor knows each value's JSON-escaped form too."""
     if isinstance(data, str):
         target.write_text(redactor.scrub(data), encoding="utf-8")
         return
@@ -79,10 +81,10 @@ def record_run(archive: Path, key: Ed25519PrivateKey, record: dict[str, Any], re
                 target.parent.mkdir(parents=True, exist_ok=True)
                 _write_scrubbed(target, source.read_bytes(), redactor)
         if notebook is not None:
-            _write_scrubbed(partial / "notebook.ipynb", json.dumps(redactor.scrub_obj(notebook), indent=1), redactor)
+            _write_scrubbed(partial / "notebook.ipynb", json.dumps(notebook, indent=1), redactor)
         if html is not None:
             _write_scrubbed(partial / "notebook.html", html, redactor)
-        text = json.dumps(redactor.scrub_obj(record), indent=2, sort_keys=False, default=str)
+        text = json.dumps(record, indent=2, sort_keys=False, default=str)
         _write_scrubbed(partial / "record.json", text + "\n", redactor)
         manifest_sha = write_manifest(partial)
         os.replace(partial, final)
