@@ -306,20 +306,10 @@ def _lag_text(node: Any) -> str | None:
 
 def _lab_lock(what: str) -> Any:
     """The lab is environment 'local': repairing or stopping it must wait for a drill acting on it."""
-    from contextlib import contextmanager
-
     from . import locks
-    from .errors import LockBusy
 
-    @contextmanager
-    def held() -> Any:
-        try:
-            with locks.hold(paths.state_dir(), "local", what):
-                yield
-        except LockBusy as exc:
-            raise LockBusy(exc.message, f"wait for that run to finish, then run drillbook {what} again") from None
-
-    return held()
+    return locks.hold(paths.state_dir(), "local", what,
+                      hint=f"wait for that run to finish, then run drillbook {what} again")
 
 
 def _print_lab(report: Any) -> None:

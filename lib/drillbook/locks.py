@@ -17,7 +17,8 @@ from .errors import LockBusy
 
 
 @contextmanager
-def hold(state: Path, env: str, run_id: str, wait: float = 0.0) -> Iterator[None]:
+def hold(state: Path, env: str, run_id: str, wait: float = 0.0, hint: str | None = None) -> Iterator[None]:
+    """Hold the environment's lock (waiting up to ``wait`` seconds); ``hint`` replaces LockBusy's default."""
     directory = state / "locks"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{env}.lock"
@@ -29,7 +30,7 @@ def hold(state: Path, env: str, run_id: str, wait: float = 0.0) -> Iterator[None
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise LockBusy(f"environment {env!r} is busy: {_holder(path)}") from None
+                    raise LockBusy(f"environment {env!r} is busy: {_holder(path)}", hint) from None
                 time.sleep(0.2)
         try:
             handle.seek(0)
