@@ -154,4 +154,5 @@ def test_gate_panel_approves_only_the_exact_name(run_dir: Path) -> None:
     typed.value = "promote"
     button.click()
     assert "promote" in drill.approved and button.disabled
+    assert drill.data["gates"][0]["how"].startswith("approved in the gate panel by ")
     assert drill.step("Promote", lambda: "ok", mutating=True, gate="promote") == "ok"

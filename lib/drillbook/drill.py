@@ -216,9 +216,12 @@ class Drill:
             raise GateNotApproved(f"gate {gate!r} not confirmed (typed {answer.strip()!r})",
                                   f"type exactly {gate} to proceed")
 
-    def approve_gate(self, gate: str) -> None:
-        """Approve a gate ahead of its step (used by the confirmation panel)."""
+    def approve_gate(self, gate: str, how: str | None = None) -> None:
+        """Approve a gate ahead of its step (the confirmation panel does), journalling who and how."""
         self.approved.add(gate)
+        self.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(),
+                                   "how": how or f"approved in advance by {self.data['operator']}"})
+        self._save()
 
     # ----------------------------------------------------------------- checks and measures
     def check(self, name: str, ok: bool, detail: str = "") -> bool:

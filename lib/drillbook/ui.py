@@ -73,10 +73,7 @@ def _gate_row(drill: Drill, gate: str, widgets: Any) -> Any:
         if typed.value.strip() != gate:
             state.value = f"type exactly {gate}"
             return
-        drill.approve_gate(gate)
-        drill.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(),
-                                    "how": f"approved in the gate panel by {drill.data['operator']}"})
-        drill._save()
+        drill.approve_gate(gate, f"approved in the gate panel by {drill.data['operator']}")
         state.value = f"approved at {journal.now_iso()}"
         button.disabled = typed.disabled = True
 
