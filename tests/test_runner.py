@@ -24,6 +24,11 @@ def only_record(project: Project) -> dict:
     return json.loads((runs[0] / "record.json").read_text())
 
 
+def archived_notebook(project: Project) -> dict:
+    """The executed notebook of the only run in the archive."""
+    return json.loads((project.run_dirs()[0] / "notebook.ipynb").read_text())
+
+
 def ledger_lines(project: Project) -> list[dict]:
     path = project.archive / "ledger.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -59,7 +64,7 @@ def test_failed_check_is_failed_not_error_and_archived(project: Project) -> None
     record = only_record(project)
     assert record["status"] == "failed"
     assert [c["passed"] for c in record["checks"]] == [False, True]
-    nb = json.loads((project.run_dirs()[0] / "notebook.ipynb").read_text())
+    nb = archived_notebook(project)
     assert "drillbook: this run ended `failed`" in "".join(nb["cells"][0]["source"])
 
 
@@ -74,7 +79,7 @@ def test_raised_exception_is_error_cleanup_runs_and_failing_cell_marked(project:
     assert record["status"] == "error"
     assert record["cleanups"][0]["status"] == "passed"
     assert record["failing_cell"]["source_first_line"].startswith("raise ValueError")
-    nb = json.loads((project.run_dirs()[0] / "notebook.ipynb").read_text())
+    nb = archived_notebook(project)
     failing = [c for c in nb["cells"] if "drillbook-failed-cell" in c["metadata"].get("tags", [])]
     assert len(failing) == 1 and "raise ValueError" in "".join(failing[0]["source"])
     assert "ValueError" in (project.run_dirs()[0] / "notebook.html").read_text()
@@ -248,7 +253,7 @@ def test_plain_papermill_notebook_runs_with_only_its_own_parameters(project: Pro
     record = only_record(project)
     assert record["kind"] == "notebook" and record["drill"] == "plain"
     assert record["parameters"] == {"count": 4, "verbose": True}  # no runner parameters injected
-    nb = json.loads((project.run_dirs()[0] / "notebook.ipynb").read_text())
+    nb = archived_notebook(project)
     assert any("x 2.0 True" in "".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
 
 

@@ -49,7 +49,7 @@ def lint_notebook(path: Path, root: Path) -> tuple[list[Problem], set[str] | Non
         problems.append(Problem(where, f"committed outputs in cell(s) {cells}; clear them before committing"))
     try:
         meta = catalog.validate_metadata(notebooks.drillbook_metadata(nb), Path(where))
-        expected = dict((folder, kind) for folder, kind in catalog.SOURCES).get(str(Path(where).parent))
+        expected = dict(catalog.SOURCES).get(str(Path(where).parent))
         if expected and meta.kind != expected:
             problems.append(Problem(where, f"metadata.drillbook.kind is {meta.kind!r} but the notebook lives "
                                            f"in {Path(where).parent}/ (for {expected}s)"))
