@@ -71,6 +71,17 @@ def test_cron_previous_before() -> None:
     assert cron.previous_before(datetime(2026, 1, 5, 2, 0, tzinfo=UTC)) == datetime(2026, 1, 4, 3, 0, tzinfo=UTC)
 
 
+def test_due_entries_are_those_whose_cron_fired_since_their_last_run() -> None:
+    from drillbook.schedule import Entry, due_entries
+
+    daily = Cron.parse("0 3 * * *")
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    entries = [Entry("a", "local", daily), Entry("b", "local", daily), Entry("c", "local", daily)]
+    last = {("a", "local"): datetime(2026, 1, 5, 4, 0, tzinfo=UTC),   # ran after today's 03:00: not due
+            ("b", "local"): datetime(2026, 1, 4, 4, 0, tzinfo=UTC)}   # ran yesterday: due; c never ran: due
+    assert [e.drill for e in due_entries(entries, last, now)] == ["b", "c"]
+
+
 @pytest.mark.parametrize("expr", ["* * *", "61 * * * *", "0 25 * * *", "0 0 0 * *", "x * * * *"])
 def test_cron_rejects_bad_expressions(expr: str) -> None:
     with pytest.raises(ConfigError, match="bad cron expression"):

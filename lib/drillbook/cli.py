@@ -167,23 +167,20 @@ def _run_one(request: Any) -> int:
 
 
 def _run_due() -> int:
+    from datetime import datetime, timezone
+
     from . import evidence, schedule
     from .executor import RunRequest
     from .journal import parse_iso
-    from datetime import datetime, timezone
 
-    now = datetime.now(timezone.utc)
-    last = {(e["drill"], e["env"]): e for e in evidence.latest_runs(paths.archive_root(), dry_runs=False)}
+    finished = {(e["drill"], e["env"]): parse_iso(e["finished_at"])
+                for e in evidence.latest_runs(paths.archive_root(), dry_runs=False)}
     worst = 0
-    for entry in schedule.load_schedule():
-        previous = entry.cron.previous_before(now)
-        seen = last.get((entry.drill, entry.env))
-        if previous is None or (seen and parse_iso(seen["finished_at"]) >= previous):
-            continue
+    for entry in schedule.due_entries(schedule.load_schedule(), finished, datetime.now(timezone.utc)):
         request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve))
         try:
             worst = max(worst, _run_one(request))
-        except DrillbookError as exc:
+        except DrillbookError as exc:  # one bad entry must not stop the others
             _print_error(exc)
             worst = max(worst, exc.exit_code)
     return worst

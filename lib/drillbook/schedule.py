@@ -162,3 +162,16 @@ def load_schedule(project: Path | None = None) -> list[Entry]:
         entries.append(Entry(str(item["drill"]), str(item["env"]), cron,
                              dict(item.get("parameters") or {}), tuple(item.get("approve") or ())))
     return entries
+
+
+def due_entries(entries: list[Entry], last_finished: dict[tuple[str, str], datetime],
+                now: datetime) -> list[Entry]:
+    """The entries whose cron has fired since their drill last finished on their environment
+    (``last_finished`` by (drill, env); dry runs do not count and should not be in it)."""
+    due = []
+    for entry in entries:
+        fired = entry.cron.previous_before(now)
+        last = last_finished.get((entry.drill, entry.env))
+        if fired is not None and (last is None or last < fired):
+            due.append(entry)
+    return due
