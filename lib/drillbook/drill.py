@@ -341,7 +341,7 @@ class Drill:
             self.data.update(status=status, reason=reason, finished_at=journal.now_iso(),
                              seconds=round(time.monotonic() - self._t0, 3))
             self._save()
-            _unhook(self)
+            _unhook()
 
     def finish(self) -> dict[str, Any]:
         """Run the cleanups, record and glue the results, print the summary; raise if the run did not pass."""
@@ -428,13 +428,13 @@ def _at_exit() -> None:
         drill._close("passed", None)
 
 
-def _hook(drill: Drill) -> None:
+def _hook() -> None:
     ip = _ipython()
     if ip is not None and _post_run_cell not in ip.events.callbacks["post_run_cell"]:
         ip.events.register("post_run_cell", _post_run_cell)
 
 
-def _unhook(drill: Drill) -> None:
+def _unhook() -> None:
     ip = _ipython()
     if ip is not None and _post_run_cell in ip.events.callbacks["post_run_cell"]:
         ip.events.unregister("post_run_cell", _post_run_cell)
@@ -444,7 +444,7 @@ atexit.register(_at_exit)
 
 
 def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[str, ...] | None = None,
-          run_id: str | None = None, change: str | None = None, **_ignored: Any) -> Drill:
+          run_id: str | None = None, change: str | None = None) -> Drill:
     """Begin a run against environment ``env``. Safe defaults: ``dry_run=True``, nothing approved."""
     global _current
     if _current is not None and not _current._closed:
@@ -457,7 +457,7 @@ def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[s
     drill = Drill(environment, dry_run=dry_run, approve=list(approve or []), run_id=run_id,
                   change=change, run_dir=run_dir, project=project)
     _current = drill
-    _hook(drill)
+    _hook()
     mode = "DRY RUN (nothing will be changed)" if drill.dry_run else "LIVE"
     prod = " — PRODUCTION" if environment.production else ""
     drill._say(f"drillbook run {drill.run_id} on {environment.name}{prod}: {mode}")
