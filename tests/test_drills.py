@@ -123,7 +123,9 @@ def run(project: LabProject, tmp_path: Path, drill: str, *args: str, env: str = 
     extra = [] if lab.sshd_binary() else ["--skip-preflight"]  # the test lab lists lab-ssh as a required host
     result = cli(project.root, "run", drill, "--env", env, *args, *extra,
                  env={"DRILLBOOK_ARCHIVE": str(archive)}, timeout=600)
-    bundle = (set((archive / "runs").glob("*")) - before).pop()
+    added = set((archive / "runs").glob("*")) - before
+    assert len(added) == 1, f"expected one new bundle, found {len(added)} (exit {result.code}):\n{result.output}"
+    bundle = added.pop()
     return result, json.loads((bundle / "record.json").read_text()), bundle
 
 
