@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import paths
 from .errors import ConfigError, NotFound, SecretError
 from .secrets import SecretRef
+from .yamlfile import read_yaml
 
 NAME = r"^[a-z0-9][a-z0-9_-]*$"
 
@@ -165,20 +165,6 @@ def validate_environment(data: Any, source: Path) -> Environment:
         raise ConfigError(f"{source}: {_describe(errors[0])}{more}") from None
 
 
-def read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{where}: malformed YAML: {problem}") from None
-
-
 def environment_names(project: Path | None = None) -> list[str]:
     directory = paths.environments_dir(project)
     return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
@@ -192,7 +178,7 @@ def load_environment(name: str, project: Path | None = None) -> Environment:
             f"unknown environment {name!r}",
             f"known environments: {known}; add parameters/environments/{name}.yaml to define it",
         )
-    return validate_environment(read_yaml(path), path)
+    return validate_environment(read_yaml(path, "environment file"), path)
 
 
 def load_environments(project: Path | None = None) -> list[Environment]:

@@ -53,8 +53,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .environments import validate_environment
 from .errors import DrillbookError, LabError
 from .lab_binaries import (REQUIRED_TOOLS, binary_candidates, choose_binaries, pg_major, supports_tls,
@@ -70,6 +68,7 @@ from .lab_tls import ensure_tls, issue_server_certificate, make_ca
 from .secrets import Redactor
 from .shell import LocalShell
 from .targets import postgres as pgt
+from .yamlfile import dump_yaml
 
 # The names these helpers had before they moved to their own modules (the tests use them).
 _port_open, _ssh_availability = port_open, ssh_availability
@@ -112,7 +111,7 @@ def environment_yaml(ports: LabPorts, ssh_user: str = LAB_USER, parameters: dict
     data = environment_data(ports, ssh_user)
     if parameters:
         data["parameters"] = parameters
-    return "# The embedded lab, started by `drillbook lab up`.\n" + yaml.safe_dump(data, sort_keys=False)
+    return "# The embedded lab, started by `drillbook lab up`.\n" + dump_yaml(data)
 
 
 def lab_postgres(paths: LabPaths, state: LabState, redactor: Redactor | None = None) -> pgt.Postgres:

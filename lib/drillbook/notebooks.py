@@ -147,7 +147,9 @@ def coerce_parameter(param: Parameter, raw: Any, origin: str) -> Any:
 def _yaml_value(text: str) -> Any:
     import yaml
 
-    try:
-        return yaml.safe_load(text)
+    from .yamlfile import load_text
+
+    try:  # the bounded reader: a -p value must not expand (aliases) or recurse without end
+        return load_text(text)
     except yaml.YAMLError:
         return text

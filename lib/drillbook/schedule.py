@@ -13,6 +13,7 @@ from typing import Any
 
 from . import paths
 from .errors import ConfigError
+from .yamlfile import read_yaml
 
 SHORTHANDS = {
     "@hourly": "0 * * * *",
@@ -138,30 +139,35 @@ def schedule_path(project: Path | None = None) -> Path:
 
 
 def load_schedule(project: Path | None = None) -> list[Entry]:
-    from .environments import read_yaml
-
     path = schedule_path(project)
     if not path.is_file():
         return []
-    data = read_yaml(path) or {}
+    data = read_yaml(path, "schedule") or {}
     runs = data.get("runs") if isinstance(data, dict) else None
     if not isinstance(runs, list):
         raise ConfigError(f"{path}: expected a top-level 'runs:' list")
-    entries = []
-    for index, item in enumerate(runs):
-        where = f"{path}: runs[{index}]"
-        if not isinstance(item, dict) or not {"drill", "env", "cron"} <= item.keys():
-            raise ConfigError(f"{where}: each run needs drill, env and cron")
-        unknown = set(item) - {"drill", "env", "cron", "parameters", "approve"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
-        try:
-            cron = Cron.parse(str(item["cron"]))
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc.message}", exc.hint) from None
-        entries.append(Entry(str(item["drill"]), str(item["env"]), cron,
-                             dict(item.get("parameters") or {}), tuple(item.get("approve") or ())))
-    return entries
+    return [_entry(item, f"{path}: runs[{index}]") for index, item in enumerate(runs)]
+
+
+def _entry(item: object, where: str) -> Entry:
+    """One item of ``runs:``, checked key by key (YAML gives any type anywhere)."""
+    if not isinstance(item, dict) or not {"drill", "env", "cron"} <= item.keys():
+        raise ConfigError(f"{where}: each run needs drill, env and cron")
+    unknown = set(map(str, item)) - {"drill", "env", "cron", "parameters", "approve"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    try:
+        cron = Cron.parse(str(item["cron"]))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}", exc.hint) from None
+    parameters = item.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise ConfigError(f"{where}: parameters: expected a mapping of name: value",
+                          "write parameters: {name: value}")
+    approve = item.get("approve") or []
+    if not isinstance(approve, list) or not all(isinstance(gate, str) for gate in approve):
+        raise ConfigError(f"{where}: approve: expected a list of gate names", "write approve: [gate, other-gate]")
+    return Entry(str(item["drill"]), str(item["env"]), cron, dict(parameters), tuple(approve))
 
 
 def due_entries(entries: list[Entry], last_finished: dict[tuple[str, str], datetime],

@@ -1,0 +1,110 @@
+"""Hostile and malformed input: environment names that are paths, YAML that expands without
+bound, bytes that are not text. Each is refused with one line (and a hint), exit 2, nothing archived."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import CliResult, Project, cli
+
+# Bounded so that a regression fails the test instead of running (and swelling) for minutes.
+QUICK = 60.0
+
+
+def refused(project: Project, result: CliResult) -> str:
+    """The error line of a refused command, after checking that it was refused cleanly."""
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output, result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[0].startswith("error: "), result.stderr
+    assert len(lines) <= 2 and (len(lines) == 1 or lines[1].startswith("hint: ")), result.stderr
+    assert project.run_dirs() == []
+    assert not (project.archive / "ledger.jsonl").exists()
+    assert not list((project.state / "inflight").glob("*"))
+    return lines[0]
+
+
+def hint(result: CliResult) -> str:
+    lines = result.stderr.strip().splitlines()
+    return lines[1] if len(lines) > 1 else ""
+
+
+def add_list_notebook(project: Project) -> str:
+    """A plain notebook (outside the catalog, run by path) with a list parameter: YAML values for
+    it reach the notebook as given."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("items = []", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print(len(items))")]
+    target = project.root / "elsewhere" / "lists.ipynb"
+    target.parent.mkdir(exist_ok=True)
+    nbformat.write(nb, str(target))
+    return str(target)
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """Nine lists, each of nine aliases of the previous one: about 500 bytes, 9**9 strings expanded."""
+    names = "abcdefghijklmnopqrstuvwxyz"[:levels]
+    lists = ["&a [" + ", ".join(['"lol"'] * 9) + "]"]
+    lists += [f"&{name} [" + ", ".join([f"*{prev}"] * 9) + "]" for prev, name in zip(names, names[1:])]
+    return "[" + ", ".join(lists) + "]"
+
+
+# --------------------------------------------------------------------------- 8: bounded YAML
+def test_alias_bomb_in_environment_is_refused_quickly(project: Project) -> None:
+    notebook = add_list_notebook(project)
+    path = project.write_env("local", f"hosts:\n  here:\n    shell: local\nparameters:\n  lists:\n"
+                                      f"    items: {alias_bomb()}\n")
+    assert path.stat().st_size < 600
+    result = cli(project, "run", notebook, "--env", "local", timeout=QUICK)
+    line = refused(project, result)
+    assert line.startswith(f"error: {path}:6:")
+    assert line.endswith("YAML alias *a is not allowed in the environment file")
+    assert "write the value out in full" in hint(result)
+
+
+def test_alias_bomb_in_a_parameter_value_is_not_expanded(project: Project) -> None:
+    notebook = add_list_notebook(project)
+    result = cli(project, "run", notebook, "--env", "local", "-p", f"items={alias_bomb()}", timeout=QUICK)
+    assert refused(project, result).startswith("error: parameter 'items' from -p expects list (default []), got '[&a")
+
+
+def test_aliases_in_the_schedule_are_refused(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    schedule = project.root / "parameters" / "schedule.yaml"
+    second = '  - {drill: passes, env: local, cron: "0 * * * *", approve: *gates}\n'
+    schedule.write_text('runs:\n  - {drill: passes, env: local, cron: "* * * * *", approve: &gates [a, b]}\n' + second)
+    result = cli(project, "run", "--due", timeout=QUICK)
+    column = second.index("*gates") + 1
+    assert refused(project, result) == f"error: {schedule}:3:{column}: YAML alias *gates is not allowed in the schedule"
+
+
+def test_oversized_environment_file_is_refused(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    path = project.write_env("local", "description: " + "x" * 300_000 + "\nhosts:\n  here:\n    shell: local\n")
+    result = cli(project, "run", "passes", "--env", "local", timeout=QUICK)
+    assert refused(project, result) == (
+        f"error: {path}: the environment file is larger than 256 KiB, the most drillbook reads")
+
+
+def test_deeply_nested_environment_file_is_refused(project: Project) -> None:
+    notebook = add_list_notebook(project)
+    path = project.write_env("local", "parameters:\n  lists:\n    items: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = cli(project, "run", notebook, "--env", "local", timeout=QUICK)
+    line = refused(project, result)
+    assert line.startswith(f"error: {path}:3:")
+    assert line.endswith("nested more than 64 levels deep in the environment file")
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("parameters: [a, b]", "parameters: expected a mapping of name: value"),
+    ("approve: fault", "approve: expected a list of gate names"),
+])
+def test_mistyped_schedule_entry_is_refused(project: Project, entry: str, message: str) -> None:
+    project.add_notebook("passes.ipynb")
+    schedule = project.root / "parameters" / "schedule.yaml"
+    schedule.write_text(f'runs:\n  - {{drill: passes, env: local, cron: "* * * * *", {entry}}}\n')
+    result = cli(project, "run", "--due", timeout=QUICK)
+    assert refused(project, result) == f"error: {schedule}: runs[0]: {message}"
