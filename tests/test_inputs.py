@@ -52,6 +52,58 @@ def alias_bomb(levels: int = 9) -> str:
     return "[" + ", ".join(lists) + "]"
 
 
+# --------------------------------------------------------------------------- 7: names, not paths
+def test_absolute_env_path_is_not_an_environment(project: Project, tmp_path: Path) -> None:
+    project.add_notebook("passes.ipynb")
+    project.write_env("prod", "production: true\nhosts:\n  here:\n    shell: local\n")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "prod.yaml").write_text("production: false\nhosts:\n  here:\n    shell: local\n")
+    result = cli(project, "run", "passes", "--env", str(outside / "prod"), timeout=QUICK)
+    assert refused(project, result) == (
+        f"error: not an environment name: '{outside / 'prod'}' "
+        "(a name is lower-case letters, digits, '-' and '_', not a path)")
+    assert hint(result) == "hint: known environments: local, prod (see drillbook envs)"
+
+
+def test_relative_env_path_is_not_an_environment(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    (project.root / "parameters" / "x.yaml").write_text("hosts:\n  here:\n    shell: local\n")
+    result = cli(project, "run", "passes", "--env", "../x", timeout=QUICK)
+    assert refused(project, result).startswith("error: not an environment name: '../x'")
+    assert "known environments: local" in hint(result)
+
+
+def test_scheduled_env_must_be_a_name(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    (project.root / "parameters" / "x.yaml").write_text("hosts:\n  here:\n    shell: local\n")
+    schedule = project.root / "parameters" / "schedule.yaml"
+    schedule.write_text('runs:\n  - {drill: passes, env: ../x, cron: "* * * * *"}\n')
+    result = cli(project, "run", "--due", timeout=QUICK)
+    assert refused(project, result).startswith(f"error: {schedule}: runs[0]: not an environment name: '../x'")
+
+
+def test_lock_refuses_a_path_for_a_name(tmp_path: Path) -> None:
+    from drillbook import locks
+    from drillbook.errors import NotFound
+
+    state = tmp_path / "state"
+    with pytest.raises(NotFound, match="not an environment name"):
+        with locks.hold(state, "../escaped", "run-1"):
+            pass
+    assert not list(tmp_path.rglob("*.lock"))
+
+
+def test_kernel_start_refuses_a_path_for_a_name(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    import drillbook
+    from drillbook.errors import NotFound
+
+    (project.root / "parameters" / "x.yaml").write_text("production: false\n")
+    monkeypatch.setenv("DRILLBOOK_PROJECT", str(project.root))
+    with pytest.raises(NotFound, match="not an environment name"):
+        drillbook.start(env="../x")
+
+
 # --------------------------------------------------------------------------- 8: bounded YAML
 def test_alias_bomb_in_environment_is_refused_quickly(project: Project) -> None:
     notebook = add_list_notebook(project)

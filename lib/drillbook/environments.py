@@ -7,17 +7,20 @@ Validation is strict: an unknown key or a wrong type is an error naming file, ke
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import paths
-from .errors import ConfigError, NotFound, SecretError
+from .errors import ConfigError, DrillbookError, NotFound, SecretError
 from .secrets import SecretRef
 from .yamlfile import read_yaml
 
-NAME = r"^[a-z0-9][a-z0-9_-]*$"
+# Names of environments (and of PostgreSQL nodes): they become file names, so never paths.
+NAME_BODY = r"[a-z0-9][a-z0-9_-]{0,63}"
+NAME = rf"^{NAME_BODY}$"
 
 
 class Model(BaseModel):
@@ -170,13 +173,34 @@ def environment_names(project: Path | None = None) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
 
 
+def _known(project: Path | None) -> str:
+    try:
+        return ", ".join(environment_names(project)) or "none"
+    except DrillbookError:  # not inside a project: there is nothing to list
+        return "none"
+
+
+def validate_environment_name(name: object, project: Path | None = None) -> str:
+    """``name`` if it is an environment's name; raise ``NotFound`` otherwise.
+
+    Every place where a name becomes a path calls this first: ``--env /elsewhere/prod`` or
+    ``../x`` would otherwise read (or lock) a file outside ``parameters/environments``.
+    """
+    if isinstance(name, str) and re.fullmatch(NAME_BODY, name):
+        return name
+    raise NotFound(
+        f"not an environment name: {name!r} (a name is lower-case letters, digits, '-' and '_', not a path)",
+        f"known environments: {_known(project)} (see drillbook envs)",
+    )
+
+
 def load_environment(name: str, project: Path | None = None) -> Environment:
+    validate_environment_name(name, project)
     path = paths.environments_dir(project) / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(environment_names(project)) or "none"
         raise NotFound(
             f"unknown environment {name!r}",
-            f"known environments: {known}; add parameters/environments/{name}.yaml to define it",
+            f"known environments: {_known(project)}; add parameters/environments/{name}.yaml to define it",
         )
     return validate_environment(read_yaml(path, "environment file"), path)
 

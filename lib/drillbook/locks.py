@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .environments import validate_environment_name
 from .errors import LockBusy
 
 
@@ -20,8 +21,8 @@ from .errors import LockBusy
 def hold(state: Path, env: str, run_id: str, wait: float = 0.0, hint: str | None = None) -> Iterator[None]:
     """Hold the environment's lock (waiting up to ``wait`` seconds); ``hint`` replaces LockBusy's default."""
     directory = state / "locks"
+    path = directory / f"{validate_environment_name(env)}.lock"  # a name, never a path out of locks/
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{env}.lock"
     with open(path, "a+", encoding="utf-8") as handle:
         deadline = time.monotonic() + max(0.0, wait)
         while True:

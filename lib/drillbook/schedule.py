@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .errors import ConfigError
+from .environments import validate_environment_name
+from .errors import ConfigError, DrillbookError
 from .yamlfile import read_yaml
 
 SHORTHANDS = {
@@ -146,10 +147,10 @@ def load_schedule(project: Path | None = None) -> list[Entry]:
     runs = data.get("runs") if isinstance(data, dict) else None
     if not isinstance(runs, list):
         raise ConfigError(f"{path}: expected a top-level 'runs:' list")
-    return [_entry(item, f"{path}: runs[{index}]") for index, item in enumerate(runs)]
+    return [_entry(item, f"{path}: runs[{index}]", project) for index, item in enumerate(runs)]
 
 
-def _entry(item: object, where: str) -> Entry:
+def _entry(item: object, where: str, project: Path | None) -> Entry:
     """One item of ``runs:``, checked key by key (YAML gives any type anywhere)."""
     if not isinstance(item, dict) or not {"drill", "env", "cron"} <= item.keys():
         raise ConfigError(f"{where}: each run needs drill, env and cron")
@@ -158,7 +159,8 @@ def _entry(item: object, where: str) -> Entry:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     try:
         cron = Cron.parse(str(item["cron"]))
-    except ConfigError as exc:
+        env = validate_environment_name(item["env"], project)
+    except DrillbookError as exc:
         raise ConfigError(f"{where}: {exc.message}", exc.hint) from None
     parameters = item.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -167,7 +169,7 @@ def _entry(item: object, where: str) -> Entry:
     approve = item.get("approve") or []
     if not isinstance(approve, list) or not all(isinstance(gate, str) for gate in approve):
         raise ConfigError(f"{where}: approve: expected a list of gate names", "write approve: [gate, other-gate]")
-    return Entry(str(item["drill"]), str(item["env"]), cron, dict(parameters), tuple(approve))
+    return Entry(str(item["drill"]), env, cron, dict(parameters), tuple(approve))
 
 
 def due_entries(entries: list[Entry], last_finished: dict[tuple[str, str], datetime],
