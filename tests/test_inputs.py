@@ -160,3 +160,76 @@ def test_mistyped_schedule_entry_is_refused(project: Project, entry: str, messag
     schedule.write_text(f'runs:\n  - {{drill: passes, env: local, cron: "* * * * *", {entry}}}\n')
     result = cli(project, "run", "--due", timeout=QUICK)
     assert refused(project, result) == f"error: {schedule}: runs[0]: {message}"
+
+
+# --------------------------------------------------------------------------- 9: bytes that are not text
+def test_latin1_environment_file_is_refused(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    path = project.root / "parameters" / "environments" / "local.yaml"
+    path.write_bytes("hosts:\n  here:\n    shell: local\ndescription: café\n".encode("latin-1"))
+    result = cli(project, "run", "passes", "--env", "local", timeout=QUICK)
+    assert refused(project, result) == f"error: {path}:4: the environment file is not UTF-8 text (byte 0xe9)"
+    assert hint(result) == "hint: save the file as UTF-8 (the encoding YAML requires)"
+
+
+def test_latin1_environment_file_in_envs_listing(project: Project) -> None:
+    path = project.root / "parameters" / "environments" / "local.yaml"
+    path.write_bytes("description: café\n".encode("latin-1"))
+    result = cli(project, "envs", timeout=QUICK)
+    assert refused(project, result) == f"error: {path}:1: the environment file is not UTF-8 text (byte 0xe9)"
+
+
+def test_binary_secret_file_is_refused(project: Project, tmp_path: Path) -> None:
+    project.add_notebook("passes.ipynb")
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)))
+    project.write_env("local", f"hosts:\n  here:\n    shell: local\nsecrets:\n  blob: file:{blob}\n")
+    result = cli(project, "run", "passes", "--env", "local", timeout=QUICK)
+    assert refused(project, result) == (
+        f"error: secret file:{blob} is not UTF-8 text (a binary file or a mis-encoded variable?)")
+    assert hint(result).startswith("hint: store the secret as UTF-8 text")
+
+
+def test_undecodable_secret_variable_is_refused(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    project.write_env("local", "hosts:\n  here:\n    shell: local\nsecrets:\n  api: env:DRILLBOOK_TEST_BYTES\n")
+    # A surrogate escape is how Python hands over an environment byte that is not UTF-8 (here 0xff).
+    result = cli(project, "run", "passes", "--env", "local", env={"DRILLBOOK_TEST_BYTES": "pass\udcffword"},
+                 timeout=QUICK)
+    assert refused(project, result) == (
+        "error: secret env:DRILLBOOK_TEST_BYTES is not UTF-8 text (a binary file or a mis-encoded variable?)")
+
+
+def test_oversized_secret_file_is_refused(project: Project, tmp_path: Path) -> None:
+    project.add_notebook("passes.ipynb")
+    big = tmp_path / "big.secret"
+    big.write_text("s" * (2 * 1024 * 1024))
+    project.write_env("local", f"hosts:\n  here:\n    shell: local\nsecrets:\n  big: file:{big}\n")
+    result = cli(project, "run", "passes", "--env", "local", timeout=QUICK)
+    assert refused(project, result) == f"error: secret file:{big} is larger than 1024 KiB"
+
+
+def test_binary_known_hosts_file_is_refused(tmp_path: Path) -> None:
+    import paramiko
+
+    from drillbook.errors import UnreachableHost
+    from drillbook.ssh import SSHShell
+
+    known = tmp_path / "known_hosts"
+    known.write_bytes(bytes(range(128, 256)))
+    shell = SSHShell("far", "127.0.0.1", 22, "nobody", paramiko.RSAKey.generate(1024), known)
+    with pytest.raises(UnreachableHost, match=f"known_hosts file {known} of host 'far' is not text"):
+        shell.connect()
+
+
+def test_binary_login_role_file_is_a_postgres_error(tmp_path: Path) -> None:
+    from drillbook.environments import PostgresService
+    from drillbook.targets.pg_connect import PostgresConnections
+    from drillbook.targets.pg_results import PostgresError
+
+    (tmp_path / "app_user").write_bytes(b"\xff\xfeapp")
+    service = PostgresService(kind="postgres", user="file:app_user",
+                              nodes=[{"name": "pg1", "host": "here", "port": 5432}])
+    connections = PostgresConnections(service, shell=lambda host: None, secret=lambda ref: "", project=tmp_path)
+    with pytest.raises(PostgresError, match="login role in .* is not UTF-8 text"):
+        connections.credentials("app")

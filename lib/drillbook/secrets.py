@@ -18,6 +18,7 @@ from .errors import SecretError
 
 REF_PATTERN = re.compile(r"^(env|file):(.+)$")
 MIN_SECRET_LENGTH = 4  # shorter values cannot be scrubbed without mangling ordinary text
+MAX_SECRET_BYTES = 1024 * 1024  # a password, token or private key; anything larger is the wrong file
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class SecretRef:
         else:
             path = self.path(base)
             try:
-                value = path.read_text(encoding="utf-8").rstrip("\r\n")
+                with open(path, "rb") as handle:
+                    data = handle.read(MAX_SECRET_BYTES + 1)  # never more: the path may name /dev/zero
             except OSError as exc:
                 # Secrets under .lab/ are created by the embedded lab: a missing one means it is not up.
                 in_lab = Path(self.target).parts[:1] == (".lab",)
@@ -66,6 +68,19 @@ class SecretRef:
                     "the lab is not set up here: run `drillbook lab up` first" if in_lab
                     else "create the file (mode 0600) or fix the path in the environment file",
                 ) from None
+            if len(data) > MAX_SECRET_BYTES:
+                raise SecretError(f"secret {self} is larger than {MAX_SECRET_BYTES // 1024} KiB",
+                                  "check the path: a secret file holds one password, token or key")
+            value = data.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
+        try:
+            # Evidence is UTF-8 text, so a value that is not could be neither written nor scrubbed.
+            # os.environ decodes undecodable bytes as surrogates, as the file branch does above.
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SecretError(
+                f"secret {self} is not UTF-8 text (a binary file or a mis-encoded variable?)",
+                "store the secret as UTF-8 text, e.g. base64-encode binary key material",
+            ) from None
         if len(value) < MIN_SECRET_LENGTH:
             raise SecretError(
                 f"secret {self} is shorter than {MIN_SECRET_LENGTH} characters",

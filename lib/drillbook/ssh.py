@@ -92,6 +92,9 @@ class SSHShell:
                                   "drillbook lab up") from None
         except (OSError, paramiko.SSHException) as exc:
             raise UnreachableHost(f"cannot read known_hosts file {self.known_hosts}: {exc}") from None
+        except UnicodeDecodeError:  # paramiko reads it as text
+            raise UnreachableHost(f"known_hosts file {self.known_hosts} of host {self.name!r} is not text",
+                                  "point known_hosts at an OpenSSH known_hosts file (ssh-keyscan output)") from None
         client.set_missing_host_key_policy(paramiko.RejectPolicy())  # never trust on first use
         try:
             client.connect(self.address, port=self.port, username=self.user, pkey=self.key,

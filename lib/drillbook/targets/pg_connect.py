@@ -101,6 +101,9 @@ class PostgresConnections:
         except OSError as exc:
             raise PostgresError(f"cannot read the application's login role from {path}: {exc.strerror}",
                                 "for the lab: drillbook lab up") from None
+        except UnicodeDecodeError:
+            raise PostgresError(f"the application's login role in {path} is not UTF-8 text",
+                                "the file holds one role name, e.g. app_blue") from None
 
     @contextmanager
     def _credentials_lock(self, shared: bool) -> Iterator[None]:
