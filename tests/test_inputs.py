@@ -74,6 +74,14 @@ def test_relative_env_path_is_not_an_environment(project: Project) -> None:
     assert "known environments: local" in hint(result)
 
 
+def test_overlong_env_name_is_refused_before_it_reaches_the_file_system(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    project.write_env("Staging", "description: misnamed\n")
+    result = cli(project, "run", "passes", "--env", "a" * 300, timeout=QUICK)  # longer than a file name may be
+    assert refused(project, result).startswith("error: not an environment name: 'aaaa")
+    assert hint(result) == "hint: known environments: local (see drillbook envs)"  # not the misnamed file
+
+
 def test_scheduled_env_must_be_a_name(project: Project) -> None:
     project.add_notebook("passes.ipynb")
     (project.root / "parameters" / "x.yaml").write_text("hosts:\n  here:\n    shell: local\n")

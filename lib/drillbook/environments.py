@@ -174,10 +174,12 @@ def environment_names(project: Path | None = None) -> list[str]:
 
 
 def _known(project: Path | None) -> str:
+    """The names an operator can pass to --env (a misnamed file is lint's to report)."""
     try:
-        return ", ".join(environment_names(project)) or "none"
+        names = environment_names(project)
     except DrillbookError:  # not inside a project: there is nothing to list
-        return "none"
+        names = []
+    return ", ".join(n for n in names if re.fullmatch(NAME_BODY, n)) or "none"
 
 
 def validate_environment_name(name: object, project: Path | None = None) -> str:
