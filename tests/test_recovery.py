@@ -6,7 +6,6 @@ replaces one function with "SIGKILL myself" or "raise ENOSPC" (``_wrapped``).
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -18,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import DRILLBOOK, Project, cli
 from test_runner import ledger_lines, only_record, proc_stat, process_stops
@@ -176,24 +174,27 @@ def test_a_full_disk_that_stays_full_never_blocks_other_commands(project: Projec
     assert "as passed" in cli(project, "list").stderr  # space freed: the next command archives it
 
 
-def test_a_ledger_line_cut_short_by_a_full_disk_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from drillbook import ledger
+def _with_file_size_limit(code: str, limit: int) -> subprocess.CompletedProcess:
+    """Run ``code`` where no file may grow past ``limit`` bytes: writes are cut short as on a
+    full disk (EFBIG instead of ENOSPC), at the real write, without root."""
+    prelude = ("import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))\n")
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=60)
 
-    archive, key = tmp_path / "archive", Ed25519PrivateKey.generate()
+
+def test_a_ledger_line_cut_short_by_a_full_disk_is_undone(tmp_path: Path) -> None:
+    from drillbook import keys, ledger
+
+    archive, home = tmp_path / "archive", tmp_path / "home"
+    home.mkdir()
+    key = keys.load_or_create_signing_key(home)
     ledger.append(archive, key, {"run_id": "r1", "manifest_sha256": "a" * 64})
     before = (archive / "ledger.jsonl").read_bytes()
-    real_write = os.write
-
-    def half_then_full(fd: int, data: bytes) -> int:
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("ledger.jsonl"):
-            real_write(fd, bytes(data[: len(data) // 2]))
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write(fd, data)
-
-    monkeypatch.setattr(os, "write", half_then_full)
-    with pytest.raises(OSError):
-        ledger.append(archive, key, {"run_id": "r2", "manifest_sha256": "b" * 64})
-    monkeypatch.undo()
+    code = (f"from pathlib import Path\nfrom drillbook import keys, ledger\n"
+            f"key = keys.load_or_create_signing_key(Path({str(home)!r}))\n"
+            f"ledger.append(Path({str(archive)!r}), key, {{'run_id': 'r2', 'manifest_sha256': 'b' * 64}})\n")
+    cut = _with_file_size_limit(code, len(before) + 100)  # room for part of the second line only
+    assert cut.returncode == 1 and "File too large" in cut.stderr, cut.stderr
     assert (archive / "ledger.jsonl").read_bytes() == before
     ledger.append(archive, key, {"run_id": "r2", "manifest_sha256": "b" * 64})  # space freed: appends again
     assert [e["run_id"] for e in ledger.read_entries(archive)] == ["r1", "r2"]
@@ -308,3 +309,19 @@ def test_a_bundle_changed_before_recovery_is_not_signed_into_the_ledger(project:
     assert result.code == 0, result.output
     assert "is not the one its runner wrote: modified: record.json changed" in result.stderr
     assert ledger_lines(project) == [] and len(_markers(project)) == 1
+
+
+def test_a_public_key_cut_short_by_a_full_disk_is_written_whole_later(tmp_path: Path) -> None:
+    from drillbook import keys
+
+    archive = tmp_path / "archive"
+    (tmp_path / "home").mkdir()
+    code = (f"from pathlib import Path\nfrom drillbook import keys\n"
+            f"key = keys.load_or_create_signing_key(Path({str(tmp_path / 'home')!r}))\n")
+    assert _with_file_size_limit(code, 1 << 20).returncode == 0  # create the key without a limit
+    cut = _with_file_size_limit(code + f"keys.export_public_key(key, Path({str(archive)!r}))\n", 40)
+    assert cut.returncode == 1 and "File too large" in cut.stderr, cut.stderr
+    assert [p for p in (archive / "keys").iterdir()] == []  # nothing half-written
+    key = keys.load_or_create_signing_key(tmp_path / "home")
+    kid = keys.export_public_key(key, archive)  # space freed
+    assert list(keys.load_public_keys(archive)) == [kid]
