@@ -6,6 +6,7 @@ replaces one function with "SIGKILL myself" or "raise ENOSPC" (``_wrapped``).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -325,3 +326,20 @@ def test_a_public_key_cut_short_by_a_full_disk_is_written_whole_later(tmp_path: 
     key = keys.load_or_create_signing_key(tmp_path / "home")
     kid = keys.export_public_key(key, archive)  # space freed
     assert list(keys.load_public_keys(archive)) == [kid]
+
+
+def test_a_marker_that_cannot_be_written_leaves_no_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from drillbook import inflight, journal, keys
+    from drillbook.secrets import Redactor
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(journal, "write_json_atomic", disk_full)
+    plan = SimpleNamespace(run_id="20260101T000000Z-full-local-000000", redactor=Redactor())
+    with pytest.raises(OSError):
+        inflight.Marker.create(tmp_path / "state", plan, {}, tmp_path / "archive",  # type: ignore[arg-type]
+                               keys.load_or_create_signing_key(), {})
+    assert list(_run_root().iterdir()) == []

@@ -403,8 +403,8 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
     )
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait):
         renderer = HtmlRenderer()
-        run_dir = inflight.new_run_dir()  # private: the in-flight notebook is not scrubbed yet
-        marker = inflight.Marker.create(state, plan, base, run_dir, archive, key, plan.scrub_parameters)
+        marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
+        run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet
         t0 = time.monotonic()
         supervisor = Supervisor(plan.timeout)
         output = run_dir / "output.ipynb"
@@ -486,7 +486,8 @@ def run_child(parent: Any, name: str, parameters: dict[str, Any]) -> dict[str, A
     if "run_id" in declared:
         values["run_id"] = f"{parent.run_id}.{path.stem}"
     attachments = parent.attachments_dir() or Path(tempfile.mkdtemp(prefix="drillbook-child-"))
-    child_dir = Path(tempfile.mkdtemp(prefix=f"{path.stem}-", dir=attachments.parent))
+    # A short name: the child kernel's IPC sockets live in it, and a socket path is limited to 107 bytes.
+    child_dir = Path(tempfile.mkdtemp(prefix="child-", dir=attachments.parent))
     output = attachments / f"{path.stem}.ipynb"
     error: str | None = None
     with _patched_environ({RUN_DIR_VAR: str(child_dir)}):

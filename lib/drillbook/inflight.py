@@ -190,18 +190,29 @@ class Marker:
         self.path, self.info, self.key, self.redactor = path, info, key, redactor
 
     @classmethod
-    def create(cls, state: Path, plan: Plan, base: dict[str, Any], run_dir: Path, archive: Path,
+    def create(cls, state: Path, plan: Plan, base: dict[str, Any], archive: Path,
                key: Ed25519PrivateKey, scrub_parameters: dict[str, Any]) -> Marker:
-        """``scrub_parameters``: the parameters with the notebook's defaults, whose secret
+        """A new private run folder and its marker (or neither).
+
+        ``scrub_parameters``: the parameters with the notebook's defaults, whose secret
         references the redactor resolved (recovery must scrub exactly those)."""
+        run_dir = new_run_dir()
         info = {"run_id": plan.run_id, "pid": os.getpid(), "proc_start": _proc_start(os.getpid()),
                 "kernel_pid": None, "kernel_start": None, "run_dir": str(run_dir), "archive": str(archive),
                 "t0": time.time(), "record": plan.redactor.scrub_obj(base),
                 "scrub_parameters": plan.redactor.scrub_obj(scrub_parameters),
                 "outcome": None, "manifest_sha256": None}
         marker = cls(marker_dir(state) / f"{plan.run_id}.json", info, key, plan.redactor)
-        marker._save()
+        try:
+            marker._save()
+        except BaseException:  # e.g. a full disk: no folder that no marker names is left behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         return marker
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.info["run_dir"])
 
     def _save(self) -> None:
         # Round-trip through JSON first: the signature covers exactly what a reader will load.
