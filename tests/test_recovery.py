@@ -216,7 +216,7 @@ def _victims(tmp_path: Path, stray: list[tuple[int, str]]) -> tuple[subprocess.P
 def _assert_left_alone(project: Project, result, victim: subprocess.Popen, folder: Path, what: str) -> None:
     assert result.code == 0, result.output
     assert what in result.stderr and "left alone" in result.stderr, result.stderr
-    assert proc_stat(victim.pid)[0] not in ("Z", "X") and victim.poll() is None  # not signalled
+    assert victim.poll() is None and proc_stat(victim.pid)[0] not in ("Z", "X")  # not signalled
     assert (folder / "data.txt").read_text() == "keep me"
     assert project.run_dirs() == [] and ledger_lines(project) == []  # nothing signed from it
     assert len(_markers(project)) == 1  # reported, left for the operator
@@ -282,7 +282,7 @@ def test_a_run_folder_opened_to_others_is_refused(project: Project, tmp_path: Pa
     shutil.rmtree(folder)
 
 
-def test_a_kernel_pid_is_signalled_only_if_the_process_is_that_runs_kernel(
+def test_a_marked_kernel_pid_is_signalled_only_if_it_is_that_runs_kernel(
         project: Project, tmp_path: Path, stray_pids: list) -> None:
     """A marker of ours whose kernel pid now names another process (a reused pid, say):
     that process is not signalled; the run's real kernel is found by its environment."""
