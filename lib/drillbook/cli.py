@@ -43,11 +43,16 @@ def _recover(ctx: typer.Context) -> None:
     if ctx.resilient_parsing:
         return
     try:
-        recovered = inflight.recover_aborted()
+        recovery = inflight.recover_aborted()
     except NotFound:  # not inside a project: nothing can be in flight
         return
-    for run_id in recovered:
-        err.print(f"recorded run {run_id} as aborted: its runner was killed before it finished")
+    for run_id, status in recovery.recovered.items():
+        if status == "aborted":
+            err.print(f"recorded run {run_id} as aborted: its runner was killed before it finished")
+        else:
+            err.print(f"recorded run {run_id} as {status}: its runner stopped before it finished archiving")
+    for problem in recovery.problems:
+        err.print(f"warning: {problem}", markup=False, soft_wrap=True)
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

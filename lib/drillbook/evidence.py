@@ -4,7 +4,8 @@
     <archive>/runs/<run_id>/record.json, notebook.ipynb, notebook.html, attachments/, MANIFEST
 
 A bundle is written to a hidden ``.partial`` folder, scrubbed of secrets, listed in MANIFEST,
-renamed into place in one step and only then entered in the ledger.
+renamed into place in one step and only then entered in the ledger. A runner stopped after the
+rename leaves a bundle that ``finish_archived`` enters in the ledger later (see ``inflight``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -65,8 +66,12 @@ def write_manifest(bundle: Path) -> str:
 
 def record_run(archive: Path, key: Ed25519PrivateKey, record: dict[str, Any], redactor: Redactor, *,
                notebook: dict[str, Any] | None = None, html: str | None = None,
-               attachments: Path | None = None) -> Path:
-    """Archive one run and append it to the ledger. Returns the bundle's folder."""
+               attachments: Path | None = None, on_manifest: Callable[[str], None] | None = None) -> Path:
+    """Archive one run and append it to the ledger. Returns the bundle's folder.
+
+    ``on_manifest`` hears the MANIFEST's sha256 before the bundle is renamed into place: the
+    in-flight marker keeps it, so a bundle found in place later is known to be this run's.
+    """
     run_id = record["run_id"]
     final = run_dir(archive, run_id)
     if final.exists():
@@ -87,16 +92,38 @@ def record_run(archive: Path, key: Ed25519PrivateKey, record: dict[str, Any], re
         text = json.dumps(record, indent=2, sort_keys=False, default=str)
         _write_scrubbed(partial / "record.json", text + "\n", redactor)
         manifest_sha = write_manifest(partial)
+        if on_manifest is not None:
+            on_manifest(manifest_sha)
         os.replace(partial, final)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    ledger.append(archive, key, {
-        "run_id": run_id, "manifest_sha256": manifest_sha, "drill": record.get("drill"),
+    ledger.append(archive, key, _ledger_fields(record, manifest_sha))
+    return final
+
+
+def _ledger_fields(record: dict[str, Any], manifest_sha: str) -> dict[str, Any]:
+    return {
+        "run_id": record["run_id"], "manifest_sha256": manifest_sha, "drill": record.get("drill"),
         "env": record.get("env"), "status": record.get("status"), "kind": record.get("kind"),
         "dry_run": bool(record.get("dry_run")),
         "started_at": record.get("started_at"), "finished_at": record.get("finished_at"),
-    })
+    }
+
+
+def finish_archived(archive: Path, key: Ed25519PrivateKey, run_id: str, manifest_sha: str) -> Path:
+    """Finish archiving a bundle already renamed into place whose runner was stopped before it
+    was done: enter it in the ledger with the status its own record.json holds (never a fresh
+    one), unless the ledger has it already; bring HEAD up to date. Idempotent.
+
+    ``manifest_sha`` is what the runner wrote: a bundle changed since is refused, not signed.
+    """
+    final = run_dir(archive, run_id)
+    issues = _check_bundle(final, manifest_sha) if not final.is_symlink() else ["is a symbolic link"]
+    if issues:
+        raise EvidenceError(f"bundle {final} is not the one its runner wrote: {'; '.join(issues)}",
+                            "run drillbook verify, then look at the bundle before removing it")
+    ledger.append_once(archive, key, _ledger_fields(load_record(archive, run_id), manifest_sha))
     return final
 
 

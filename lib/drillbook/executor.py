@@ -28,7 +28,7 @@ import nbformat
 from . import catalog, environments, inflight, journal, keys, locks, notebooks, paths, record, scraps
 from .drill import RUN_DIR_VAR, operator_name
 from .environments import Environment
-from .errors import DrillbookError, NotebookError, UnreachableHost
+from .errors import DrillbookError, EvidenceError, NotebookError, UnreachableHost
 from .render import HtmlRenderer
 from .secrets import Redactor, SecretRef, is_secret_ref
 
@@ -64,6 +64,7 @@ class Plan:
     timeout: float
     request: RunRequest
     kernel_name: str
+    scrub_parameters: dict[str, Any] = field(default_factory=dict)  # with defaults: what the redactor resolved
 
 
 @dataclass
@@ -182,7 +183,8 @@ def prepare(request: RunRequest, project: Path | None = None) -> Plan:
     env = environments.load_environment(request.env, project)
     name = entry.name if entry else path.stem
     parameters = _merge_parameters(request, declared, name, env, path)
-    redactor = build_redactor(env, _with_defaults(declared, parameters), project)
+    scrub_parameters = _with_defaults(declared, parameters)
+    redactor = build_redactor(env, scrub_parameters, project)
     if request.preflight:
         preflight(env)
     run_id = new_run_id(name, env.name)
@@ -190,7 +192,8 @@ def prepare(request: RunRequest, project: Path | None = None) -> Plan:
         parameters["run_id"] = run_id
     timeout = request.timeout or (entry.meta.timeout_seconds if entry else DEFAULT_TIMEOUT)
     kernel_name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    return Plan(path, name, entry, env, parameters, redactor, run_id, float(timeout), request, kernel_name)
+    return Plan(path, name, entry, env, parameters, redactor, run_id, float(timeout), request, kernel_name,
+                scrub_parameters)
 
 
 # --------------------------------------------------------------------------- supervision
@@ -400,8 +403,8 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
     )
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait):
         renderer = HtmlRenderer()
-        run_dir = Path(tempfile.mkdtemp(prefix="drillbook-run-"))  # 0700: the in-flight notebook is private
-        marker = inflight.write_marker(state, plan, base, run_dir, archive)
+        marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
+        run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet
         t0 = time.monotonic()
         supervisor = Supervisor(plan.timeout)
         output = run_dir / "output.ipynb"
@@ -410,7 +413,7 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
 
         def on_cell(event: str, index: int, total: int, cell: Any) -> None:
             if event == "start" and index == 0:
-                inflight.note_kernel(marker, supervisor.kernel_pid())
+                marker.note_kernel(supervisor.kernel_pid())
             if event == "failed":
                 failed.append(index)
             if progress is not None:
@@ -431,10 +434,15 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
         done["versions"]["kernel_python"] = nb.metadata.get("language_info", {}).get("version")
         clean_nb = plan.redactor.scrub_obj(nb)
         html = renderer.render(nbformat.from_dict(clean_nb), html_header(done))
-        bundle = evidence.record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
-                                     attachments=run_dir / "attachments")
-        inflight.remove_marker(marker)
-        shutil.rmtree(run_dir, ignore_errors=True)
+        try:
+            marker.note_outcome(done)  # archiving may be cut short: the next command then finishes it
+            bundle = evidence.record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
+                                         attachments=run_dir / "attachments", on_manifest=marker.note_manifest)
+        except OSError as exc:  # e.g. a full disk: nothing half-written is left, the marker keeps the run
+            raise EvidenceError(f"run {plan.run_id} ended {status} but could not be archived: {exc}",
+                                "free space, then run any drillbook command: it archives the run "
+                                "with this status") from None
+        marker.finish()
     return Outcome(plan.run_id, status, reason, bundle, done)
 
 
@@ -478,7 +486,8 @@ def run_child(parent: Any, name: str, parameters: dict[str, Any]) -> dict[str, A
     if "run_id" in declared:
         values["run_id"] = f"{parent.run_id}.{path.stem}"
     attachments = parent.attachments_dir() or Path(tempfile.mkdtemp(prefix="drillbook-child-"))
-    child_dir = Path(tempfile.mkdtemp(prefix=f"{path.stem}-", dir=attachments.parent))
+    # A short name: the child kernel's IPC sockets live in it, and a socket path is limited to 107 bytes.
+    child_dir = Path(tempfile.mkdtemp(prefix="child-", dir=attachments.parent))
     output = attachments / f"{path.stem}.ipynb"
     error: str | None = None
     with _patched_environ({RUN_DIR_VAR: str(child_dir)}):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -67,9 +68,23 @@ def export_public_key(key: Ed25519PrivateKey, archive: Path) -> str:
     kid = key_id(public)
     target = archive / "keys" / f"{kid}.pem"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(public_pem(public))
+        _write_atomic(target, public_pem(public))
     return kid
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    """All of ``data`` or no file: a key cut short by a full disk would never be rewritten
+    (it exists) and would fail every later verify."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)  # published with the archive and the site
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_public_keys(archive: Path, trusted: list[Path] | None = None) -> dict[str, Ed25519PublicKey]:

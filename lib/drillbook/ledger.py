@@ -81,20 +81,61 @@ def _last_entry(path: Path) -> dict[str, Any] | None:
 
 def append(archive: Path, key: Ed25519PrivateKey, fields: dict[str, Any]) -> dict[str, Any]:
     """Append a signed entry for a run (``fields`` must hold run_id and manifest_sha256)."""
-    path = archive / LEDGER_NAME
     kid = keys.export_public_key(key, archive)
     with locked(archive):
-        last = _last_entry(path)
-        entry = {"seq": (last["seq"] + 1) if last else 1, **fields,
-                 "prev": last["hash"] if last else GENESIS, "recorded_at": journal.now_iso(), "key_id": kid}
-        entry["hash"] = entry_hash(entry)
-        entry["sig"] = keys.sign(key, entry["hash"].encode("ascii"))
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        write_head(archive, key, entry)
+        return _append_locked(archive, key, kid, fields)
+
+
+def append_once(archive: Path, key: Ed25519PrivateKey, fields: dict[str, Any]) -> dict[str, Any]:
+    """Append ``fields`` unless the ledger already holds its run; then only bring HEAD up to date.
+
+    How an interrupted archiving is finished: the runner may have been stopped before the
+    append, between the append and HEAD, or after both.
+    """
+    kid = keys.export_public_key(key, archive)
+    with locked(archive):
+        entries = read_entries(archive)
+        mine = [e for e in entries if e.get("run_id") == fields["run_id"]]
+        if not mine:
+            return _append_locked(archive, key, kid, fields)
+        entry = mine[-1]
+        if entry.get("manifest_sha256") != fields["manifest_sha256"]:
+            raise EvidenceError(f"run {fields['run_id']} is in the ledger with another MANIFEST",
+                                "run drillbook verify: the bundle was changed after it was archived")
+        head = read_head(archive)
+        if entry is entries[-1] and (head is None or head.get("hash") != entry.get("hash")):
+            write_head(archive, key, entry)  # the runner stopped between the append and HEAD
+        return entry
+
+
+def _append_locked(archive: Path, key: Ed25519PrivateKey, kid: str, fields: dict[str, Any]) -> dict[str, Any]:
+    path = archive / LEDGER_NAME
+    last = _last_entry(path)
+    entry = {"seq": (last["seq"] + 1) if last else 1, **fields,
+             "prev": last["hash"] if last else GENESIS, "recorded_at": journal.now_iso(), "key_id": kid}
+    entry["hash"] = entry_hash(entry)
+    entry["sig"] = keys.sign(key, entry["hash"].encode("ascii"))
+    _append_line(path, (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8"))
+    write_head(archive, key, entry)
     return entry
+
+
+def _append_line(path: Path, line: bytes) -> None:
+    """Append one line durably, or leave the file as it was: a full disk can cut a write short,
+    and a ledger that ends in half a line refuses every later append."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size  # under the ledger lock: nobody else appends meanwhile
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_head(archive: Path, key: Ed25519PrivateKey, entry: dict[str, Any]) -> None:

@@ -6,7 +6,8 @@ several checkouts) never touch each other's files:
 * ``DRILLBOOK_PROJECT``  project root (default: nearest parent holding ``parameters/``)
 * ``DRILLBOOK_ARCHIVE``  evidence archive (default: ``<project>/reports/evidence``)
 * ``DRILLBOOK_STATE``    locks and in-flight markers (default: ``<project>/.drillbook``)
-* ``DRILLBOOK_HOME``     the signing key, outside the repository (default: ``~/.config/drillbook``)
+* ``DRILLBOOK_HOME``     the signing key, outside the repository (default: ``~/.config/drillbook``),
+  and ``runs/``, the private folders (0700) of runs in flight
 """
 from __future__ import annotations
 
@@ -48,6 +49,13 @@ def home_dir() -> Path:
         return Path(os.environ["DRILLBOOK_HOME"]).resolve()
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "drillbook"
+
+
+def run_root() -> Path:
+    """The private folder (0700) that holds the folder of each run in flight: its unscrubbed
+    notebook, journal and kernel sockets. Per user and outside the repository, so the next
+    command can tell a run folder a runner of this user made from anything else."""
+    return home_dir() / "runs"
 
 
 def environments_dir(project: Path | None = None) -> Path:
