@@ -183,11 +183,17 @@ class Drill:
         self._save()
         self._say(f"– {title} — not applicable: {reason}")
 
-    def _require_change(self, title: str) -> None:
+    def _change_missing(self, what: str) -> str | None:
+        """Why ``what`` (a mutating step or cleanup) may not run, or None when it may: production
+        changes need a change reference."""
         if self.env.production and not self.change:
-            raise ChangeRequired(
-                f"step {title!r} changes production environment {self.env.name!r} and no change reference was given"
-            )
+            return f"{what} changes production environment {self.env.name!r} and no change reference was given"
+        return None
+
+    def _require_change(self, title: str) -> None:
+        refusal = self._change_missing(f"step {title!r}")
+        if refusal:
+            raise ChangeRequired(refusal)
 
     def _pass_gate(self, gate: str, title: str) -> None:
         entry = {"gate": gate, "step": title, "at": journal.now_iso()}
@@ -302,20 +308,27 @@ class Drill:
         while self._cleanups:
             title, fn, mutating = self._cleanups.pop()
             entry: dict[str, Any] = {"title": title, "started_at": journal.now_iso()}
-            if mutating and self.dry_run:
-                entry["status"] = "dry-run"
-                self._say(f"○ cleanup {title} — DRY RUN, not run")
-            else:
-                try:
-                    fn()
-                    entry["status"] = "passed"
-                    self._say(f"✓ cleanup {title}")
-                except BaseException as exc:  # a failing cleanup must not stop the others
-                    entry.update(status="failed", detail=f"{type(exc).__name__}: {exc}")
-                    self._say(f"✗ cleanup {title} failed: {type(exc).__name__}: {exc}")
+            entry.update(self._run_cleanup(title, fn, mutating))
             entry["ended_at"] = journal.now_iso()
             self.data["cleanups"].append(entry)
             self._save()
+
+    def _run_cleanup(self, title: str, fn: Callable[[], Any], mutating: bool) -> dict[str, Any]:
+        """Run one cleanup unless the guards of a mutating step forbid it; its status and detail."""
+        refusal = self._change_missing(f"cleanup {title!r}") if mutating else None
+        if mutating and self.dry_run:
+            self._say(f"○ cleanup {title} — DRY RUN, not run")
+            return {"status": "dry-run"}
+        if refusal:  # a mutating cleanup obeys the same guard as a mutating step: reported, never run
+            self._say(f"✗ cleanup {title} not run: {refusal}")
+            return {"status": "refused", "detail": refusal}
+        try:
+            fn()
+        except BaseException as exc:  # a failing cleanup must not stop the others
+            self._say(f"✗ cleanup {title} failed: {type(exc).__name__}: {exc}")
+            return {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}
+        self._say(f"✓ cleanup {title}")
+        return {"status": "passed"}
 
     def _verdict(self) -> tuple[str, str | None]:
         failed = [c["name"] for c in self.data["checks"] if not c["passed"]]
