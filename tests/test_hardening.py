@@ -30,6 +30,128 @@ from test_site import site_build
 MARKER = "[REDACTED:db]"
 
 
+# --------------------------------------------------------------------------- every encoding
+def _payloads(value: str) -> dict[str, str]:
+    """``value`` as code in a notebook may print, log, display or attach it."""
+    return {
+        "raw": value, "json": json.dumps({"password": value}), "json, not ASCII": json.dumps(value, ensure_ascii=False),
+        "repr": repr(value), "repr in a list": repr([value]), "URL-encoded": quote(value, safe=""),
+        "URL path": quote(value), "form body": quote_plus(value),
+        "html.escape": html.escape(value), "html.escape, no quotes": html.escape(value, quote=False),
+        "MarkupSafe (Jinja)": str(markupsafe.escape(value)), "escaped twice": html.escape(html.escape(value)),
+        "repr in a JSON log": json.dumps({"error": f"bad password {value!r}"}),
+        "HTML in a JSON output": json.dumps({"text/html": f"<b>{html.escape(value)}</b>"}),
+    }
+
+
+@pytest.mark.parametrize("value", ['pw<&>"\'\\é-{core}', "plain-{core}", "pa ss+wo/rd?{core}=1"])
+def test_every_text_encoding_of_a_secret_is_scrubbed(value: str) -> None:
+    core = secrets.token_hex(8)
+    value = value.format(core=core)
+    redactor = Redactor()
+    redactor.add("db", value)
+    for how, payload in _payloads(value).items():
+        scrubbed = redactor.scrub(f"before {payload} after")
+        assert core not in scrubbed, f"{how}: {scrubbed}"
+        assert MARKER in scrubbed, how
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "app:", "kubernetes-secret:"])
+def test_base64_of_a_secret_is_scrubbed_at_any_offset(prefix: str) -> None:
+    """A Basic auth header (``user:password``) or ``kubectl get secret -o yaml`` prints the value
+    base64-encoded, at whatever offset its prefix puts it."""
+    value = f"s3cr3t-{secrets.token_hex(8)}"
+    redactor = Redactor()
+    redactor.add("db", value)
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        payload = encode((prefix + value + "\n").encode()).decode()
+        scrubbed = redactor.scrub(payload)
+        before, marker, after = scrubbed.partition(MARKER)
+        assert marker, (prefix, payload)
+        # What is left is the prefix's own characters and the tail, plus at most one character
+        # on each side that mixes the secret's bits with its neighbours'.
+        assert len(before) <= len(prefix) * 4 // 3 + 1 and len(after) <= 4 + 1, (prefix, scrubbed)
+
+
+def test_short_base64_fragments_are_not_patterns() -> None:
+    """A short secret's base64 would match by chance inside an image's base64: it is not scrubbed."""
+    redactor = Redactor()
+    redactor.add("pin", "4321")
+    image = base64.b64encode(os.urandom(300_000)).decode()
+    assert redactor.scrub(image) == image.replace("4321", "[REDACTED:pin]")
+
+
+# --------------------------------------------------------------------------- secrets a kernel resolves
+def _project(tmp_path: Path, *notebooks: str) -> Path:
+    root = site_build.make_project(tmp_path / "project")
+    for name in notebooks:
+        shutil.copy(FIXTURES / "notebooks" / name, root / "notebooks" / "drills" / name)
+    return root
+
+
+def _files(*folders: Path) -> dict[Path, str]:
+    return {p: p.read_bytes().decode("utf-8", "replace") for folder in folders for p in folder.rglob("*") if p.is_file()}
+
+
+def test_secrets_resolved_only_in_the_kernel_reach_neither_the_bundle_nor_the_site(tmp_path: Path) -> None:
+    """undeclared_secret.ipynb reads a ``file:`` and an ``env:`` secret the environment does not
+    declare, plus a scratch ``file:`` secret it deletes at once (so the runner cannot resolve it
+    again), and prints, displays, logs, attaches and raises them in every encoding it can."""
+    root = _project(tmp_path, "undeclared_secret.ipynb")
+    cores = {name: secrets.token_hex(8) for name in ("file", "env", "scratch")}
+    values = {name: f"Uv{core}<&>\"'\\z" for name, core in cores.items()}
+    (root / "undeclared.txt").write_text(values["file"] + "\n")
+    (root / "scratch.txt").write_text(values["scratch"] + "\n")
+    env = {"DRILLBOOK_HOME": str(tmp_path / "home"), "DRILLBOOK_UNDECLARED": values["env"]}
+    run = cli(root, "run", "undeclared_secret", "--env", "local", env=env)
+    assert run.code == 1, run.output  # the notebook raises on purpose, after leaking everywhere it can
+    assert not (root / "scratch.txt").exists()
+    published = cli(root, "publish", "--full-runs", "3", env=env)
+    assert published.code == 0, published.output
+
+    basic = {name: base64.b64encode(f"app:{value}".encode()).decode() for name, value in values.items()}
+    files = _files(root / "reports" / "evidence", root / "site", root / "docs")
+    bundle = next((root / "reports" / "evidence" / "runs").glob("*-undeclared_secret-*"))
+    assert {"record.json", "notebook.ipynb", "notebook.html", "log-0.txt", "log-2.txt"} <= {p.name for p in files
+                                                                                           if bundle in p.parents}
+    for text, where in [(run.stdout, "stdout"), (run.stderr, "stderr"), (published.output, "publish")] + \
+                       [(text, str(path)) for path, text in files.items()]:
+        for name, core in cores.items():
+            assert core not in text, f"the {name} secret leaked into {where}"
+            assert basic[name][8:-4] not in text, f"the {name} secret leaked base64-encoded into {where}"
+
+    # Every channel was exercised and scrubbed, not merely absent because nothing ran.
+    notebook = json.loads((bundle / "notebook.ipynb").read_text())
+    outputs = json.dumps([c.get("outputs") for c in notebook["cells"]], ensure_ascii=False)
+    for ref in ("file:undeclared.txt", "env:DRILLBOOK_UNDECLARED", "file:scratch.txt"):
+        marker = f"[REDACTED:{ref}]"
+        assert outputs.count(marker) >= 8, (ref, outputs.count(marker))
+    assert re.search(r"Authorization: Basic YXBwO[A-Za-z0-9+/]{0,3}\[REDACTED:file:undeclared.txt\]", outputs)
+    for kind in ('"name": "stderr"', "text/html", "text/markdown", "application/json", '"ename": "RuntimeError"'):
+        assert kind in outputs or kind in json.dumps(notebook), kind
+    record = json.loads((bundle / "record.json").read_text())
+    assert [s["title"] for s in record["steps"]] == ["Use [REDACTED:file:undeclared.txt]",
+                                                     "Use [REDACTED:env:DRILLBOOK_UNDECLARED]",
+                                                     "Use [REDACTED:file:scratch.txt]"]
+    assert (bundle / "attachments" / "log-2.txt").read_text().startswith("password=[REDACTED:file:scratch.txt] html=")
+    assert (bundle / "attachments" / "direct-2.log").read_text() == "written directly: [REDACTED:file:scratch.txt]"
+    assert "[REDACTED:file:undeclared.txt]" in html.unescape((bundle / "notebook.html").read_text())
+
+
+def test_the_runner_scrubs_a_secret_the_kernel_resolved_before_it_died(project: Project) -> None:
+    """The kernel journals the reference of an undeclared secret, writes the value straight into an
+    attachment and dies before it could scrub it: the runner resolves the reference again."""
+    value = f"Dd{secrets.token_hex(8)}"
+    (project.root / "undeclared.txt").write_text(value + "\n")
+    project.add_notebook("undeclared_then_dies.ipynb")
+    result = cli(project, "run", "undeclared_then_dies", "--env", "local")
+    assert result.code == 1 and "the kernel died during execution" in result.stdout, result.output
+    bundle = project.run_dirs()[0]
+    assert (bundle / "attachments" / "dump.log").read_text() == "password=[REDACTED:file:undeclared.txt]"
+    for path, text in _files(project.archive).items():
+        assert value not in text, path
+
+
 # --------------------------------------------------------------------------- the change guard on cleanups
 @pytest.fixture
 def run_dir(project: Project, tmp_path: Path) -> Iterator[Path]:
