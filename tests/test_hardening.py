@@ -12,8 +12,12 @@ import json
 import os
 import re
 import secrets
+import functools
 import shutil
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -25,6 +29,7 @@ import drillbook
 from conftest import FIXTURES, Project, cli
 from drillbook.errors import ChangeRequired
 from drillbook.secrets import Redactor
+from test_browser import CHROMIUM, CHROMIUM_FLAGS, _Quiet, _require_browser
 from test_site import site_build
 
 MARKER = "[REDACTED:db]"
@@ -190,3 +195,137 @@ def test_production_cleanups_need_the_change_reference_too(project: Project, run
     drill.cleanup(lambda: ran.append("restore"), "Restore the old primary")
     drill.finish()
     assert ran == ["restore"]
+
+
+# --------------------------------------------------------------------------- hostile text on the site
+HOSTILE_TITLE = 'Hostile </title><script>window.pwned="title"</script> & {: onclick="window.pwned=1" }'
+
+
+class _Elements(HTMLParser):
+    """Every element's attributes, the text of every <script> and of <title>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.scripts: list[str] = []
+        self.titles: list[str] = []
+        self._open: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        self._open = tag if tag in ("script", "title") else None
+
+    def handle_data(self, data: str) -> None:
+        if self._open == "script":
+            self.scripts.append(data)
+        elif self._open == "title":
+            self.titles.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        self._open = None
+
+
+def _parse(path: Path) -> _Elements:
+    parser = _Elements()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+@dataclass
+class HostileSite:
+    root: Path
+    run_id: str
+
+    @property
+    def site(self) -> Path:
+        return self.root / "site"
+
+    @property
+    def notebook_html(self) -> set[Path]:
+        """The run-time HTML (as the evidence page frames it, and as published on its own)."""
+        return {self.site / "evidence" / "runs" / self.run_id / "notebook.html",
+                self.site / "evidence" / "html" / f"{self.run_id}.html"}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> HostileSite:
+    """hostile.ipynb run by the real runner, then published: a title that closes <title>; Markdown
+    attribute lists ({: onclick=…}) in its title, owner, step and check names and prose; raw HTML
+    and javascript: links in its prose; a code cell that closes its fence; an output and
+    attachments (HTML, SVG) that run scripts."""
+    tmp_path = tmp_path_factory.mktemp("hostile")
+    root = _project(tmp_path, "hostile.ipynb")
+    env = {"DRILLBOOK_HOME": str(tmp_path / "home")}
+    run = cli(root, "run", "hostile", "--env", "local", env=env)
+    assert run.code == 0, run.output
+    published = cli(root, "publish", "--full-runs", "3", env=env)
+    assert published.code == 0, published.output
+    return HostileSite(root, next((root / "reports" / "evidence" / "runs").glob("*-hostile-*")).name)
+
+
+def test_hostile_notebook_text_stays_inert_on_every_page(hostile: HostileSite) -> None:
+    site, run_id = hostile.site, hostile.run_id
+    titles = {"runbooks/hostile/index.html": HOSTILE_TITLE, "status/history/hostile/index.html": f"History: {HOSTILE_TITLE}",
+              f"evidence/runs/{run_id}/index.html": f"{HOSTILE_TITLE} on local"}
+    for page, title in titles.items():
+        parsed = _parse(site / page)
+        assert parsed.titles == [f"{title} - drillbook"], page  # the whole title, as text, inside <title>
+    pages = [p for p in site.rglob("*.html") if p not in hostile.notebook_html]
+    assert len(pages) > 10
+    for page in pages:
+        parsed = _parse(page)
+        assert not [s for s in parsed.scripts if "pwned" in s], page
+        handlers = [(tag, name) for tag, attrs in parsed.tags for name in attrs if name.startswith("on")]
+        assert not handlers, (page, handlers)
+        links = [a["href"] for tag, a in parsed.tags if tag == "a" and (a.get("href") or "").lower().startswith("javascript")]
+        assert not links, (page, links)
+
+    evidence = _parse(site / "evidence" / "runs" / run_id / "index.html")
+    frames = [attrs for tag, attrs in evidence.tags if tag == "iframe"]
+    assert len(frames) == 1 and frames[0]["src"] == "notebook.html"
+    assert frames[0].get("sandbox") == "", frames  # no allow-scripts, no allow-same-origin
+    attachments = site / "evidence" / "runs" / run_id / "attachments"
+    assert sorted(p.name for p in attachments.iterdir()) == ["chart.svg.txt", "report.html.txt"]  # text, not pages
+    assert "window.pwned" in (attachments / "report.html.txt").read_text()
+    for path in hostile.notebook_html:  # the output's script is kept as evidence, and cannot run
+        parsed = _parse(path)
+        assert any("pwned" in s for s in parsed.scripts), path
+        policy = [a for tag, a in parsed.tags if tag == "meta" and (a.get("http-equiv") or "").lower()
+                  == "content-security-policy"]
+        assert policy and "script-src 'none'" in (policy[0]["content"] or ""), path
+
+
+def test_no_script_from_the_hostile_notebook_runs_in_chromium(hostile: HostileSite, tmp_path: Path) -> None:
+    """Every page that shows the hostile notebook, loaded over HTTP: ``window.pwned`` stays unset in
+    the page and in the framed notebook, and the published notebook opened on its own runs nothing."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(hostile.site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    pages = ["runbooks/hostile/", "status/history/hostile/", "status/", "status/compliance/",
+             f"evidence/runs/{hostile.run_id}/", f"evidence/html/{hostile.run_id}.html",
+             f"evidence/runs/{hostile.run_id}/notebook.html", f"evidence/runs/{hostile.run_id}/attachments/report.html.txt"]
+    try:
+        with sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            try:
+                page = context.new_page()
+                for path in pages:
+                    page.goto(base + path, wait_until="load")
+                    if page.locator("iframe.db-notebook").count():  # lazy: scroll to it, wait for its content
+                        page.locator("iframe.db-notebook").scroll_into_view_if_needed()
+                        framed = page.frame_locator("iframe.db-notebook")
+                        framed.locator("header.run").wait_for(timeout=10_000)
+                        assert "script above" in framed.locator("main").inner_text()  # the output is there
+                    assert len(page.frames) == (2 if path.startswith("evidence/runs/") and path.endswith("/") else 1)
+                    for frame in page.frames:
+                        assert frame.evaluate("typeof window.pwned") == "undefined", (path, frame.url)
+            finally:
+                context.close()
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
