@@ -263,7 +263,8 @@ def test_compliance_matrix_names_controls_drills_and_latest_passing_evidence(pub
 
 def test_runbook_pages_are_the_notebooks_converted_without_outputs(published: FixtureSite) -> None:
     drill = published.page("runbooks/failover_sim.md")
-    assert drill.startswith("# Failover under load (simulated)")
+    # The page's <title> comes from the front matter (escaped there), its heading from the notebook's title.
+    assert drill.startswith('---\n"title": "Failover under load (simulated)"\n---\n\n# Failover under load (simulated)\n')
     assert '```python\ndrill.measure("rto_seconds", rto, objective="rto_seconds")' in drill
     assert "\n## Failover drill" in drill and "\n### Steps" in drill  # headings moved under the page title
     assert "# not a heading: inside a fence" in drill and "\n## not a heading" not in drill

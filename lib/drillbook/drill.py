@@ -71,7 +71,7 @@ class Drill:
             "run_id": self.run_id, "env": env.name, "dry_run": self.dry_run, "change": self.change,
             "operator": operator_name(), "started_at": journal.now_iso(), "finished_at": None,
             "status": "running", "reason": None, "steps": [], "checks": [], "measures": [],
-            "cleanups": [], "attachments": [], "gates": [],
+            "cleanups": [], "attachments": [], "gates": [], journal.SECRET_REFS: [],
         }
         self._save()
 
@@ -111,8 +111,17 @@ class Drill:
                 raise NotFound(f"environment {self.env.name!r} has no secret {name_or_ref!r}",
                                f"known secrets: {known}") from None
         value = ref.resolve(self.project)
-        self.redactor.add(name_or_ref, value)
+        self.redactor.add(name_or_ref if name_or_ref in refs else str(ref), value)
+        self._journal_secret_ref(str(ref))
         return value
+
+    def _journal_secret_ref(self, ref: str) -> None:
+        """Journal the reference (never the value) of a secret this run resolved: the runner never
+        saw a reference a cell wrote, so it resolves the journalled ones again before it scrubs."""
+        known: list[str] = self.data[journal.SECRET_REFS]
+        if ref not in known:
+            known.append(ref)
+            self._save()
 
     def shell(self, host: str) -> Any:
         """A shell on one of the environment's hosts (local subprocess or SSH), redacting secrets."""
@@ -183,11 +192,17 @@ class Drill:
         self._save()
         self._say(f"– {title} — not applicable: {reason}")
 
-    def _require_change(self, title: str) -> None:
+    def _change_missing(self, what: str) -> str | None:
+        """Why ``what`` (a mutating step or cleanup) may not run, or None when it may: production
+        changes need a change reference."""
         if self.env.production and not self.change:
-            raise ChangeRequired(
-                f"step {title!r} changes production environment {self.env.name!r} and no change reference was given"
-            )
+            return f"{what} changes production environment {self.env.name!r} and no change reference was given"
+        return None
+
+    def _require_change(self, title: str) -> None:
+        refusal = self._change_missing(f"step {title!r}")
+        if refusal:
+            raise ChangeRequired(refusal)
 
     def _pass_gate(self, gate: str, title: str) -> None:
         entry = {"gate": gate, "step": title, "at": journal.now_iso()}
@@ -279,10 +294,33 @@ class Drill:
             return None
         safe = Path(name).name
         target = directory / safe
-        target.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        target.write_bytes(self._scrubbed_bytes(content))
         self.data["attachments"].append(safe)
         self._save()
         return target
+
+    def _scrubbed_bytes(self, content: str | bytes) -> bytes:
+        """Text scrubbed by this kernel before it is written (a secret may have changed by the
+        time the runner resolves it again); binary content as it is."""
+        if isinstance(content, str):
+            return self.redactor.scrub(content).encode("utf-8")
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:
+            return content
+        return self.redactor.scrub(text).encode("utf-8")
+
+    def _scrub_attachments(self) -> None:
+        """Scrub, in place, the text files cells wrote into attachments/ themselves (``attach``
+        scrubs what it writes): the runner cannot scrub a secret whose value is gone by then."""
+        directory = self.run_dir / "attachments" if self.run_dir is not None else None
+        if directory is None or not directory.is_dir() or not self.redactor:
+            return
+        for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()):
+            data = path.read_bytes()
+            clean = self._scrubbed_bytes(data)
+            if clean != data:
+                path.write_bytes(clean)
 
     def run_notebook(self, name: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
         """Execute another catalogued notebook (a runbook) with papermill as part of this run.
@@ -302,20 +340,27 @@ class Drill:
         while self._cleanups:
             title, fn, mutating = self._cleanups.pop()
             entry: dict[str, Any] = {"title": title, "started_at": journal.now_iso()}
-            if mutating and self.dry_run:
-                entry["status"] = "dry-run"
-                self._say(f"○ cleanup {title} — DRY RUN, not run")
-            else:
-                try:
-                    fn()
-                    entry["status"] = "passed"
-                    self._say(f"✓ cleanup {title}")
-                except BaseException as exc:  # a failing cleanup must not stop the others
-                    entry.update(status="failed", detail=f"{type(exc).__name__}: {exc}")
-                    self._say(f"✗ cleanup {title} failed: {type(exc).__name__}: {exc}")
+            entry.update(self._run_cleanup(title, fn, mutating))
             entry["ended_at"] = journal.now_iso()
             self.data["cleanups"].append(entry)
             self._save()
+
+    def _run_cleanup(self, title: str, fn: Callable[[], Any], mutating: bool) -> dict[str, Any]:
+        """Run one cleanup unless the guards of a mutating step forbid it; its status and detail."""
+        refusal = self._change_missing(f"cleanup {title!r}") if mutating else None
+        if mutating and self.dry_run:
+            self._say(f"○ cleanup {title} — DRY RUN, not run")
+            return {"status": "dry-run"}
+        if refusal:  # a mutating cleanup obeys the same guard as a mutating step: reported, never run
+            self._say(f"✗ cleanup {title} not run: {refusal}")
+            return {"status": "refused", "detail": refusal}
+        try:
+            fn()
+        except BaseException as exc:  # a failing cleanup must not stop the others
+            self._say(f"✗ cleanup {title} failed: {type(exc).__name__}: {exc}")
+            return {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}
+        self._say(f"✓ cleanup {title}")
+        return {"status": "passed"}
 
     def _verdict(self) -> tuple[str, str | None]:
         failed = [c["name"] for c in self.data["checks"] if not c["passed"]]
@@ -341,6 +386,7 @@ class Drill:
             self.data.update(status=status, reason=reason, finished_at=journal.now_iso(),
                              seconds=round(time.monotonic() - self._t0, 3))
             self._save()
+            self._scrub_attachments()
             _unhook()
 
     def finish(self) -> dict[str, Any]:
@@ -442,6 +488,45 @@ def _unhook() -> None:
 
 atexit.register(_at_exit)
 
+# Every drill started in this kernel: its secrets stay scrubbed from the kernel's output even after
+# it closed (a later cell may still print a value it resolved).
+_output_redactors: list[Redactor] = []
+
+
+def _scrub_output(data: object) -> object:
+    for redactor in _output_redactors:
+        data = redactor.scrub_obj(data)
+    return data
+
+
+def _scrub_kernel_output(redactor: Redactor) -> None:
+    """Scrub every message this kernel sends (stream output, display data, results, errors and
+    replies) with ``redactor`` as well as the redactors of earlier drills.
+
+    The kernel's session is the one way out for everything a cell prints or displays, so a
+    secret a drill resolved never reaches the notebook even when the runner cannot scrub it
+    afterwards: its value changed before the runner resolved it again (a rotation), or the
+    runner never heard of it (a key made in the kernel), or no runner is involved (JupyterLab).
+    Outside a kernel (plain Python, tests) there is nothing to scrub here.
+    """
+    session = getattr(getattr(_ipython(), "kernel", None), "session", None)
+    if session is None:
+        return
+    _output_redactors.append(redactor)
+    original = session.send
+    if getattr(original, "drillbook_scrubs", False):
+        return
+
+    def send(stream: object, msg_or_type: dict[str, object] | str | None, content: object = None,
+             *args: object, **kwargs: object) -> object:
+        if isinstance(msg_or_type, dict):  # a message built before sending (streams, displays)
+            msg_or_type = {**msg_or_type, "content": _scrub_output(msg_or_type.get("content")),
+                           "metadata": _scrub_output(msg_or_type.get("metadata", {}))}
+        return original(stream, msg_or_type, _scrub_output(content), *args, **kwargs)
+
+    send.drillbook_scrubs = True  # type: ignore[attr-defined]
+    session.send = send
+
 
 def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[str, ...] | None = None,
           run_id: str | None = None, change: str | None = None) -> Drill:
@@ -458,6 +543,7 @@ def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[s
                   change=change, run_dir=run_dir, project=project)
     _current = drill
     _hook()
+    _scrub_kernel_output(drill.redactor)
     mode = "DRY RUN (nothing will be changed)" if drill.dry_run else "LIVE"
     prod = " — PRODUCTION" if environment.production else ""
     drill._say(f"drillbook run {drill.run_id} on {environment.name}{prod}: {mode}")

@@ -122,12 +122,19 @@ def _child_parameters(attachments: Path) -> dict[str, Any]:
 
 
 def refresh_redactor(redactor: Redactor, env: Environment, parameters: dict[str, Any], project: Path,
-                     attachments: Path | None = None) -> None:
+                     attachments: Path | None = None, kernel_journal: dict[str, Any] | None = None) -> None:
     """Add the secrets' values as they are now: a rotation drill changes them during the run,
-    and both the old and the new value must be scrubbed; so must child notebooks' secrets."""
+    and both the old and the new value must be scrubbed; so must child notebooks' secrets and
+    those a cell resolved with ``drill.secret`` (the kernel journals their references)."""
     if attachments is not None:
         parameters = {**parameters, **_child_parameters(attachments)}
-    for name, ref in _secret_refs(env, parameters).items():
+    refs = _secret_refs(env, parameters)
+    for text in journal.secret_refs(kernel_journal):
+        try:
+            refs.setdefault(text, SecretRef.parse(text))
+        except DrillbookError:
+            continue  # not a reference: the kernel never resolved it either
+    for name, ref in refs.items():
         try:
             redactor.add(name, ref.resolve(project))
         except DrillbookError:
@@ -421,8 +428,8 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
 
         with _patched_environ(_kernel_env(run_dir, project)):
             exc = _execute_in_thread(plan, output, run_dir, supervisor, on_cell)
-        refresh_redactor(plan.redactor, plan.env, plan.parameters, project, run_dir / "attachments")
         kernel_journal = journal.read_journal(run_dir)
+        refresh_redactor(plan.redactor, plan.env, plan.parameters, project, run_dir / "attachments", kernel_journal)
         status, reason = classify(exc, supervisor.reason, kernel_journal, plan.timeout)
         reason = plan.redactor.scrub(reason) if reason else reason  # it is printed and recorded
         nb = _load_output(output, plan)

@@ -15,6 +15,8 @@ from typing import Any
 
 JOURNAL_NAME = "journal.json"
 STATUSES = ("passed", "failed", "error", "aborted")  # the closed set of run statuses
+# References (never values) of the secrets the kernel resolved: the runner resolves them again to scrub.
+SECRET_REFS = "secret_refs"
 
 
 def now_iso() -> str:
@@ -46,3 +48,9 @@ def read_journal(run_dir: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def secret_refs(kernel_journal: dict[str, Any] | None) -> list[str]:
+    """The secret references a kernel journalled (see ``SECRET_REFS``); junk is ignored."""
+    found = (kernel_journal or {}).get(SECRET_REFS)
+    return [r for r in found if isinstance(r, str)] if isinstance(found, list) else []

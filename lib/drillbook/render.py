@@ -32,6 +32,11 @@ table{border-collapse:collapse}td,th{border:1px solid #d0d7de;padding:.2em .5em}
 .ansi-blue-fg{color:#0969da}.ansi-cyan-fg{color:#1b7c83}.ansi-magenta-fg{color:#8250df}.ansi-bold{font-weight:bold}
 """
 
+# The page is evidence, read as a static document: outputs may hold scripts (plots, widgets or
+# something hostile), and none may run, wherever the page is opened (the site embeds it in a
+# sandboxed frame, but it is also published on its own). Styles are inline, images data: URIs.
+CONTENT_POLICY = "default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
+
 
 class HtmlRenderer:
     """Builds the exporter in the background; ``render`` waits for it only if it is not ready yet."""
@@ -75,6 +80,7 @@ def _page(body: str, header: dict[str, Any], css: str) -> str:
     title = html.escape(str(header.get("title", "drillbook run")))
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CONTENT_POLICY}\">"
         f"<title>{title}</title><style>{css}</style></head><body>\n"
         f"<header class=\"run\"><h1>{title}</h1>"
         f"<div>status: <span class=\"status status-{html.escape(status)}\">{html.escape(status)}</span></div>"

@@ -6,19 +6,23 @@ and never written anywhere: every byte that reaches the archive passes through `
 """
 from __future__ import annotations
 
+import base64
+import html
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 from .errors import SecretError
 
 REF_PATTERN = re.compile(r"^(env|file):(.+)$")
 MIN_SECRET_LENGTH = 4  # shorter values cannot be scrubbed without mangling ordinary text
 MAX_SECRET_BYTES = 1024 * 1024  # a password, token or private key; anything larger is the wrong file
+# Shorter base64 fragments would match by chance inside images' base64 and corrupt them.
+MIN_BASE64_CORE = 12
 
 
 @dataclass(frozen=True)
@@ -93,41 +97,76 @@ def is_secret_ref(value: Any) -> bool:
     return isinstance(value, str) and REF_PATTERN.match(value) is not None
 
 
+def _text_encodings(value: str) -> set[str]:
+    """``value`` as the notebook's own code may write it into an output, a log or an attachment:
+    JSON strings (ASCII-only or not), Python reprs (tracebacks), URL-encoded (DSNs, query
+    strings, form bodies) and HTML-escaped (``html.escape`` with and without quotes, and the
+    ``&#34;``/``&#39;`` of Jinja/MarkupSafe; pandas' ``to_html`` escapes like ``quote=False``)."""
+    return {
+        value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], repr(value)[1:-1],
+        quote(value, safe=""), quote(value), quote_plus(value),
+        html.escape(value), html.escape(value, quote=False),
+        html.escape(value, quote=False).replace('"', "&#34;").replace("'", "&#39;"),
+    }
+
+
+def _base64_cores(value: str) -> set[str]:
+    """The base64 characters that depend on ``value`` alone, at each of the three byte
+    alignments it can have inside a longer payload (``user:password`` in a Basic auth header,
+    a Kubernetes secret in ``kubectl get -o yaml``), standard and URL-safe alphabets."""
+    data = value.encode("utf-8")
+    cores = set()
+    for shift in range(3):
+        encoded = base64.b64encode(bytes(shift) + data + bytes(2)).decode("ascii")
+        first = -(-8 * shift // 6)  # the first character whose 6 bits all come from ``value``
+        last = (8 * (shift + len(data))) // 6  # one past the last such character
+        core = encoded[first:last]
+        cores |= {core, core.replace("+", "-").replace("/", "_")}
+    return {c for c in cores if len(c) >= MIN_BASE64_CORE}
+
+
+def encoded_forms(value: str) -> set[str]:
+    """Every form of ``value`` the redactor replaces: each text encoding, each encoding of an
+    encoding (a repr inside a JSON log, an HTML-escaped value in a JSON notebook output) and
+    the base64 of the value. Forms derived by rendering (nbconvert's HTML of ANSI text and
+    highlighted code, MkDocs' Markdown) need no pattern: rendering only ever sees text that is
+    already scrubbed, and the rendered page is scrubbed again."""
+    forms = {outer for inner in _text_encodings(value) for outer in _text_encodings(inner)}
+    return {f for f in forms | _base64_cores(value) if len(f) >= MIN_SECRET_LENGTH}
+
+
 class Redactor:
-    """Replaces every known secret value (and its escaped forms) with ``[REDACTED:<name>]``."""
+    """Replaces every known secret value (and its encoded forms) with ``[REDACTED:<name>]``.
+
+    Safe to use from several threads (the kernel scrubs its output on its I/O thread while
+    cells add secrets): ``add`` replaces the table and its pattern in one assignment.
+    """
 
     def __init__(self) -> None:
-        self._forms: dict[str, str] = {}
-        self._pattern: re.Pattern[str] | None = None
+        self._table: tuple[dict[str, str], re.Pattern[str] | None] = ({}, None)
 
     def add(self, name: str, value: str) -> None:
         if not value:
             return
         marker = f"[REDACTED:{name}]"
-        # The same value can appear JSON-escaped, repr-escaped or URL-encoded (DSNs, tracebacks).
-        for form in {value, json.dumps(value)[1:-1], repr(value)[1:-1], quote(value, safe="")}:
-            if len(form) >= MIN_SECRET_LENGTH:
-                self._forms.setdefault(form, marker)
-        self._pattern = None
+        known = self._table[0]
+        new = {form: marker for form in encoded_forms(value) if form not in known}
+        if new:  # a secret resolved again (every connection) costs no recompilation
+            forms = {**known, **new}
+            self._table = (forms, _pattern(forms))
 
     def __bool__(self) -> bool:
-        return bool(self._forms)
-
-    def _compiled(self) -> re.Pattern[str]:
-        if self._pattern is None:
-            # Longest first, so a value is never half-replaced by one of its own substrings.
-            forms = sorted(self._forms, key=len, reverse=True)
-            self._pattern = re.compile("|".join(re.escape(f) for f in forms))
-        return self._pattern
+        return bool(self._table[0])
 
     def scrub(self, text: str) -> str:
-        if not self._forms or not text:
+        forms, pattern = self._table
+        if pattern is None or not text:
             return text
-        return self._compiled().sub(lambda m: self._forms[m.group(0)], text)
+        return pattern.sub(lambda m: forms[m.group(0)], text)
 
     def scrub_obj(self, obj: Any) -> Any:
         """Scrub every string (keys too) inside JSON-like data; returns a new object."""
-        if not self._forms:
+        if not self:
             return obj
         if isinstance(obj, str):
             return self.scrub(obj)
@@ -136,3 +175,9 @@ class Redactor:
         if isinstance(obj, list):
             return [self.scrub_obj(v) for v in obj]
         return obj
+
+
+def _pattern(forms: dict[str, str]) -> re.Pattern[str] | None:
+    # Longest first, so a value is never half-replaced by one of its own substrings.
+    ordered = sorted(forms, key=len, reverse=True)
+    return re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None

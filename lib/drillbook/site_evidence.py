@@ -21,10 +21,17 @@ from .site_paths import (EVIDENCE_INDEX, HISTORY_INDEX, VERIFY_GUIDE, history_pa
                          run_html, run_page, runbook_page)
 
 PAGE_SUFFIXES = (".md", ".markdown")  # would be built as pages; published with .txt appended
+# A browser runs the scripts these hold, in the site's origin: published with .txt appended too,
+# except the run-time HTML, which drillbook rendered (no script runs in it) and the site frames.
+ACTIVE_SUFFIXES = (".html", ".htm", ".xhtml", ".xht", ".svg", ".xml")
+RUN_HTML = "notebook.html"
 
 
 def published_name(path: str) -> str:
-    return path + ".txt" if path.lower().endswith(PAGE_SUFFIXES) else path
+    lower = path.lower()
+    if lower.endswith(PAGE_SUFFIXES) or (lower.endswith(ACTIVE_SUFFIXES) and path != RUN_HTML):
+        return path + ".txt"
+    return path
 
 
 def read_manifest(bundle: Path) -> list[tuple[str, str]]:
@@ -150,7 +157,7 @@ def run_markdown(run: RunSummary, rec: dict[str, Any], archive: Archive, manifes
     page = run_page(run.run_id)
     entry = archive.entries.get(run.run_id, {})
     notebook = run_file(run.run_id, "notebook.html")
-    out = [f"# {esc(run.title)} on {esc(run.env)}\n",
+    out = [front_matter(title=f"{run.title} on {run.env}") + f"# {esc(run.title)} on {esc(run.env)}\n",
            f"{badge(run.status, run.dry_run)} {esc(run.reason or '')} · finished {when(run.finished_at)} · "
            f"{link('history', page, history_page(run.drill))}"
            + (f" · {link('procedure', page, runbook_page(run.drill))}" if has_entry_page else "") + "\n",
@@ -161,7 +168,8 @@ def run_markdown(run: RunSummary, rec: dict[str, Any], archive: Archive, manifes
     if "notebook.html" in published:
         out.append(f"Rendered once, when the run finished ({link('open it on its own', page, notebook)}; "
                    f"{link('record.json', page, run_file(run.run_id, 'record.json'))} holds everything above).\n")
-        out.append(f'<iframe class="db-notebook" src="{html.escape(rel(page, notebook))}" '
+        # sandbox: the notebook's outputs may hold scripts; they must not run in the site's origin.
+        out.append(f'<iframe class="db-notebook" src="{html.escape(rel(page, notebook))}" sandbox="" '
                    f'title="Executed notebook of run {html.escape(run.run_id)}" loading="lazy"></iframe>\n')
     else:
         out.append("This bundle has no rendered notebook (the runner was killed before one could be made safely).\n")

@@ -58,7 +58,7 @@ def history_markdown(name: str, runs: list[RunSummary], archive: Archive, tree: 
     title = entry.meta.title if entry else runs[-1].title
     counts = Counter(r.status for r in runs)
     tally = ", ".join(f"{counts[s]} {s}" for s in ("passed", "failed", "error", "aborted") if counts[s])
-    out = [front_matter("toc") + f"# History: {esc(title)}\n",
+    out = [front_matter("toc", title=f"History: {title}") + f"# History: {esc(title)}\n",
            f"{code(name)} · {len(runs)} run(s): {tally}."
            + (f" · {link('procedure', page, runbook_page(name))}" if entry else "")
            + (f" · controls: {esc(', '.join(entry.meta.controls))}" if entry and entry.meta.controls else "")

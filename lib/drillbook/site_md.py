@@ -12,8 +12,13 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-# Characters that start inline Markdown (emphasis, code, links) or end a table cell.
-_SPECIAL = re.compile(r"([\\`*_\[\]|])")
+import yaml
+
+# Characters that start inline Markdown (emphasis, code, links), end a table cell, or open an
+# attribute list (``{: onclick=…}`` would put an event handler on the heading or cell).
+_SPECIAL = re.compile(r"([\\`*_\[\]|{}])")
+# Inside ``<code>`` Markdown still applies: links and attribute lists are made inert with entities.
+_CODE_ENTITIES = {"|": "&#124;", "[": "&#91;", "]": "&#93;", "{": "&#123;", "}": "&#125;", "\n": "&#10;", "\r": ""}
 STATUS_ICONS = {"passed": "✓", "failed": "✗", "error": "✗", "aborted": "■", "never run": "–"}
 
 
@@ -27,8 +32,10 @@ def esc(value: Any) -> str:
 
 
 def code(value: Any) -> str:
-    """Inline code that survives any backticks or pipes in ``value`` (HTML, not Markdown)."""
-    return f"<code>{html.escape(str(value), quote=False).replace('|', '&#124;')}</code>"
+    """Inline code that survives any backticks, pipes, brackets, braces or newlines in ``value``
+    (HTML, not Markdown)."""
+    text = html.escape(str(value), quote=False)
+    return f"<code>{text.translate(str.maketrans(_CODE_ENTITIES))}</code>"
 
 
 def rel(from_page: str, target: str) -> str:
@@ -103,9 +110,21 @@ def admonition(kind: str, title: str, body: str) -> str:
     return f'!!! {kind} "{title.replace(chr(34), chr(39))}"\n\n{inner}\n'
 
 
-def front_matter(*hide: str) -> str:
-    """Material's (and Zensical's) page options: ``hide: [toc]`` gives wide tables the whole width."""
-    return "---\nhide:\n" + "".join(f"  - {h}\n" for h in hide) + "---\n\n" if hide else ""
+def front_matter(*hide: str, title: str | None = None) -> str:
+    """Material's (and Zensical's) page options: ``hide: [toc]`` gives wide tables the whole width.
+
+    ``title`` (text from a notebook or record) becomes the page's ``<title>``: without it the
+    theme takes the first heading and un-escapes it (Jinja's ``striptags``), so a title holding
+    ``</title><script>`` would break out. The theme inserts this value as it is: it is
+    HTML-escaped here, then quoted as YAML.
+    """
+    lines = []
+    if title is not None:  # one line, whatever the title holds (newlines, quotes, control characters)
+        escaped = html.escape(" ".join(str(title).split()))
+        lines.append(yaml.safe_dump({"title": escaped}, allow_unicode=True, default_style='"', width=float("inf")))
+    if hide:
+        lines.append("hide:\n" + "".join(f"  - {h}\n" for h in hide))
+    return "---\n" + "".join(lines) + "---\n\n" if lines else ""
 
 
 def slug(name: str) -> str:

@@ -1,41 +1,98 @@
-"""Runbook pages: each runbook and drill notebook as a procedure, converted to Markdown with nbconvert.
+"""Runbook pages: each runbook and drill notebook as a procedure, converted to Markdown.
 
-Inputs and Markdown only (committed notebooks have no outputs, and the exporter drops any),
+Inputs and Markdown only (committed notebooks have no outputs, and any are dropped),
 so the page is plain Markdown that MkDocs and Zensical both build and search without a plugin.
 Headings of the notebook move down one level under the page's own title, and relative links
 are rewritten (another notebook → its page, a file under ``docs/`` → that page) or turned
-into text, because a strict build rejects a link to a file the site does not have.
+into text, because a strict build rejects a link to a file the site does not have. A notebook's
+prose keeps no raw HTML and no link of an unsafe scheme, and its code cannot close its fence:
+nothing a notebook says runs as script on the site.
 """
 from __future__ import annotations
 
 import hashlib
 import re
 from pathlib import Path
+from typing import Callable
 
 from . import catalog, environments, notebooks, schedule
 from .errors import DrillbookError
 from .site_data import Archive, Cache, RunSummary
 from .site_files import PageTree
-from .site_md import badge, code, esc, link, rel, table, when
+from .site_md import badge, code, esc, front_matter, link, rel, table, when
 from .site_paths import DASHBOARD, RUNBOOKS_INDEX, history_page, run_page, runbook_page
 
-CONVERT_VERSION = 2  # bump when the conversion changes, so cached pages are redone
+CONVERT_VERSION = 3  # bump when the conversion changes, so cached pages are redone
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(\s+\"[^\"]*\")?\s*\)")
+LINK_DEFINITION = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(\s.*)?$")
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
 HEADING = re.compile(r"^(#{1,5})(\s)")
+CODE_SPAN = re.compile(r"(`+)(?:.+?)(?<!`)\1(?!`)")
+SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*):", re.I)
+# Link schemes a page may keep: anything else (javascript:, data:, vbscript:, …) becomes text.
+SAFE_SCHEMES = ("http", "https", "mailto")
 
 
-def demote_headings(source: str) -> str:
-    """``# Title`` → ``## Title`` outside code fences: the page has one H1, its own title."""
+def _outside_fences(source: str, change: Callable[[str], str]) -> str:
+    """Apply ``change`` to every line of Markdown that is not inside a code fence."""
     lines, fence = [], None
     for line in source.splitlines(keepends=True):
         opened = FENCE.match(line)
         if opened and (fence is None or opened.group(1)[0] == fence):
             fence = None if fence else opened.group(1)[0]
         elif fence is None:
-            line = HEADING.sub(r"#\1\2", line)
+            line = change(line)
         lines.append(line)
     return "".join(lines)
+
+
+def _escape_html(line: str) -> str:
+    """``<`` and ``{`` as text outside code spans: a notebook's prose is Markdown, never raw HTML
+    nor an attribute list (a ``<script>``, an ``onerror=`` or a ``{: onclick=…}`` would run on
+    the site, in its origin)."""
+    def inert(text: str) -> str:
+        return text.replace("<", "&lt;").replace("{", "&#123;")
+
+    out, end = [], 0
+    for span in CODE_SPAN.finditer(line):
+        out += [inert(line[end:span.start()]), span.group(0)]
+        end = span.end()
+    out.append(inert(line[end:]))
+    return "".join(out)
+
+
+def _drop_unsafe_definition(line: str) -> str:
+    """A reference-style link definition (``[id]: javascript:…``) with an unsafe scheme becomes text."""
+    found = LINK_DEFINITION.match(line)
+    if found and not _safe_url(found.group(1)):
+        return "\\" + line.lstrip()
+    return line
+
+
+def _safe_url(url: str, image: bool = False) -> bool:
+    scheme = SCHEME.match(url)
+    if scheme is None:
+        return True  # relative: rewritten or turned into text by LinkMapper
+    name = scheme.group(1).lower()
+    return name in SAFE_SCHEMES or (image and url.lower().startswith("data:image/"))
+
+
+def inert_markdown(source: str) -> str:
+    """A notebook's Markdown cell with no raw HTML and no link of an unsafe scheme."""
+    return _outside_fences(source, lambda line: _drop_unsafe_definition(_escape_html(line)))
+
+
+def code_block(source: str, language: str) -> str:
+    """A fenced code block that no line of ``source`` can close: the fence is longer than any
+    run of backticks the code holds."""
+    longest = max((len(run) for run in re.findall(r"`+", source)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{language}\n{source}\n{fence}"
+
+
+def demote_headings(source: str) -> str:
+    """``# Title`` → ``## Title`` outside code fences: the page has one H1, its own title."""
+    return _outside_fences(source, lambda line: HEADING.sub(r"#\1\2", line))
 
 
 class LinkMapper:
@@ -47,8 +104,8 @@ class LinkMapper:
 
     def target(self, url: str) -> str | None:
         """The rewritten URL, or None when the site has nothing to link to."""
-        if re.match(r"^[a-z][a-z0-9+.-]*:", url, re.I) or url.startswith("#"):
-            return url  # http:, mailto:, attachment: … and anchors are left alone
+        if SCHEME.match(url) or url.startswith("#"):
+            return url  # http:, https:, mailto: and anchors are left alone (``rewrite`` drops other schemes)
         # Anchors are dropped: a notebook's heading ids need not match the page's, and a strict
         # Zensical build rejects a link to a missing anchor.
         path = url.partition("#")[0]
@@ -62,7 +119,7 @@ class LinkMapper:
     def rewrite(self, source: str) -> str:
         def replace(match: re.Match[str]) -> str:
             bang, label, url, title = match.groups()
-            target = self.target(url)
+            target = self.target(url) if _safe_url(url, image=bool(bang)) else None
             if target is not None:
                 return f"{bang}[{label}]({target}{title or ''})"
             return f"{label or 'image'} (`{url}`)"
@@ -70,27 +127,32 @@ class LinkMapper:
         return LINK.sub(replace, source)
 
 
-def convert(entry: catalog.Entry, mapper: LinkMapper) -> str:
-    """The notebook's cells as Markdown (no outputs), with a note above the parameters cell."""
-    import nbformat
-    from nbconvert import MarkdownExporter
+PARAMETERS_NOTE = ("*Parameters cell: the defaults below. `drillbook run` injects `env`, `dry_run`, `approve`, "
+                   "`run_id` and `change`; the environment and `-p name=value` may set the others.*")
 
+
+def convert(entry: catalog.Entry, mapper: LinkMapper) -> str:
+    """The notebook's cells as Markdown (no outputs), with a note above the parameters cell.
+
+    Prose stays Markdown without raw HTML; code and raw cells become fenced blocks they cannot
+    close. Everything else a notebook holds is text on the page, never markup.
+    """
     nb = notebooks.read_notebook(entry.path)
     found = notebooks.parameters_cell(nb)
-    for cell in nb.cells:
+    language = str(nb.metadata.get("language_info", {}).get("name") or "python")
+    parts = []
+    for index, cell in enumerate(nb.cells):
+        if found is not None and index == found[0]:
+            parts.append(PARAMETERS_NOTE)
         if cell.cell_type == "markdown":
-            cell.source = mapper.rewrite(demote_headings(cell.source))
-    if found is not None:
-        note = nbformat.v4.new_markdown_cell(
-            "*Parameters cell: the defaults below. `drillbook run` injects `env`, `dry_run`, `approve`, "
-            "`run_id` and `change`; the environment and `-p name=value` may set the others.*")
-        nb.cells.insert(found[0], note)
-    body, _ = MarkdownExporter(exclude_output=True).from_notebook_node(nb)
-    return body.strip() + "\n"
+            parts.append(inert_markdown(mapper.rewrite(demote_headings(cell.source))))
+        elif cell.source.strip():
+            parts.append(code_block(cell.source, language if cell.cell_type == "code" else "text"))
+    return "\n\n".join(p.strip("\n") for p in parts).strip() + "\n"
 
 
 def _procedure(entry: catalog.Entry, mapper: LinkMapper, cache: Cache, names: set[str]) -> str:
-    """The converted notebook, from the cache when neither it nor the catalog changed (nbconvert is slow to import)."""
+    """The converted notebook, from the cache when neither it nor the catalog changed."""
     key = hashlib.sha256(entry.path.read_bytes() + repr((CONVERT_VERSION, sorted(names))).encode()).hexdigest()
     cached = cache.section("runbooks").get(entry.name)
     if cached and cached.get("key") == key:
@@ -138,7 +200,7 @@ def runbook_markdown(entry: catalog.Entry, project: Path, procedure: str, runs: 
               ("Tags", esc(", ".join(meta.tags) or "none")), ("Timeout", f"{meta.timeout_seconds} s"),
               ("Source", code(source))]
     return "\n".join([
-        f"# {esc(meta.title)}\n", esc(meta.description) + "\n" if meta.description else "",
+        front_matter(title=meta.title) + f"# {esc(meta.title)}\n", esc(meta.description) + "\n" if meta.description else "",
         table(["Field", "Value"], [[k, v] for k, v in fields]),
         "Try it safely first (mutating steps only print what they would do):\n",
         f"```sh\ndrillbook run {entry.name} --env ENV --dry-run\n```\n",
