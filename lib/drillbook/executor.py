@@ -261,13 +261,34 @@ def _private_kernel_config(run_dir: Path) -> Any:
     return Config({"KernelManager": {"transport": "ipc", "ip": str(run_dir / "kernel")}})
 
 
+def import_runner() -> None:
+    """Import, in the calling (main) thread, every module the papermill worker needs.
+
+    Imports are not safe across threads for packages that import each other: the worker importing
+    papermill (nbclient, jupyter_client) while the HTML warm-up imports nbconvert (which imports
+    them too) can leave each holding a module half-initialised that the other needs; Python then
+    hands one of them the partial module and the import fails ("cannot import name
+    'AsyncKernelManager' from partially initialized module 'jupyter_client.manager'"). So the
+    worker and the warm-up start only once these are imported.
+    """
+    import papermill  # noqa: F401
+
+    from . import engine  # noqa: F401
+
+    try:  # jupyter_client imports these lazily to find the native python3 kernel, in the worker
+        import ipykernel.kernelspec  # noqa: F401
+        import IPython.paths  # noqa: F401
+    except ImportError:  # a kernel of another language: jupyter_client does without them too
+        pass
+
+
 def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervisor,
                    on_cell: ProgressFn) -> BaseException | None:
-    import papermill
+    try:  # every failure still produces evidence, with its real reason
+        import papermill
 
-    from . import engine
+        from . import engine
 
-    try:
         papermill.execute_notebook(
             str(plan.path), str(output), parameters=plan.parameters, engine_name=engine.ENGINE_NAME,
             kernel_name=plan.kernel_name, progress_bar=False,
@@ -276,7 +297,7 @@ def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervis
             config=_private_kernel_config(run_dir),
         )
         return None
-    except BaseException as exc:  # every failure still produces evidence, with its real reason
+    except BaseException as exc:
         return exc
 
 
@@ -381,6 +402,88 @@ def _load_output(output: Path, plan: Plan) -> Any:
         return notebooks.read_notebook(plan.path)  # the kernel never started: archive the source
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _runner_error(status: str, reason: str | None, what: str, exc: BaseException) -> tuple[str, str]:
+    """A failure of the runner itself (not of the notebook) makes the run an error, keeping what
+    the notebook's own outcome said; an aborted run stays aborted."""
+    detail = f"{what}: {_describe(exc)}"
+    combined = f"{reason}; {detail}" if reason else detail
+    return ("aborted" if status == "aborted" else "error"), combined
+
+
+@dataclass
+class _Ran:
+    """What the execution phase left for the archive phase."""
+
+    failed_cells: list[int]
+    t0: float
+    exc: BaseException | None = None
+    renderer: HtmlRenderer | None = None  # None if not even its thread could be started
+
+
+def _run(plan: Plan, run_dir: Path, project: Path, supervisor: Supervisor, on_cell: ProgressFn,
+         ran: _Ran) -> None:
+    """Execute the notebook; the failure to record, if any, goes to ``ran.exc`` (never raised:
+    whatever happens, the run is archived). Everything is imported in this thread first, then
+    the HTML warm-up and the papermill worker start (see ``import_runner``)."""
+    try:
+        import_runner()
+    except Exception as exc:  # nothing can run; the page of the source notebook can still be built
+        ran.exc = exc
+    try:
+        ran.renderer = HtmlRenderer()
+        if ran.exc is None:
+            with _patched_environ(_kernel_env(run_dir, project)):
+                ran.exc = _execute_in_thread(plan, run_dir / "output.ipynb", run_dir, supervisor, on_cell)
+    except Exception as exc:  # e.g. no thread could be started
+        ran.exc = ran.exc or exc
+
+
+def _document(plan: Plan, base: dict[str, Any], run_dir: Path, status: str, reason: str | None,
+              kernel_journal: dict[str, Any] | None, ran: _Ran) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's record and its executed notebook (marked, scrubbed) for this status and reason."""
+    reason = plan.redactor.scrub(reason) if reason else reason  # it is printed and recorded
+    nb = _load_output(run_dir / "output.ipynb", plan)
+    failing = mark_failure(nb, status, reason, ran.failed_cells[0] if ran.failed_cells else None)
+    done = record.complete_record(
+        base, status=status, reason=reason, seconds=time.monotonic() - ran.t0, kernel_journal=kernel_journal,
+        failing_cell=failing, results=scraps.read_scraps(nb).get(scraps.RESULTS_SCRAP),
+    )
+    done["versions"] = {**done["versions"], "kernel_python": nb.metadata.get("language_info", {}).get("version")}
+    return done, plan.redactor.scrub_obj(nb)
+
+
+def _evidence(plan: Plan, base: dict[str, Any], run_dir: Path, supervisor: Supervisor, project: Path,
+              ran: _Ran) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """Classify the run and build what is archived: record, scrubbed notebook, HTML (if it renders)."""
+    refresh_redactor(plan.redactor, plan.env, plan.parameters, project, run_dir / "attachments")
+    kernel_journal = journal.read_journal(run_dir)
+    status, reason = classify(ran.exc, supervisor.reason, kernel_journal, plan.timeout)
+    warm_error = ran.renderer.wait() if ran.renderer is not None else None
+    if warm_error is not None:
+        status, reason = _runner_error(status, reason, "the HTML page could not be prepared", warm_error)
+    done, clean_nb = _document(plan, base, run_dir, status, reason, kernel_journal, ran)
+    if ran.renderer is None or warm_error is not None:
+        return done, clean_nb, None
+    try:
+        return done, clean_nb, ran.renderer.render(nbformat.from_dict(clean_nb), html_header(done))
+    except Exception as exc:  # the notebook is still archived, and the record says why the page is missing
+        status, reason = _runner_error(status, reason, "the notebook could not be rendered to HTML", exc)
+        done, clean_nb = _document(plan, base, run_dir, status, reason, kernel_journal, ran)
+        return done, clean_nb, None
+
+
+def _fallback_record(plan: Plan, base: dict[str, Any], ran: _Ran, exc: Exception) -> dict[str, Any]:
+    """The record of a run whose evidence could not be built: an error, with the runner's reason."""
+    reason = plan.redactor.scrub(_describe(exc))
+    return record.complete_record(base, status="error", reason=f"the runner failed while archiving the run: {reason}",
+                                  seconds=time.monotonic() - ran.t0, kernel_journal=None, failing_cell=None,
+                                  results=None)
+
+
 def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None = None,
             archive: Path | None = None, state: Path | None = None) -> Outcome:
     from . import evidence
@@ -399,13 +502,9 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
         operator=operator_name(),
     )
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait):
-        renderer = HtmlRenderer()
         run_dir = Path(tempfile.mkdtemp(prefix="drillbook-run-"))  # 0700: the in-flight notebook is private
         marker = inflight.write_marker(state, plan, base, run_dir, archive)
-        t0 = time.monotonic()
         supervisor = Supervisor(plan.timeout)
-        output = run_dir / "output.ipynb"
-
         failed: list[int] = []
 
         def on_cell(event: str, index: int, total: int, cell: Any) -> None:
@@ -416,26 +515,18 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
             if progress is not None:
                 progress(event, index, total, cell)
 
-        with _patched_environ(_kernel_env(run_dir, project)):
-            exc = _execute_in_thread(plan, output, run_dir, supervisor, on_cell)
-        refresh_redactor(plan.redactor, plan.env, plan.parameters, project, run_dir / "attachments")
-        kernel_journal = journal.read_journal(run_dir)
-        status, reason = classify(exc, supervisor.reason, kernel_journal, plan.timeout)
-        reason = plan.redactor.scrub(reason) if reason else reason  # it is printed and recorded
-        nb = _load_output(output, plan)
-        failing = mark_failure(nb, status, reason, failed[0] if failed else None)
-        done = record.complete_record(
-            base, status=status, reason=reason, seconds=time.monotonic() - t0, kernel_journal=kernel_journal,
-            failing_cell=failing, results=scraps.read_scraps(nb).get(scraps.RESULTS_SCRAP),
-        )
-        done["versions"]["kernel_python"] = nb.metadata.get("language_info", {}).get("version")
-        clean_nb = plan.redactor.scrub_obj(nb)
-        html = renderer.render(nbformat.from_dict(clean_nb), html_header(done))
+        ran = _Ran(failed, time.monotonic())
+        _run(plan, run_dir, project, supervisor, on_cell, ran)
+        try:
+            done, clean_nb, html = _evidence(plan, base, run_dir, supervisor, project, ran)
+            attachments: Path | None = run_dir / "attachments"
+        except Exception as problem:  # whatever broke, the run still leaves its record
+            done, clean_nb, html, attachments = _fallback_record(plan, base, ran, problem), None, None, None
         bundle = evidence.record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
-                                     attachments=run_dir / "attachments")
+                                     attachments=attachments)
         inflight.remove_marker(marker)
         shutil.rmtree(run_dir, ignore_errors=True)
-    return Outcome(plan.run_id, status, reason, bundle, done)
+    return Outcome(plan.run_id, done["status"], done["reason"], bundle, done)
 
 
 def html_header(rec: dict[str, Any]) -> dict[str, Any]:

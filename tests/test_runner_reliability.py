@@ -1,0 +1,215 @@
+"""The runner under stress: threads that import at once, a warm-up or a worker that fails, output
+the kernel writes below Python's ``sys.stdout``. Whatever happens, a `drillbook run` that started
+leaves one bundle with the real reason, and no secret reaches the terminal or the evidence.
+
+Faults are injected into a real `drillbook` process (real papermill, real kernels) by a short
+prelude run before the CLI: an import hook that forces one interleaving of two threads, or a patch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import CliResult, Project, cli
+
+pytestmark = pytest.mark.integration
+
+
+def run_with_prelude(project: Project, prelude: str, *args: str, env: dict[str, str] | None = None) -> CliResult:
+    """`drillbook ARGS` in a fresh interpreter that first executes ``prelude`` (a hook or a patch)."""
+    code = textwrap.dedent(prelude) + "\nfrom drillbook.cli import main\nmain(sys.argv[1:])\n"
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=project.root, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=300)
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def only_bundle(project: Project) -> tuple[Path, dict]:
+    runs = project.run_dirs()
+    assert len(runs) == 1, runs
+    return runs[0], json.loads((runs[0] / "record.json").read_text())
+
+
+# ----------------------------------------------------------------------------- item 1: the import race
+# The interleaving seen in the field, forced: the papermill worker is inside jupyter_client/__init__
+# (holding it) when the warm-up, importing nbconvert, enters jupyter_client.manager directly; each
+# then needs a module the other holds, and Python hands the worker the half-initialised manager.
+# The hook pauses a thread just before a module's code runs (its module lock held, as in a slow
+# import); it cannot pause in find_spec, which runs under the global import lock. With the imports
+# done before either thread starts, neither thread imports these and the hook never fires.
+# Bounded waits: if the interleaving cannot happen, the hook lets go after 30 s.
+FORCE_IMPORT_RACE = """
+    import sys, threading
+    from importlib.machinery import PathFinder
+
+    worker_in_package, warm_up_in_manager = threading.Event(), threading.Event()
+    GATES = {  # (thread, module about to run) -> what to do first
+        ("drillbook-papermill", "jupyter_client.asynchronous"): lambda: (worker_in_package.set(),
+                                                                         warm_up_in_manager.wait(30)),
+        ("drillbook-html-warmup", "nbconvert"): lambda: worker_in_package.wait(30),
+        ("drillbook-html-warmup", "jupyter_client.manager"): warm_up_in_manager.set,
+    }
+
+    class Gate:
+        def __init__(self, loader, before):
+            self.loader, self.before = loader, before
+
+        def __getattr__(self, name):
+            return getattr(self.loader, name)
+
+        def create_module(self, spec):
+            return self.loader.create_module(spec)
+
+        def exec_module(self, module):
+            self.before()
+            self.loader.exec_module(module)
+
+    class Interleave:
+        def find_spec(self, name, path=None, target=None):
+            before = GATES.get((threading.current_thread().name, name))
+            if before is None:
+                return None
+            spec = PathFinder.find_spec(name, path, target)
+            spec.loader = Gate(spec.loader, before)
+            return spec
+
+    sys.meta_path.insert(0, Interleave())
+"""
+
+
+def test_worker_and_warm_up_importing_at_once_do_not_break_the_run(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    result = run_with_prelude(project, FORCE_IMPORT_RACE, "run", "passes", "--env", "local")
+    assert "partially initialized module" not in result.output
+    assert result.code == 0, result.output
+    _, record = only_bundle(project)
+    assert record["status"] == "passed", record["reason"]
+
+
+# ----------------------------------------------------------------------------- a worker thread fails
+WARM_UP_FAILS = """
+    import sys
+    from drillbook import render
+
+    def broken_warm_up(self):
+        self._error = ImportError("cannot import name 'locate_profile' from partially initialized module 'IPython.paths'")
+
+    render.HtmlRenderer._warm = broken_warm_up
+"""
+
+
+def test_a_failed_html_warm_up_still_archives_the_run_as_an_error_with_its_reason(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    result = run_with_prelude(project, WARM_UP_FAILS, "run", "passes", "--env", "local")
+    assert result.code == 1, result.output
+    assert "Traceback" not in result.output
+    bundle, record = only_bundle(project)
+    assert record["status"] == "error"
+    assert record["reason"] == ("the HTML page could not be prepared: ImportError: cannot import name 'locate_profile' "
+                                "from partially initialized module 'IPython.paths'")
+    assert f"ERROR passes on local — {record['reason']}" in result.stdout
+    assert [s["status"] for s in record["steps"]] == ["passed"]  # the notebook itself ran, and says so
+    assert sorted(p.name for p in bundle.iterdir()) == ["MANIFEST", "notebook.ipynb", "record.json"]
+    assert "drillbook: this run ended `error`" in (bundle / "notebook.ipynb").read_text()
+    assert not list((project.state / "inflight").glob("*.json"))  # a finished run, not one to recover
+    assert [json.loads(line)["status"] for line in (project.archive / "ledger.jsonl").read_text().splitlines()] == [
+        "error"]
+    assert cli(project, "verify").code == 0
+
+
+# Importing papermill fails in whichever thread imports it (a broken installation).
+PAPERMILL_IMPORT_FAILS = """
+    import sys
+
+    class NoPapermill:
+        def find_spec(self, name, path=None, target=None):
+            if name == "papermill":
+                raise ImportError("papermill is broken here")
+            return None
+
+    sys.meta_path.insert(0, NoPapermill())
+"""
+
+
+def test_a_runner_that_cannot_import_papermill_records_the_real_reason(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    result = run_with_prelude(project, PAPERMILL_IMPORT_FAILS, "run", "passes", "--env", "local")
+    assert result.code == 1, result.output
+    bundle, record = only_bundle(project)
+    assert record["status"] == "error" and record["reason"] == "ImportError: papermill is broken here"
+    assert "ended without a result" not in result.output
+    assert "status-error" in (bundle / "notebook.html").read_text()  # the source notebook, with the banner
+
+
+RENDER_FAILS = """
+    import sys
+    from drillbook import render
+
+    def broken_render(self, nb, header):
+        raise ValueError("unrenderable output")
+
+    render.HtmlRenderer.render = broken_render
+"""
+
+
+def test_a_notebook_that_cannot_be_rendered_is_archived_without_its_page(project: Project) -> None:
+    project.add_notebook("check_fails.ipynb")
+    result = run_with_prelude(project, RENDER_FAILS, "run", "check_fails", "--env", "local")
+    assert result.code == 1, result.output
+    bundle, record = only_bundle(project)
+    assert record["status"] == "error"
+    assert record["reason"] == ("check failed: replica caught up; "
+                                "the notebook could not be rendered to HTML: ValueError: unrenderable output")
+    assert not (bundle / "notebook.html").exists() and (bundle / "notebook.ipynb").is_file()
+    assert cli(project, "verify").code == 0
+
+
+ARCHIVING_FAILS = """
+    import sys
+    from drillbook import scraps
+
+    def broken_reader(nb):
+        raise RuntimeError("scrap reader broke")
+
+    scraps.read_scraps = broken_reader
+"""
+
+
+def test_a_runner_bug_while_archiving_still_leaves_an_error_record(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    result = run_with_prelude(project, ARCHIVING_FAILS, "run", "passes", "--env", "local")
+    assert result.code == 1, result.output
+    bundle, record = only_bundle(project)
+    assert record["status"] == "error"
+    assert record["reason"] == "the runner failed while archiving the run: RuntimeError: scrap reader broke"
+    assert sorted(p.name for p in bundle.iterdir()) == ["MANIFEST", "record.json"]  # nothing unverified is kept
+    assert not list((project.state / "inflight").glob("*.json"))
+    assert cli(project, "verify").code == 0
+
+
+# ----------------------------------------------------------------------------- cold runs, four at a time
+def test_twelve_cold_runs_four_at_a_time_all_pass(project: Project, tmp_path: Path) -> None:
+    """Nothing cached (no bytecode): every import is slow, so any window between threads is wide."""
+    project.add_notebook("passes.ipynb")
+    for n in range(4):  # one environment per concurrent run: runs on one environment queue instead
+        project.write_env(f"cold{n}", "hosts:\n  here:\n    shell: local\nobjectives:\n  rto_seconds: 30\n")
+
+    def cold_run(index: int) -> CliResult:
+        cache = tmp_path / f"pycache-{index}"  # empty: nothing compiled is reused, not even between runs
+        cache.mkdir()
+        return cli(project, "run", "passes", "--env", f"cold{index % 4}", "--wait", "600",
+                   env={"PYTHONPYCACHEPREFIX": str(cache), "PYTHONDONTWRITEBYTECODE": "1"}, timeout=900)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(cold_run, range(12)))
+    failures = [r.output for r in results if r.code != 0]
+    assert failures == []
+    statuses = [json.loads((run / "record.json").read_text())["status"] for run in project.run_dirs()]
+    assert statuses == ["passed"] * 12
+    assert cli(project, "verify").code == 0
