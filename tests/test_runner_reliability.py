@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import nbformat
 import pytest
 
-from conftest import CliResult, Project, cli
+from conftest import FIXTURES, CliResult, Project, cli
 
 pytestmark = pytest.mark.integration
 
@@ -190,6 +192,47 @@ def test_a_runner_bug_while_archiving_still_leaves_an_error_record(project: Proj
     assert record["reason"] == "the runner failed while archiving the run: RuntimeError: scrap reader broke"
     assert sorted(p.name for p in bundle.iterdir()) == ["MANIFEST", "record.json"]  # nothing unverified is kept
     assert not list((project.state / "inflight").glob("*.json"))
+    assert cli(project, "verify").code == 0
+
+
+# ----------------------------------------------------------------------------- item 5: fd-level output
+FD_LEAKS = '''\
+import logging, os, subprocess, sys
+secret = os.environ["DRILLBOOK_FD_TOKEN"]
+os.system(f"echo system-out {secret}; echo system-err {secret} >&2")
+subprocess.run(["sh", "-c", f"echo subprocess-out {secret}"], check=True)
+os.write(1, f"fd1 {secret}\\n".encode())
+os.write(2, f"fd2 {secret}\\n".encode())
+logging.getLogger("leaky").addHandler(logging.StreamHandler(sys.__stderr__))
+logging.getLogger("leaky").warning("logged %s", secret)
+'''
+CHANNELS = ("system-out", "system-err", "subprocess-out", "fd1", "fd2", "logged")
+
+
+def leaky_notebook(project: Project, name: str, title: str, child: str | None = None) -> None:
+    """A catalogued drill writing the secret below sys.stdout (and, with ``child``, running that one)."""
+    nb = nbformat.read(str(FIXTURES / "notebooks" / "passes.ipynb"), as_version=4)
+    nb.metadata["drillbook"]["title"] = title
+    nb.cells[1].source += '\ntoken_ref = "env:DRILLBOOK_FD_TOKEN"'
+    body = [FD_LEAKS] + ([f'drill.run_notebook("{child}", {{"token_ref": token_ref}})'] if child else [])
+    nb.cells[3:] = [nbformat.v4.new_code_cell(source) for source in body] + [nbformat.v4.new_code_cell("drill.finish()")]
+    (project.root / "notebooks" / "drills" / f"{name}.ipynb").write_text(nbformat.writes(nb))
+
+
+def test_kernel_output_below_sys_stdout_is_archived_scrubbed_and_never_printed(project: Project) -> None:
+    token = f"fdtok-{secrets.token_hex(8)}"
+    leaky_notebook(project, "fd-child", "Child writing below sys.stdout")
+    leaky_notebook(project, "fd-parent", "Parent writing below sys.stdout", child="fd-child")
+    result = cli(project, "run", "fd-parent", "--env", "local", env={"DRILLBOOK_FD_TOKEN": token})
+    assert token not in result.output
+    assert result.code == 0, result.output
+    bundle, record = only_bundle(project)
+    leaked = [p for p in bundle.rglob("*") if p.is_file() and token in p.read_text(errors="replace")]
+    assert leaked == []
+    for log in ("kernel.log", "fd-child.kernel.log"):  # the parent's kernel and the child's
+        text = (bundle / "attachments" / log).read_text()
+        assert [f"{c} [REDACTED:parameters.token_ref]" in text for c in CHANNELS] == [True] * len(CHANNELS), text
+    assert json.loads((bundle / "attachments" / "fd-child.journal.json").read_text())["status"] == "passed"
     assert cli(project, "verify").code == 0
 
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 import nbformat
 
@@ -33,6 +33,7 @@ from .render import HtmlRenderer
 from .secrets import Redactor, SecretRef, is_secret_ref
 
 DEFAULT_TIMEOUT = 1800.0
+KERNEL_LOG = "kernel.log"  # the kernel process's stdout and stderr, in the private run folder
 CLEANUP_GRACE = 120.0  # after a timeout or abort, how long the kernel gets to run its cleanups
 ProgressFn = Callable[[str, int, int, Any], None]
 
@@ -282,8 +283,8 @@ def import_runner() -> None:
         pass
 
 
-def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervisor,
-                   on_cell: ProgressFn) -> BaseException | None:
+def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervisor, on_cell: ProgressFn,
+                   kernel_output: IO[bytes]) -> BaseException | None:
     try:  # every failure still produces evidence, with its real reason
         import papermill
 
@@ -294,7 +295,7 @@ def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervis
             kernel_name=plan.kernel_name, progress_bar=False,
             log_output=False, cwd=str(plan.path.parent), start_timeout=60, on_cell=on_cell,
             on_client=lambda client: setattr(supervisor, "client", client),
-            config=_private_kernel_config(run_dir),
+            config=_private_kernel_config(run_dir), kernel_output=kernel_output,
         )
         return None
     except BaseException as exc:
@@ -302,12 +303,12 @@ def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervis
 
 
 def _execute_in_thread(plan: Plan, output: Path, run_dir: Path, supervisor: Supervisor,
-                       on_cell: ProgressFn) -> BaseException | None:
+                       on_cell: ProgressFn, kernel_output: IO[bytes]) -> BaseException | None:
     """Run papermill in a worker thread, so the main thread stays free to supervise and
     to receive signals (nbclient would otherwise install its own SIGINT/SIGTERM handlers)."""
     result: list[BaseException | None] = []
     worker = threading.Thread(
-        target=lambda: result.append(_run_papermill(plan, output, run_dir, supervisor, on_cell)),
+        target=lambda: result.append(_run_papermill(plan, output, run_dir, supervisor, on_cell, kernel_output)),
         name="drillbook-papermill", daemon=True,
     )
     worker.start()
@@ -414,6 +415,19 @@ def _runner_error(status: str, reason: str | None, what: str, exc: BaseException
     return ("aborted" if status == "aborted" else "error"), combined
 
 
+def _keep_kernel_output(run_dir: Path, redactor: Redactor, target: Path) -> None:
+    """Archive what the kernel wrote to its stdout/stderr (``KERNEL_LOG`` in the run folder) as
+    an attachment, scrubbed, if it wrote anything. Never printed: it was never scrubbed before."""
+    try:
+        data = (run_dir / KERNEL_LOG).read_bytes()
+    except OSError:
+        return
+    if data.strip():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Decoded with replacement so the scrubber sees text: raw bytes would be archived unscrubbed.
+        target.write_text(redactor.scrub(data.decode("utf-8", "replace")), encoding="utf-8")
+
+
 @dataclass
 class _Ran:
     """What the execution phase left for the archive phase."""
@@ -436,8 +450,9 @@ def _run(plan: Plan, run_dir: Path, project: Path, supervisor: Supervisor, on_ce
     try:
         ran.renderer = HtmlRenderer()
         if ran.exc is None:
-            with _patched_environ(_kernel_env(run_dir, project)):
-                ran.exc = _execute_in_thread(plan, run_dir / "output.ipynb", run_dir, supervisor, on_cell)
+            with _patched_environ(_kernel_env(run_dir, project)), open(run_dir / KERNEL_LOG, "wb") as kernel_output:
+                ran.exc = _execute_in_thread(plan, run_dir / "output.ipynb", run_dir, supervisor, on_cell,
+                                             kernel_output)
     except Exception as exc:  # e.g. no thread could be started
         ran.exc = ran.exc or exc
 
@@ -462,6 +477,7 @@ def _evidence(plan: Plan, base: dict[str, Any], run_dir: Path, supervisor: Super
     refresh_redactor(plan.redactor, plan.env, plan.parameters, project, run_dir / "attachments")
     kernel_journal = journal.read_journal(run_dir)
     status, reason = classify(ran.exc, supervisor.reason, kernel_journal, plan.timeout)
+    _keep_kernel_output(run_dir, plan.redactor, run_dir / "attachments" / KERNEL_LOG)
     warm_error = ran.renderer.wait() if ran.renderer is not None else None
     if warm_error is not None:
         status, reason = _runner_error(status, reason, "the HTML page could not be prepared", warm_error)
@@ -559,6 +575,8 @@ def run_child(parent: Any, name: str, parameters: dict[str, Any]) -> dict[str, A
     """
     import papermill
 
+    from . import engine
+
     project = parent.project
     path, entry = catalog.find(name, project)
     nb = notebooks.read_notebook(path)
@@ -572,13 +590,16 @@ def run_child(parent: Any, name: str, parameters: dict[str, Any]) -> dict[str, A
     child_dir = Path(tempfile.mkdtemp(prefix=f"{path.stem}-", dir=attachments.parent))
     output = attachments / f"{path.stem}.ipynb"
     error: str | None = None
-    with _patched_environ({RUN_DIR_VAR: str(child_dir)}):
+    # The child kernel's stdout/stderr go to a file in its private folder, like the parent's.
+    with _patched_environ({RUN_DIR_VAR: str(child_dir)}), open(child_dir / KERNEL_LOG, "wb") as kernel_output:
         try:
             papermill.execute_notebook(str(path), str(output), parameters=values, progress_bar=False,
+                                       engine_name=engine.ENGINE_NAME, kernel_output=kernel_output,
                                        cwd=str(path.parent), kernel_name=nb.metadata.get("kernelspec", {}).get("name"),
                                        config=_private_kernel_config(child_dir))
         except Exception as exc:
             error = f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"
+    _keep_kernel_output(child_dir, parent.redactor, attachments / f"{path.stem}.{KERNEL_LOG}")
     child = journal.read_journal(child_dir) or {}
     shutil.rmtree(child_dir, ignore_errors=True)
     status = child.get("status") if child.get("status") in journal.STATUSES else ("error" if error else "passed")
