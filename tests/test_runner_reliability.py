@@ -195,6 +195,30 @@ def test_a_runner_bug_while_archiving_still_leaves_an_error_record(project: Proj
     assert cli(project, "verify").code == 0
 
 
+# The operator's Ctrl-C (or a service manager's SIGTERM) arrives just as the run is being archived.
+SIGNAL_WHILE_ARCHIVING = """
+    import os, signal, sys
+    from drillbook import scraps
+
+    read_scraps = scraps.read_scraps
+
+    def signalled_reader(nb):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return read_scraps(nb)
+
+    scraps.read_scraps = signalled_reader
+"""
+
+
+def test_a_signal_while_the_run_is_archived_does_not_lose_the_bundle(project: Project) -> None:
+    project.add_notebook("passes.ipynb")
+    result = run_with_prelude(project, SIGNAL_WHILE_ARCHIVING, "run", "passes", "--env", "local")
+    assert result.code == 0, result.output
+    _, record = only_bundle(project)
+    assert record["status"] == "passed"  # the run had finished: the signal came too late to abort it
+    assert not list((project.state / "inflight").glob("*.json"))
+
+
 # ----------------------------------------------------------------------------- item 5: fd-level output
 FD_LEAKS = '''\
 import logging, os, subprocess, sys

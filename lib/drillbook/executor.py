@@ -18,10 +18,11 @@ import socket
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 import nbformat
 
@@ -208,6 +209,7 @@ class Supervisor:
         self.client: Any = None
         self._deadline = time.monotonic() + timeout
         self._kill_at: float | None = None
+        self._finished = False  # the worker has ended: a signal now only waits for the archive
 
     def kernel_pid(self) -> int | None:
         km = getattr(self.client, "km", None)
@@ -223,6 +225,8 @@ class Supervisor:
                 pass
 
     def interrupt(self, reason: str) -> None:
+        if self._finished:  # the run is over and being archived: let the bundle be written
+            return
         if self.reason is None:
             self.reason = reason
             self._kill_at = time.monotonic() + self.grace
@@ -238,19 +242,28 @@ class Supervisor:
             self._signal(signal.SIGKILL)
             self._kill_at = None
 
-    def watch(self, worker: threading.Thread) -> None:
-        """Wait for the worker; SIGINT/SIGTERM interrupt the kernel instead of the runner."""
+    @contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        """For the whole run, archive included, SIGINT/SIGTERM interrupt the kernel instead of
+        killing the runner: a signal while the bundle is written must not leave no bundle."""
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: self.interrupt("aborted"))
         try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def watch(self, worker: threading.Thread) -> None:
+        """Wait for the worker, interrupting the kernel at the deadline (see ``tick``)."""
+        try:
             while worker.is_alive():
                 worker.join(0.1)
                 self.tick()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self._finished = True  # and the kernel's pid may soon belong to another process
 
 
 # --------------------------------------------------------------------------- execute
@@ -532,14 +545,15 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
                 progress(event, index, total, cell)
 
         ran = _Ran(failed, time.monotonic())
-        _run(plan, run_dir, project, supervisor, on_cell, ran)
-        try:
-            done, clean_nb, html = _evidence(plan, base, run_dir, supervisor, project, ran)
-            attachments: Path | None = run_dir / "attachments"
-        except Exception as problem:  # whatever broke, the run still leaves its record
-            done, clean_nb, html, attachments = _fallback_record(plan, base, ran, problem), None, None, None
-        bundle = evidence.record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
-                                     attachments=attachments)
+        with supervisor.handling_signals():
+            _run(plan, run_dir, project, supervisor, on_cell, ran)
+            try:
+                done, clean_nb, html = _evidence(plan, base, run_dir, supervisor, project, ran)
+                attachments: Path | None = run_dir / "attachments"
+            except Exception as problem:  # whatever broke, the run still leaves its record
+                done, clean_nb, html, attachments = _fallback_record(plan, base, ran, problem), None, None, None
+            bundle = evidence.record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
+                                         attachments=attachments)
         inflight.remove_marker(marker)
         shutil.rmtree(run_dir, ignore_errors=True)
     return Outcome(plan.run_id, done["status"], done["reason"], bundle, done)
