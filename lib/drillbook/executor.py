@@ -487,11 +487,12 @@ def _document(plan: Plan, base: dict[str, Any], run_dir: Path, status: str, reas
 def _evidence(plan: Plan, base: dict[str, Any], run_dir: Path, supervisor: Supervisor, project: Path,
               ran: _Ran) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """Classify the run and build what is archived: record, scrubbed notebook, HTML (if it renders)."""
+    # First, so the warm-up's last imports never overlap any this thread may do from here on.
+    warm_error = ran.renderer.wait() if ran.renderer is not None else None
     refresh_redactor(plan.redactor, plan.env, plan.parameters, project, run_dir / "attachments")
     kernel_journal = journal.read_journal(run_dir)
     status, reason = classify(ran.exc, supervisor.reason, kernel_journal, plan.timeout)
     _keep_kernel_output(run_dir, plan.redactor, run_dir / "attachments" / KERNEL_LOG)
-    warm_error = ran.renderer.wait() if ran.renderer is not None else None
     if warm_error is not None:
         status, reason = _runner_error(status, reason, "the HTML page could not be prepared", warm_error)
     done, clean_nb = _document(plan, base, run_dir, status, reason, kernel_journal, ran)
