@@ -221,7 +221,7 @@ class Supervisor:
         if pid:
             try:
                 os.kill(pid, sig)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):  # gone (its pid maybe reused): nothing to stop
                 pass
 
     def interrupt(self, reason: str) -> None:
