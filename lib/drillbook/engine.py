@@ -1,16 +1,20 @@
 """A papermill engine that tells the runner about its kernel and its progress.
 
 Everything else is papermill's own nbclient engine: the output notebook is saved after each
-cell and failed runs are still written out. Two additions, both callbacks:
+cell and failed runs are still written out. Three additions:
 
 * ``on_client(client)`` right after the notebook client is built, so the runner can find the
   kernel's pid (to interrupt it at a timeout, or stop it after a crash);
-* ``on_cell(event, index, total, cell)`` with event start, complete or failed, for progress.
+* ``on_cell(event, index, total, cell)`` with event start, complete or failed, for progress;
+* ``kernel_output``: a binary file that becomes the kernel process's stdout and stderr. What a
+  kernel writes below ``sys.stdout`` (``os.system``, subprocesses, ``os.write(1, …)``, a logging
+  handler on ``sys.__stderr__``) never reaches the notebook, so it is never scrubbed: it must not
+  reach the runner's terminal either.
 """
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
@@ -44,7 +48,8 @@ class DrillbookEngine(NBClientEngine):
     def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, log_output: bool = False,
                                  stdout_file: Any = None, stderr_file: Any = None, start_timeout: int = 60,
                                  execution_timeout: float | None = None, on_cell: CellCallback | None = None,
-                                 on_client: ClientCallback | None = None, **kwargs: Any) -> Any:
+                                 on_client: ClientCallback | None = None, kernel_output: IO[bytes] | None = None,
+                                 **kwargs: Any) -> Any:
         if on_cell is not None:
             _wrap_progress(nb_man, on_cell)
         kwargs = remove_args(["input_path", "timeout", "startup_timeout"], **kwargs)
@@ -55,7 +60,9 @@ class DrillbookEngine(NBClientEngine):
         )
         if on_client is not None:
             on_client(client)
-        return client.execute()
+        # execute() hands these to KernelManager.start_kernel, which hands them to Popen.
+        launch = {} if kernel_output is None else {"stdout": kernel_output, "stderr": kernel_output}
+        return client.execute(**launch)
 
 
 papermill_engines.register(ENGINE_NAME, DrillbookEngine)

@@ -18,10 +18,11 @@ import socket
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 import nbformat
 
@@ -33,6 +34,7 @@ from .render import HtmlRenderer
 from .secrets import Redactor, SecretRef, is_secret_ref
 
 DEFAULT_TIMEOUT = 1800.0
+KERNEL_LOG = "kernel.log"  # the kernel process's stdout and stderr, in the private run folder
 CLEANUP_GRACE = 120.0  # after a timeout or abort, how long the kernel gets to run its cleanups
 ProgressFn = Callable[[str, int, int, Any], None]
 
@@ -217,6 +219,7 @@ class Supervisor:
         self.client: Any = None
         self._deadline = time.monotonic() + timeout
         self._kill_at: float | None = None
+        self._finished = False  # the worker has ended: a signal now only waits for the archive
 
     def kernel_pid(self) -> int | None:
         km = getattr(self.client, "km", None)
@@ -228,10 +231,12 @@ class Supervisor:
         if pid:
             try:
                 os.kill(pid, sig)
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):  # gone (its pid maybe reused): nothing to stop
                 pass
 
     def interrupt(self, reason: str) -> None:
+        if self._finished:  # the run is over and being archived: let the bundle be written
+            return
         if self.reason is None:
             self.reason = reason
             self._kill_at = time.monotonic() + self.grace
@@ -247,19 +252,28 @@ class Supervisor:
             self._signal(signal.SIGKILL)
             self._kill_at = None
 
-    def watch(self, worker: threading.Thread) -> None:
-        """Wait for the worker; SIGINT/SIGTERM interrupt the kernel instead of the runner."""
+    @contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        """For the whole run, archive included, SIGINT/SIGTERM interrupt the kernel instead of
+        killing the runner: a signal while the bundle is written must not leave no bundle."""
         previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: self.interrupt("aborted"))
         try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def watch(self, worker: threading.Thread) -> None:
+        """Wait for the worker, interrupting the kernel at the deadline (see ``tick``)."""
+        try:
             while worker.is_alive():
                 worker.join(0.1)
                 self.tick()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self._finished = True  # and the kernel's pid may soon belong to another process
 
 
 # --------------------------------------------------------------------------- execute
@@ -271,32 +285,53 @@ def _private_kernel_config(run_dir: Path) -> Any:
     return Config({"KernelManager": {"transport": "ipc", "ip": str(run_dir / "kernel")}})
 
 
-def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervisor,
-                   on_cell: ProgressFn) -> BaseException | None:
-    import papermill
+def import_runner() -> None:
+    """Import, in the calling (main) thread, every module the papermill worker needs.
 
-    from . import engine
+    Imports are not safe across threads for packages that import each other: the worker importing
+    papermill (nbclient, jupyter_client) while the HTML warm-up imports nbconvert (which imports
+    them too) can leave each holding a module half-initialised that the other needs; Python then
+    hands one of them the partial module and the import fails ("cannot import name
+    'AsyncKernelManager' from partially initialized module 'jupyter_client.manager'"). So the
+    worker and the warm-up start only once these are imported.
+    """
+    import papermill  # noqa: F401
 
-    try:
+    from . import engine  # noqa: F401
+
+    try:  # jupyter_client imports these lazily to find the native python3 kernel, in the worker
+        import ipykernel.kernelspec  # noqa: F401
+        import IPython.paths  # noqa: F401
+    except ImportError:  # a kernel of another language: jupyter_client does without them too
+        pass
+
+
+def _run_papermill(plan: Plan, output: Path, run_dir: Path, supervisor: Supervisor, on_cell: ProgressFn,
+                   kernel_output: IO[bytes]) -> BaseException | None:
+    try:  # every failure still produces evidence, with its real reason
+        import papermill
+
+        from . import engine
+
         papermill.execute_notebook(
             str(plan.path), str(output), parameters=plan.parameters, engine_name=engine.ENGINE_NAME,
             kernel_name=plan.kernel_name, progress_bar=False,
             log_output=False, cwd=str(plan.path.parent), start_timeout=60, on_cell=on_cell,
             on_client=lambda client: setattr(supervisor, "client", client),
-            config=_private_kernel_config(run_dir),
+            config=_private_kernel_config(run_dir), kernel_output=kernel_output,
         )
         return None
-    except BaseException as exc:  # every failure still produces evidence, with its real reason
+    except BaseException as exc:
         return exc
 
 
 def _execute_in_thread(plan: Plan, output: Path, run_dir: Path, supervisor: Supervisor,
-                       on_cell: ProgressFn) -> BaseException | None:
+                       on_cell: ProgressFn, kernel_output: IO[bytes]) -> BaseException | None:
     """Run papermill in a worker thread, so the main thread stays free to supervise and
     to receive signals (nbclient would otherwise install its own SIGINT/SIGTERM handlers)."""
     result: list[BaseException | None] = []
     worker = threading.Thread(
-        target=lambda: result.append(_run_papermill(plan, output, run_dir, supervisor, on_cell)),
+        target=lambda: result.append(_run_papermill(plan, output, run_dir, supervisor, on_cell, kernel_output)),
         name="drillbook-papermill", daemon=True,
     )
     worker.start()
@@ -391,6 +426,104 @@ def _load_output(output: Path, plan: Plan) -> Any:
         return notebooks.read_notebook(plan.path)  # the kernel never started: archive the source
 
 
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _runner_error(status: str, reason: str | None, what: str, exc: BaseException) -> tuple[str, str]:
+    """A failure of the runner itself (not of the notebook) makes the run an error, keeping what
+    the notebook's own outcome said; an aborted run stays aborted."""
+    detail = f"{what}: {_describe(exc)}"
+    combined = f"{reason}; {detail}" if reason else detail
+    return ("aborted" if status == "aborted" else "error"), combined
+
+
+def keep_kernel_output(run_dir: Path, redactor: Redactor, target: Path) -> None:
+    """Archive what the kernel wrote to its stdout/stderr (``KERNEL_LOG`` in the run folder) as
+    an attachment, scrubbed, if it wrote anything. Never printed: it was never scrubbed before."""
+    try:
+        data = (run_dir / KERNEL_LOG).read_bytes()
+    except OSError:
+        return
+    if data.strip():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Decoded with replacement so the scrubber sees text: raw bytes would be archived unscrubbed.
+        target.write_text(redactor.scrub(data.decode("utf-8", "replace")), encoding="utf-8")
+
+
+@dataclass
+class _Ran:
+    """What the execution phase left for the archive phase."""
+
+    failed_cells: list[int]
+    t0: float
+    exc: BaseException | None = None
+    renderer: HtmlRenderer | None = None  # None if not even its thread could be started
+
+
+def _run(plan: Plan, run_dir: Path, project: Path, supervisor: Supervisor, on_cell: ProgressFn,
+         ran: _Ran) -> None:
+    """Execute the notebook; the failure to record, if any, goes to ``ran.exc`` (never raised:
+    whatever happens, the run is archived). Everything is imported in this thread first, then
+    the HTML warm-up and the papermill worker start (see ``import_runner``)."""
+    try:
+        import_runner()
+    except Exception as exc:  # nothing can run; the page of the source notebook can still be built
+        ran.exc = exc
+    try:
+        ran.renderer = HtmlRenderer()
+        if ran.exc is None:
+            with _patched_environ(_kernel_env(run_dir, project)), open(run_dir / KERNEL_LOG, "wb") as kernel_output:
+                ran.exc = _execute_in_thread(plan, run_dir / "output.ipynb", run_dir, supervisor, on_cell,
+                                             kernel_output)
+    except Exception as exc:  # e.g. no thread could be started
+        ran.exc = ran.exc or exc
+
+
+def _document(plan: Plan, base: dict[str, Any], run_dir: Path, status: str, reason: str | None,
+              kernel_journal: dict[str, Any] | None, ran: _Ran) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's record and its executed notebook (marked, scrubbed) for this status and reason."""
+    reason = plan.redactor.scrub(reason) if reason else reason  # it is printed and recorded
+    nb = _load_output(run_dir / "output.ipynb", plan)
+    failing = mark_failure(nb, status, reason, ran.failed_cells[0] if ran.failed_cells else None)
+    done = record.complete_record(
+        base, status=status, reason=reason, seconds=time.monotonic() - ran.t0, kernel_journal=kernel_journal,
+        failing_cell=failing, results=scraps.read_scraps(nb).get(scraps.RESULTS_SCRAP),
+    )
+    done["versions"] = {**done["versions"], "kernel_python": nb.metadata.get("language_info", {}).get("version")}
+    return done, plan.redactor.scrub_obj(nb)
+
+
+def _evidence(plan: Plan, base: dict[str, Any], run_dir: Path, supervisor: Supervisor, project: Path,
+              ran: _Ran) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """Classify the run and build what is archived: record, scrubbed notebook, HTML (if it renders)."""
+    # First, so the warm-up's last imports never overlap any this thread may do from here on.
+    warm_error = ran.renderer.wait() if ran.renderer is not None else None
+    kernel_journal = journal.read_journal(run_dir)
+    refresh_redactor(plan.redactor, plan.env, plan.parameters, project, run_dir / "attachments", kernel_journal)
+    status, reason = classify(ran.exc, supervisor.reason, kernel_journal, plan.timeout)
+    keep_kernel_output(run_dir, plan.redactor, run_dir / "attachments" / KERNEL_LOG)
+    if warm_error is not None:
+        status, reason = _runner_error(status, reason, "the HTML page could not be prepared", warm_error)
+    done, clean_nb = _document(plan, base, run_dir, status, reason, kernel_journal, ran)
+    if ran.renderer is None or warm_error is not None:
+        return done, clean_nb, None
+    try:
+        return done, clean_nb, ran.renderer.render(nbformat.from_dict(clean_nb), html_header(done))
+    except Exception as exc:  # the notebook is still archived, and the record says why the page is missing
+        status, reason = _runner_error(status, reason, "the notebook could not be rendered to HTML", exc)
+        done, clean_nb = _document(plan, base, run_dir, status, reason, kernel_journal, ran)
+        return done, clean_nb, None
+
+
+def _fallback_record(plan: Plan, base: dict[str, Any], ran: _Ran, exc: Exception) -> dict[str, Any]:
+    """The record of a run whose evidence could not be built: an error, with the runner's reason."""
+    reason = plan.redactor.scrub(_describe(exc))
+    return record.complete_record(base, status="error", reason=f"the runner failed while archiving the run: {reason}",
+                                  seconds=time.monotonic() - ran.t0, kernel_journal=None, failing_cell=None,
+                                  results=None)
+
+
 def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None = None,
             archive: Path | None = None, state: Path | None = None) -> Outcome:
     from . import evidence
@@ -409,13 +542,9 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
         operator=operator_name(),
     )
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait):
-        renderer = HtmlRenderer()
         marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
         run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet
-        t0 = time.monotonic()
         supervisor = Supervisor(plan.timeout)
-        output = run_dir / "output.ipynb"
-
         failed: list[int] = []
 
         def on_cell(event: str, index: int, total: int, cell: Any) -> None:
@@ -426,31 +555,24 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
             if progress is not None:
                 progress(event, index, total, cell)
 
-        with _patched_environ(_kernel_env(run_dir, project)):
-            exc = _execute_in_thread(plan, output, run_dir, supervisor, on_cell)
-        kernel_journal = journal.read_journal(run_dir)
-        refresh_redactor(plan.redactor, plan.env, plan.parameters, project, run_dir / "attachments", kernel_journal)
-        status, reason = classify(exc, supervisor.reason, kernel_journal, plan.timeout)
-        reason = plan.redactor.scrub(reason) if reason else reason  # it is printed and recorded
-        nb = _load_output(output, plan)
-        failing = mark_failure(nb, status, reason, failed[0] if failed else None)
-        done = record.complete_record(
-            base, status=status, reason=reason, seconds=time.monotonic() - t0, kernel_journal=kernel_journal,
-            failing_cell=failing, results=scraps.read_scraps(nb).get(scraps.RESULTS_SCRAP),
-        )
-        done["versions"]["kernel_python"] = nb.metadata.get("language_info", {}).get("version")
-        clean_nb = plan.redactor.scrub_obj(nb)
-        html = renderer.render(nbformat.from_dict(clean_nb), html_header(done))
-        try:
-            marker.note_outcome(done)  # archiving may be cut short: the next command then finishes it
-            bundle = evidence.record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
-                                         attachments=run_dir / "attachments", on_manifest=marker.note_manifest)
-        except OSError as exc:  # e.g. a full disk: nothing half-written is left, the marker keeps the run
-            raise EvidenceError(f"run {plan.run_id} ended {status} but could not be archived: {exc}",
-                                "free space, then run any drillbook command: it archives the run "
-                                "with this status") from None
+        ran = _Ran(failed, time.monotonic())
+        with supervisor.handling_signals():
+            _run(plan, run_dir, project, supervisor, on_cell, ran)
+            try:
+                done, clean_nb, html = _evidence(plan, base, run_dir, supervisor, project, ran)
+                attachments: Path | None = run_dir / "attachments"
+            except Exception as problem:  # whatever broke, the run still leaves its record
+                done, clean_nb, html, attachments = _fallback_record(plan, base, ran, problem), None, None, None
+            try:
+                marker.note_outcome(done)  # archiving may be cut short: the next command then finishes it
+                bundle = evidence.record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
+                                             attachments=attachments, on_manifest=marker.note_manifest)
+            except OSError as exc:  # e.g. a full disk: nothing half-written is left, the marker keeps the run
+                raise EvidenceError(f"run {plan.run_id} ended {done['status']} but could not be archived: {exc}",
+                                    "free space, then run any drillbook command: it archives the run "
+                                    "with this status") from None
         marker.finish()
-    return Outcome(plan.run_id, status, reason, bundle, done)
+    return Outcome(plan.run_id, done["status"], done["reason"], bundle, done)
 
 
 def html_header(rec: dict[str, Any]) -> dict[str, Any]:
@@ -483,6 +605,8 @@ def run_child(parent: Any, name: str, parameters: dict[str, Any]) -> dict[str, A
     """
     import papermill
 
+    from . import engine
+
     project = parent.project
     path, entry = catalog.find(name, project)
     nb = notebooks.read_notebook(path)
@@ -497,13 +621,16 @@ def run_child(parent: Any, name: str, parameters: dict[str, Any]) -> dict[str, A
     child_dir = Path(tempfile.mkdtemp(prefix="child-", dir=attachments.parent))
     output = attachments / f"{path.stem}.ipynb"
     error: str | None = None
-    with _patched_environ({RUN_DIR_VAR: str(child_dir)}):
+    # The child kernel's stdout/stderr go to a file in its private folder, like the parent's.
+    with _patched_environ({RUN_DIR_VAR: str(child_dir)}), open(child_dir / KERNEL_LOG, "wb") as kernel_output:
         try:
             papermill.execute_notebook(str(path), str(output), parameters=values, progress_bar=False,
+                                       engine_name=engine.ENGINE_NAME, kernel_output=kernel_output,
                                        cwd=str(path.parent), kernel_name=nb.metadata.get("kernelspec", {}).get("name"),
                                        config=_private_kernel_config(child_dir))
         except Exception as exc:
             error = f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"
+    keep_kernel_output(child_dir, parent.redactor, attachments / f"{path.stem}.{KERNEL_LOG}")
     child = journal.read_journal(child_dir) or {}
     shutil.rmtree(child_dir, ignore_errors=True)
     status = child.get("status") if child.get("status") in journal.STATUSES else ("error" if error else "passed")

@@ -343,6 +343,7 @@ def _record_to_archive(info: dict[str, Any], project: Path | None) -> tuple[
         redactor = executor.build_redactor(env, info.get("scrub_parameters") or base.get("parameters", {}), root)
         executor.refresh_redactor(redactor, env, base.get("parameters", {}), root, run_dir / "attachments",
                                   journal.read_journal(run_dir))  # secrets a cell resolved itself
+        executor.keep_kernel_output(run_dir, redactor, run_dir / "attachments" / executor.KERNEL_LOG)
         if output.exists():
             nb = nbformat.read(str(output), as_version=4)
             failing = executor.mark_failure(nb, done["status"], done["reason"],

@@ -4,7 +4,10 @@ nbconvert's ``basic`` template wrapped in a small self-contained page (about 10 
 instead of the ``lab`` template (about 280 KB of CSS per run): evidence pages stay readable
 standalone, and a 10,000-run archive stays small enough to verify in seconds.
 The exporter is built in a background thread while the kernel starts, so its one-off cost
-(imports, template compilation) overlaps the run instead of adding to it.
+(template compilation) overlaps the run instead of adding to it. Its imports happen first, in
+the caller's thread: two threads importing overlapping packages at once can each hold a module
+half-initialised that the other needs, and Python then hands one of them the partial module
+(``ImportError: cannot import name … from partially initialized module …``).
 """
 from __future__ import annotations
 
@@ -38,12 +41,33 @@ table{border-collapse:collapse}td,th{border:1px solid #d0d7de;padding:.2em .5em}
 CONTENT_POLICY = "default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
 
 
+def import_exporter() -> None:
+    """Import everything the warm-up needs, in the calling thread (see the module docstring)."""
+    import nbformat  # noqa: F401
+    from nbconvert import HTMLExporter  # noqa: F401
+    from pygments.formatters import HtmlFormatter  # noqa: F401
+
+    # nbconvert's highlight filter imports IPython's lexers at its first use, which imports all of
+    # IPython: the papermill worker imports parts of it too (IPython.paths, to find the kernel).
+    from IPython.lib import lexers  # noqa: F401
+
+
 class HtmlRenderer:
-    """Builds the exporter in the background; ``render`` waits for it only if it is not ready yet."""
+    """Builds the exporter in the background; ``render`` waits for it only if it is not ready yet.
+
+    Never raises on construction: a failure to import or to warm up is kept, returned by
+    ``wait`` and raised by ``render``, so the caller can record it as evidence.
+    """
 
     def __init__(self) -> None:
         self._exporter: Any = None
         self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        try:
+            import_exporter()
+        except Exception as exc:  # a broken installation: reported like a failed warm-up
+            self._error = exc
+            return
         self._thread = threading.Thread(target=self._warm, name="drillbook-html-warmup", daemon=True)
         self._thread.start()
 
@@ -61,10 +85,16 @@ class HtmlRenderer:
         except BaseException as exc:  # reported when render() is called
             self._error = exc
 
+    def wait(self) -> BaseException | None:
+        """Wait for the warm-up; return why the exporter could not be built, if it could not."""
+        if self._thread is not None:
+            self._thread.join()
+        return self._error
+
     def render(self, nb: Any, header: dict[str, Any]) -> str:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        error = self.wait()
+        if error is not None:
+            raise error
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. scrapbook's mimetype has no HTML representation
             body, _ = self._exporter.from_notebook_node(nb)
