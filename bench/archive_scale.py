@@ -34,7 +34,7 @@ def real_bundle(root: Path) -> Path:
 
 def fill_archive(archive: Path, template: Path, runs: int) -> float:
     from drillbook import evidence, keys
-    from drillbook.secrets import Redactor
+    from drillbook.config.secrets import Redactor
 
     key = keys.load_or_create_signing_key()
     record = json.loads((template / "record.json").read_text())

@@ -36,10 +36,11 @@ from typing import Any
 import nbformat
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from drillbook import catalog, environments, evidence, executor, record
+from drillbook import evidence, executor, record
+from drillbook.config import catalog, environments
 from drillbook.drill import Drill
 from drillbook.render import HtmlRenderer
-from drillbook.secrets import Redactor
+from drillbook.config.secrets import Redactor
 
 REPO = Path(__file__).resolve().parent.parent
 DRILLBOOK = Path(sys.executable).parent / "drillbook"

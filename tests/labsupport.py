@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from drillbook import environments, lab
-from drillbook.environments import Environment
+from drillbook import lab
+from drillbook.config import environments
+from drillbook.config.environments import Environment
 from drillbook.targets.postgres import Postgres
 
 REPO = Path(__file__).resolve().parent.parent

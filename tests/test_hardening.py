@@ -28,7 +28,7 @@ import pytest
 import drillbook
 from conftest import FIXTURES, Project, cli
 from drillbook.errors import ChangeRequired
-from drillbook.secrets import Redactor
+from drillbook.config.secrets import Redactor
 from test_browser import CHROMIUM, CHROMIUM_FLAGS, _Quiet, _require_browser
 from test_site import site_build
 

@@ -231,7 +231,7 @@ def test_binary_known_hosts_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_binary_login_role_file_is_a_postgres_error(tmp_path: Path) -> None:
-    from drillbook.environments import PostgresService
+    from drillbook.config.environments import PostgresService
     from drillbook.targets.pg_connect import PostgresConnections
     from drillbook.targets.pg_results import PostgresError
 

@@ -11,7 +11,8 @@ import psycopg
 import pytest
 
 from conftest import Project, cli
-from drillbook import environments, lab
+from drillbook import lab
+from drillbook.config import environments
 from drillbook.errors import LabError
 from drillbook.targets import postgres as pgt
 from labsupport import REPO, LabProject, free_ports, lab_base, lab_project, make_project, require_sshd  # noqa: F401

@@ -334,7 +334,7 @@ def test_a_marker_that_cannot_be_written_leaves_no_run_folder(tmp_path: Path, mo
     from types import SimpleNamespace
 
     from drillbook import inflight, journal, keys
-    from drillbook.secrets import Redactor
+    from drillbook.config.secrets import Redactor
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -8,7 +8,7 @@ import pytest
 
 from drillbook import lab, ssh
 from drillbook.errors import UnreachableHost
-from drillbook.secrets import Redactor, SecretRef
+from drillbook.config.secrets import Redactor, SecretRef
 from drillbook.shell import CommandFailed, open_shell
 from labsupport import LabProject, free_ports, lab_project, require_sshd  # noqa: F401
 

@@ -8,9 +8,9 @@ import pytest
 
 from drillbook import ledger
 from drillbook.errors import ConfigError, NotebookError, SecretError
-from drillbook.notebooks import Parameter, coerce_parameter
-from drillbook.schedule import Cron
-from drillbook.secrets import Redactor, SecretRef
+from drillbook.config.notebooks import Parameter, coerce_parameter
+from drillbook.config.schedule import Cron
+from drillbook.config.secrets import Redactor, SecretRef
 
 
 # ----------------------------------------------------------------------------- secrets
@@ -72,7 +72,7 @@ def test_cron_previous_before() -> None:
 
 
 def test_due_entries_are_those_whose_cron_fired_since_their_last_run() -> None:
-    from drillbook.schedule import Entry, due_entries
+    from drillbook.config.schedule import Entry, due_entries
 
     daily = Cron.parse("0 3 * * *")
     now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

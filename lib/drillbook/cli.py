@@ -68,7 +68,7 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
 @app.command("list")
 def list_(kind: Optional[str] = typer.Option(None, help="Only 'runbook' or 'drill'.")) -> None:
     """List the runbooks and drills in the catalog."""
-    from . import catalog
+    from .config import catalog
 
     rows = [[e.name, e.kind, e.meta.title, e.meta.owner, e.meta.schedule or "on demand",
              ", ".join(e.meta.controls)] for e in catalog.load_catalog() if kind in (None, e.kind)]
@@ -78,7 +78,7 @@ def list_(kind: Optional[str] = typer.Option(None, help="Only 'runbook' or 'dril
 @app.command()
 def envs() -> None:
     """List the environments in parameters/environments/."""
-    from . import environments
+    from .config import environments
 
     rows = []
     for env in environments.load_environments():
@@ -91,7 +91,7 @@ def envs() -> None:
 @app.command()
 def lint() -> None:
     """Check every notebook and environment: parameters cell, kernelspec, no outputs, metadata, parameters."""
-    from . import lint as linting
+    from .config import lint as linting
 
     problems = linting.lint_project()
     for problem in problems:
@@ -110,7 +110,7 @@ def new(
     owner: str = typer.Option(..., help="Team or person who answers for it."),
 ) -> None:
     """Create a runbook or drill from the template in notebooks/templates/."""
-    from .templates import new_notebook
+    from .config.templates import new_notebook
 
     path = new_notebook(name, kind, title, owner)
     out.print(f"created {path}; open it in JupyterLab, then `drillbook lint`", soft_wrap=True)
@@ -174,7 +174,8 @@ def _run_one(request: Any) -> int:
 def _run_due() -> int:
     from datetime import datetime, timezone
 
-    from . import evidence, schedule
+    from . import evidence
+    from .config import schedule
     from .executor import RunRequest
     from .journal import parse_iso
 

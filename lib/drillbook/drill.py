@@ -24,10 +24,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from . import environments, journal, paths
-from .environments import Environment
+from . import journal, paths
+from .config import environments
+from .config.environments import Environment
 from .errors import ChangeRequired, CheckFailed, DrillbookError, GateNotApproved, NotFound
-from .secrets import Redactor, SecretRef
+from .config.secrets import Redactor, SecretRef
 
 T = TypeVar("T")
 RUN_DIR_VAR = "DRILLBOOK_RUN_DIR"

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from . import keys, ledger
 from .errors import EvidenceError
-from .secrets import Redactor
+from .config.secrets import Redactor
 
 MANIFEST_NAME = "MANIFEST"
 RUNS = "runs"

@@ -26,12 +26,13 @@ from typing import IO, Any, Callable, Iterator
 
 import nbformat
 
-from . import catalog, environments, inflight, journal, keys, locks, notebooks, paths, record, scraps
+from . import inflight, journal, keys, locks, paths, record, scraps
+from .config import catalog, environments, notebooks
 from .drill import RUN_DIR_VAR, operator_name
-from .environments import Environment
+from .config.environments import Environment
 from .errors import DrillbookError, EvidenceError, NotebookError, UnreachableHost
 from .render import HtmlRenderer
-from .secrets import Redactor, SecretRef, is_secret_ref
+from .config.secrets import Redactor, SecretRef, is_secret_ref
 
 DEFAULT_TIMEOUT = 1800.0
 KERNEL_LOG = "kernel.log"  # the kernel process's stdout and stderr, in the private run folder

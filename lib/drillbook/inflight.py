@@ -42,7 +42,7 @@ from .errors import DrillbookError, EvidenceError
 
 if TYPE_CHECKING:
     from .executor import Plan
-    from .secrets import Redactor
+    from .config.secrets import Redactor
 
 SIGNED_AS = b"drillbook in-flight marker v1\n"  # a marker signature can never pass for a ledger one
 STOP_WAIT = 10.0  # how long recovery waits for a killed kernel to be gone (SIGKILL is not instant)
@@ -323,9 +323,10 @@ def _record_to_archive(info: dict[str, Any], project: Path | None) -> tuple[
     and the partial notebook and attachments, scrubbed as the runner would have scrubbed them."""
     import nbformat
 
-    from . import environments, executor
+    from . import executor
+    from .config import environments
     from .render import HtmlRenderer
-    from .secrets import Redactor
+    from .config.secrets import Redactor
 
     run_dir = Path(info["run_dir"])
     base = info["record"]

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .environments import validate_environment
+from .config.environments import validate_environment
 from .errors import DrillbookError, LabError
 from .lab_binaries import (REQUIRED_TOOLS, binary_candidates, choose_binaries, pg_major, supports_tls,
                            wheel_binaries)
@@ -65,10 +65,10 @@ from .lab_ssh import (SSHD_VAR, ensure_ssh_files, known_hosts_line, make_ssh_key
                       ssh_availability, sshd_binary, sshd_pid, start_sshd)
 from .lab_state import LAB_ENV, LAB_USER, NODES, PORT_VARS, LabPaths, LabPorts, LabState, Say, load_state, save_state
 from .lab_tls import ensure_tls, issue_server_certificate, make_ca
-from .secrets import Redactor
+from .config.secrets import Redactor
 from .shell import LocalShell
 from .targets import postgres as pgt
-from .yamlfile import dump_yaml
+from .config.yamlfile import dump_yaml
 
 # The names these helpers had before they moved to their own modules (the tests use them).
 _port_open, _ssh_availability = port_open, ssh_availability
@@ -120,7 +120,7 @@ def lab_postgres(paths: LabPaths, state: LabState, redactor: Redactor | None = N
     redactor = redactor or Redactor()
 
     def secret(ref: str) -> str:
-        from .secrets import SecretRef
+        from .config.secrets import SecretRef
 
         value = SecretRef.parse(ref).resolve(paths.project)
         redactor.add(ref, value)
@@ -188,7 +188,7 @@ class LabStatus:
 
 def _env_warnings(paths: LabPaths, state: LabState) -> list[str]:
     """Does local.yaml describe the lab that runs? A drill against the wrong ports fails late."""
-    from .environments import load_environment
+    from .config.environments import load_environment
 
     if not (paths.project / "parameters" / "environments" / f"{LAB_ENV}.yaml").exists():
         return [f"parameters/environments/{LAB_ENV}.yaml is missing: drills cannot reach the lab"]

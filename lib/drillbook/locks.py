@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .environments import validate_environment_name
+from .config.environments import validate_environment_name
 from .errors import LockBusy
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from .errors import DrillbookError, NotFound
-from .secrets import Redactor
+from .config.secrets import Redactor
 
 
 class CommandFailed(DrillbookError):

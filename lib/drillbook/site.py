@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import catalog, paths, schedule, site_data, site_evidence, site_history, site_runbooks, site_status
+from . import paths, site_data, site_evidence, site_history, site_runbooks, site_status
+from .config import catalog, schedule
 from .errors import ConfigError, DrillbookError
 from .site_files import GENERATED, PageTree, TreeStats
 from .site_paths import COMPLIANCE, DASHBOARD

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable
 
-from . import catalog, site_charts
+from . import site_charts
+from .config import catalog
 from .site_data import Archive, Cache, RunSummary
 from .site_files import PageTree
 from .site_md import badge, code, esc, front_matter, link, rel, table, when

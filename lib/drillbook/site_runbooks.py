@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from . import catalog, environments, notebooks, schedule
+from .config import catalog, environments, notebooks, schedule
 from .errors import DrillbookError
 from .site_data import Archive, Cache, RunSummary
 from .site_files import PageTree

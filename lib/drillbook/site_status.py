@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import catalog, schedule
+from .config import catalog, schedule
 from .errors import ConfigError
 from .site_data import Archive, RunSummary
 from .site_md import admonition, age, badge, code, esc, flag, front_matter, link, number, table, when

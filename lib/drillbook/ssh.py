@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import paramiko
 
 from .errors import UnreachableHost
-from .secrets import Redactor
+from .config.secrets import Redactor
 from .shell import Result, command_text
 
 KEY_TYPES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)

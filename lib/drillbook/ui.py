@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from . import environments, journal
+from . import journal
+from .config import environments
 from .drill import RUN_DIR_VAR, Drill
 
 

@@ -11,8 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import notebooks, paths
-from .errors import ConfigError, DrillbookError, NotFound
+from .. import paths
+from ..errors import ConfigError, DrillbookError, NotFound
+from . import notebooks
 from .schedule import Cron
 
 SOURCES = (("runbooks", "runbook"), ("notebooks/drills", "drill"))

@@ -13,8 +13,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import paths
-from .errors import ConfigError, DrillbookError, NotFound, SecretError
+from .. import paths
+from ..errors import ConfigError, DrillbookError, NotFound, SecretError
 from .secrets import SecretRef
 from .yamlfile import read_yaml
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import catalog, environments, notebooks, paths
-from .errors import DrillbookError
+from .. import paths
+from ..errors import DrillbookError
+from . import catalog, environments, notebooks
 
 
 @dataclass(frozen=True)

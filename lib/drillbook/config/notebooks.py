@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import yaml
 
-from .errors import NotebookError
+from ..errors import NotebookError
+from .yamlfile import load_text
 
 # Parameters every drillbook notebook receives from the runner (see drill.start).
 RUNNER_PARAMETERS = ("env", "dry_run", "approve", "run_id", "change")
@@ -145,10 +147,6 @@ def coerce_parameter(param: Parameter, raw: Any, origin: str) -> Any:
 
 
 def _yaml_value(text: str) -> Any:
-    import yaml
-
-    from .yamlfile import load_text
-
     try:  # the bounded reader: a -p value must not expand (aliases) or recurse without end
         return load_text(text)
     except yaml.YAMLError:

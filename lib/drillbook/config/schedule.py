@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from .. import paths
+from ..errors import ConfigError, DrillbookError
 from .environments import validate_environment_name
-from .errors import ConfigError, DrillbookError
 from .yamlfile import read_yaml
 
 SHORTHANDS = {

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from .errors import SecretError
+from ..errors import SecretError
 
 REF_PATTERN = re.compile(r"^(env|file):(.+)$")
 MIN_SECRET_LENGTH = 4  # shorter values cannot be scrubbed without mangling ordinary text

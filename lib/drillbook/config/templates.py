@@ -6,8 +6,9 @@ from pathlib import Path
 
 import nbformat
 
-from . import catalog, paths
-from .errors import ConfigError, NotFound
+from .. import paths
+from ..errors import ConfigError, NotFound
+from . import catalog
 
 FOLDERS = {"runbook": "runbooks", "drill": "notebooks/drills"}
 

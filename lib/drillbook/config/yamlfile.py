@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MAX_BYTES = 256 * 1024  # environment files and schedules are a few kilobytes
 MAX_DEPTH = 64  # the schema needs about six levels; parameters may nest a little more

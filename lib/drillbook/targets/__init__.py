@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import SecretError
-from ..secrets import SecretRef
+from ..config.secrets import SecretRef
 
 
 def write_file_secret(ref: str, value: str, project: Path) -> Path:

@@ -14,9 +14,9 @@ from typing import Any, Callable, Iterator
 
 import psycopg
 
-from ..environments import PostgresNode, PostgresService
+from ..config.environments import PostgresNode, PostgresService
 from ..errors import NotFound
-from ..secrets import Redactor, SecretRef
+from ..config.secrets import Redactor, SecretRef
 from ..shell import Shell
 from . import write_file_secret
 from .pg_conventions import conninfo

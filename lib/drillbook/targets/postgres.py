@@ -45,9 +45,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..environments import Environment, PostgresService
+from ..config.environments import Environment, PostgresService
 from ..errors import NotFound
-from ..secrets import Redactor, SecretRef
+from ..config.secrets import Redactor, SecretRef
 from .pg_backup import PostgresBackups, Scratch, table_checksums
 from .pg_connect import Connector
 from .pg_conventions import (FENCE_MARKER, NODE_CONF, PASSFILE, REFUSALS, choose_bin_dir, conf_string, conninfo,
