@@ -44,9 +44,10 @@ def due(cron_text: str | None, source: str | None, last: datetime | None, now: d
     try:
         cron = schedule.Cron.parse(cron_text)
         due_at = cron.next_after(last) if last else None
+        overdue = schedule.is_due(cron, last, now)  # the rule `drillbook run --due` applies
     except ConfigError:  # a bad cron is lint's to report; the dashboard shows it as on demand
         return Due(cron_text, source, None, False)
-    return Due(cron_text, source, due_at, due_at is None or due_at <= now)
+    return Due(cron_text, source, due_at, overdue)
 
 
 def _cron_for(name: str, env: str | None, entries: dict[str, catalog.Entry],

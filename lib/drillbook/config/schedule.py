@@ -172,14 +172,19 @@ def _entry(item: object, where: str, project: Path | None) -> Entry:
     return Entry(str(item["drill"]), env, cron, dict(parameters), tuple(approve))
 
 
+def is_due(cron: Cron, last: datetime | None, now: datetime) -> bool:
+    """The one rule for "is it due": the cron has fired since ``last``, the drill's latest finish
+    on that environment (never finished: due). ``drillbook run --due`` and the dashboard both ask it.
+
+    It walks forward from ``last`` instead of back from ``now``, so a rare cron (29 February) is
+    not lost beyond a look-back horizon. A cron that never fires raises ``ConfigError``.
+    """
+    next_firing = cron.next_after(last if last is not None else now)  # also proves the cron fires
+    return last is None or next_firing <= now
+
+
 def due_entries(entries: list[Entry], last_finished: dict[tuple[str, str], datetime],
                 now: datetime) -> list[Entry]:
-    """The entries whose cron has fired since their drill last finished on their environment
-    (``last_finished`` by (drill, env); dry runs do not count and should not be in it)."""
-    due = []
-    for entry in entries:
-        fired = entry.cron.previous_before(now)
-        last = last_finished.get((entry.drill, entry.env))
-        if fired is not None and (last is None or last < fired):
-            due.append(entry)
-    return due
+    """The entries that are due (``is_due``) given ``last_finished`` by (drill, env); dry runs do
+    not count and should not be in it."""
+    return [entry for entry in entries if is_due(entry.cron, last_finished.get((entry.drill, entry.env)), now)]
