@@ -15,9 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from drillbook import lab
 from drillbook.config import environments
 from drillbook.config.environments import Environment
+from drillbook.lab import control
+from drillbook.lab.environment import environment_yaml
+from drillbook.lab.oslevel import lab_user
+from drillbook.lab.sshd import ssh_availability, sshd_binary
+from drillbook.lab.state import LabPaths, LabPorts
 from drillbook.targets.postgres import Postgres
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,11 +44,11 @@ def free_ports(count: int) -> list[int]:
 @dataclass
 class LabProject:
     root: Path
-    ports: lab.LabPorts
+    ports: LabPorts
 
     @property
-    def paths(self) -> lab.LabPaths:
-        return lab.LabPaths(self.root)
+    def paths(self) -> LabPaths:
+        return LabPaths(self.root)
 
     @property
     def env(self) -> Environment:
@@ -54,14 +58,14 @@ class LabProject:
         return Postgres.from_environment(self.env, self.root)
 
 
-def make_project(base: Path, ports: lab.LabPorts) -> Path:
+def make_project(base: Path, ports: LabPorts) -> Path:
     """A project whose local.yaml describes a lab on ``ports``, with the smoke drill."""
     root = base / "project"
     (root / "parameters" / "environments").mkdir(parents=True)
     (root / "runbooks").mkdir()
     (root / "notebooks" / "drills").mkdir(parents=True)
     shutil.copy(REPO / "notebooks" / "drills" / "smoke.ipynb", root / "notebooks" / "drills")
-    text = lab.environment_yaml(ports, lab.lab_user(), parameters={"smoke": {"min_free_disk_percent": 1}})
+    text = environment_yaml(ports, lab_user(), parameters={"smoke": {"min_free_disk_percent": 1}})
     (root / "parameters" / "environments" / "local.yaml").write_text(text)
     return root
 
@@ -80,11 +84,11 @@ def lab_project() -> LabProject:
     if _LAB is None:
         base = lab_base()
         pg1, pg2, ssh = free_ports(3)
-        ports = lab.LabPorts(pg1=pg1, pg2=pg2, ssh=ssh)
+        ports = LabPorts(pg1=pg1, pg2=pg2, ssh=ssh)
         root = make_project(base, ports)
         _LAB = LabProject(root, ports)
         try:
-            lab.up(root, ports)
+            control.up(root, ports)
         except BaseException:
             _teardown()
             raise
@@ -98,16 +102,16 @@ def _teardown() -> None:
         return
     root, _LAB = _LAB.root, None
     try:
-        lab.down(root, purge=True)
+        control.down(root, purge=True)
     finally:
         shutil.rmtree(root.parent, ignore_errors=True)
 
 
 def require_sshd() -> None:
     """Skip without an OpenSSH server, except under CI, where that is a failure."""
-    if lab.sshd_binary() is not None:
+    if sshd_binary() is not None:
         return
-    why = lab._ssh_availability(None)  # e.g. "unavailable: no OpenSSH server binary (…)"
+    why = ssh_availability(None)  # e.g. "unavailable: no OpenSSH server binary (…)"
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and the lab's sshd is {why}: the SSH tests must run here, not skip")
     pytest.skip(f"lab sshd {why}")

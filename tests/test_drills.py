@@ -18,8 +18,12 @@ import pytest
 import yaml
 
 from conftest import REPO, CliResult, cli
-from drillbook import lab, measure
+from drillbook import measure
+from drillbook.lab import control
+from drillbook.lab.sshd import sshd_binary
+from drillbook.lab.state import NODES
 from drillbook.measure import ProbeResult
+from drillbook.pki import issue_server_certificate, make_ca
 from drillbook.procedures import failover, restore, rotation
 from drillbook.procedures.failover import FailoverRefused
 from drillbook.targets.postgres import TableSum
@@ -76,8 +80,8 @@ def test_restored_tables_are_compared_with_the_source_at_the_backup_point() -> N
 def test_certificate_fingerprint_is_the_sha256_of_its_der() -> None:
     import ssl
 
-    ca_cert, ca_key = lab.make_ca()
-    cert, _ = lab.issue_server_certificate(ca_cert, ca_key, days=10)
+    ca_cert, ca_key = make_ca()
+    cert, _ = issue_server_certificate(ca_cert, ca_key, days=10)
     assert rotation.fingerprint(cert) == hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert)).hexdigest()
     assert 9.9 <= rotation.days_left(rotation.not_after(cert)) <= 10.1
 
@@ -120,7 +124,7 @@ def run(project: LabProject, tmp_path: Path, drill: str, *args: str, env: str = 
     """`drillbook run` in a subprocess; returns its output, the archived record and the bundle."""
     archive = tmp_path / "archive"
     before = set((archive / "runs").glob("*")) if (archive / "runs").exists() else set()
-    extra = [] if lab.sshd_binary() else ["--skip-preflight"]  # the test lab lists lab-ssh as a required host
+    extra = [] if sshd_binary() else ["--skip-preflight"]  # the test lab lists lab-ssh as a required host
     result = cli(project.root, "run", drill, "--env", env, *args, *extra,
                  env={"DRILLBOOK_ARCHIVE": str(archive)}, timeout=600)
     added = set((archive / "runs").glob("*")) - before
@@ -168,13 +172,13 @@ def lab_state(project: LabProject) -> dict:
         "server.crt": paths.tls / "server.crt", "authorized_keys": paths.ssh / "authorized_keys",
         "client_key": paths.ssh / "client_key"}.items()}
     left = sorted(str(p.relative_to(paths.data)) for d in ("backups", "scratch") for p in (paths.data / d).glob("*"))
-    pids = {n: digest(paths.node(n) / "postmaster.pid") for n in lab.NODES}  # a restart writes a new one
+    pids = {n: digest(paths.node(n) / "postmaster.pid") for n in NODES}  # a restart writes a new one
     return {"nodes": nodes, "logins": logins, "writes": writes, "primary_started": started, "files": files,
             "leftovers": left, "pids": pids}
 
 
 def assert_healthy(project: LabProject) -> None:
-    report = lab.status(project.root)
+    report = control.status(project.root)
     assert report.healthy, [(n.name, n.role, n.streaming, n.fenced) for n in report.nodes]
 
 

@@ -9,7 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from drillbook import lab, measure
+from drillbook import measure
+from drillbook.lab import control
+from drillbook.lab.binaries import pg_major
+from drillbook.lab.oslevel import lab_user, port_open
+from drillbook.lab.pg import SAMPLE_ROWS
+from drillbook.pki import make_ca
 from drillbook.targets import postgres as pgt
 from labsupport import LabProject, free_ports, lab_project  # noqa: F401
 
@@ -72,7 +77,7 @@ def test_roles_states_and_lag(pg: pgt.Postgres) -> None:
 
 @pytest.mark.integration
 def test_commands_run_as_the_owner_of_the_data_directory(pg: pgt.Postgres) -> None:
-    assert pg.run("pg1", "id -un", what="whoami").stdout.strip() == lab.lab_user()
+    assert pg.run("pg1", "id -un", what="whoami").stdout.strip() == lab_user()
     with pytest.raises(pgt.PostgresError, match=r"false-thing failed on postgres/pg1 \(exit 3\): boom"):
         pg.run("pg1", "echo boom >&2; exit 3", what="false-thing")
 
@@ -91,7 +96,7 @@ def test_primary_connections_follow_the_writable_node(pg: pgt.Postgres) -> None:
 def test_checksums_see_any_change_and_match_on_the_standby(pg: pgt.Postgres) -> None:
     with pg.connect(autocommit=False) as conn:
         before = pgt.table_checksums(conn)
-        assert {t: s.rows for t, s in before.items()} == lab.SAMPLE_ROWS
+        assert {t: s.rows for t, s in before.items()} == SAMPLE_ROWS
         conn.execute("UPDATE products SET title = title || '!' WHERE id = 500")
         changed = pgt.table_checksums(conn)
         assert changed["products"].md5 != before["products"].md5 and changed["products"].rows == 1000
@@ -154,7 +159,7 @@ def test_backup_restores_into_a_scratch_instance_that_is_then_removed(pg: pgt.Po
             with scratch.connect(dbname="app") as restored, pg.connect() as source:
                 assert pgt.table_checksums(restored) == pgt.table_checksums(source)
                 assert restored.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
-        assert not Path(scratch.data_dir).exists() and not lab._port_open(port)
+        assert not Path(scratch.data_dir).exists() and not port_open(port)
     finally:
         pg.remove_backup(backup)
     assert not Path(backup.path).exists()
@@ -193,7 +198,7 @@ def test_up_repairs_an_app_password_that_does_not_match(pg: pgt.Postgres, lab_pr
     pg.set_password(user, "something-else-entirely")
     with pytest.raises(psycopg.OperationalError):
         pg.connect()
-    lab.up(lab_project.root)
+    control.up(lab_project.root)
     with pg.connect() as conn:
         assert conn.execute("SELECT session_user").fetchone()[0] == user
 
@@ -218,7 +223,7 @@ def test_tls_certificate_rotation_is_served_after_reload(pg: pgt.Postgres) -> No
 
 @pytest.mark.integration
 def test_served_certificate_reports_an_unverifiable_one(pg: pgt.Postgres, tmp_path: Path) -> None:
-    other, _ = lab.make_ca("not the lab CA")
+    other, _ = make_ca("not the lab CA")
     (tmp_path / "ca.crt").write_text(other)
     node = pg.node("pg1")
     cert = pgt.fetch_served_certificate(node.address, node.port, str(tmp_path / "ca.crt"))
@@ -233,4 +238,4 @@ def test_binaries_come_from_the_environment_or_are_found_by_pg_version(lab_proje
     found = pgt.Postgres(service, shell=target._open_shell, secret=target._secret, project=lab_project.root)
     with found:
         version = Path(found.data_dir("pg1"), "PG_VERSION").read_text().strip()
-        assert lab.pg_major(Path(found.bin_dir("pg1"))) == int(version)
+        assert pg_major(Path(found.bin_dir("pg1"))) == int(version)

@@ -126,7 +126,7 @@ class Drill:
 
     def shell(self, host: str) -> Any:
         """A shell on one of the environment's hosts (local subprocess or SSH), redacting secrets."""
-        from .shell import open_shell
+        from .shells.open import open_shell
 
         return open_shell(self.env, host, self.secret, self.redactor, self.project)
 

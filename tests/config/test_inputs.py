@@ -221,7 +221,7 @@ def test_binary_known_hosts_file_is_refused(tmp_path: Path) -> None:
     import paramiko
 
     from drillbook.errors import UnreachableHost
-    from drillbook.ssh import SSHShell
+    from drillbook.shells.ssh import SSHShell
 
     known = tmp_path / "known_hosts"
     known.write_bytes(bytes(range(128, 256)))

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from .. import measure
 from ..errors import DrillbookError, NotFound
+from ..pki import public_line
 from ..targets import write_file_secret
 from ..targets.postgres import Postgres, PostgresError, ServedCert, alternate_login, is_refusal
 
@@ -232,8 +233,6 @@ class SshKeyRotation:
     that was added but never published (the old one still works then)."""
 
     def __init__(self, drill: Any, host: str, shell: Any) -> None:
-        from ..lab import public_line
-
         self.drill, self.host, self.shell = drill, host, shell
         self.spec = drill.env.hosts[host]
         self.old_private = drill.secret(self.spec.key)
@@ -244,7 +243,7 @@ class SshKeyRotation:
 
     def login(self, which: str) -> tuple[bool, str]:
         """Try a fresh login with the ``old`` or ``new`` key (host key checked as always)."""
-        from ..ssh import try_login
+        from ..shells.ssh import try_login  # paramiko: loaded only when an SSH key rotates
 
         key = self.old_private if which == "old" else self.new_private
         if key is None:
@@ -252,7 +251,7 @@ class SshKeyRotation:
         return try_login(self.spec, key, self.drill.project, name=f"{self.host} ({which} key)")
 
     def add_new(self) -> str:
-        from ..ssh import authorized_keys_add, new_keypair
+        from ..shells.ssh import authorized_keys_add, new_keypair  # paramiko: loaded only when an SSH key rotates
 
         self.new_private, self.new_public = new_keypair(f"drillbook-{self.drill.run_id}")
         self.drill.redactor.add(f"hosts.{self.host}.key (new)", self.new_private)
@@ -275,13 +274,13 @@ class SshKeyRotation:
         return f"new key stored in {path.name} (0600)"
 
     def remove_old(self) -> str:
-        from ..ssh import authorized_keys_remove
+        from ..shells.ssh import authorized_keys_remove  # paramiko: loaded only when an SSH key rotates
 
         authorized_keys_remove(self.shell, self.spec.authorized_keys, self.old_public)
         return f"removed key …{self.old_public.split()[1][-12:]} from authorized_keys"
 
     def undo(self) -> str:
-        from ..ssh import authorized_keys_remove
+        from ..shells.ssh import authorized_keys_remove  # paramiko: loaded only when an SSH key rotates
 
         if self.new_public is None or self.published:
             return "nothing to undo"
@@ -291,7 +290,7 @@ class SshKeyRotation:
 
 def check_ssh_rotated(drill: Any, host: str, old_private: str) -> None:
     """Independently of the runbook: the key the environment holds now is new and logs in; the old is refused."""
-    from ..ssh import try_login
+    from ..shells.ssh import try_login  # paramiko: loaded only when an SSH key rotates
 
     spec = drill.env.hosts[host]
     new_private = drill.secret(spec.key)  # read afresh: the runbook published a new one

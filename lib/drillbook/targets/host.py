@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..shell import Shell
+from ..shells.base import Shell
 
 
 @dataclass(frozen=True)

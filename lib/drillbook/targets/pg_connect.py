@@ -17,7 +17,7 @@ import psycopg
 from ..config.environments import PostgresNode, PostgresService
 from ..errors import NotFound
 from ..config.secrets import Redactor, SecretRef
-from ..shell import Shell
+from ..shells.base import Shell
 from . import write_file_secret
 from .pg_conventions import conninfo
 from .pg_results import Credentials, PostgresError

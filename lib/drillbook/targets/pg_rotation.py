@@ -124,7 +124,7 @@ class PostgresRotation(PostgresReplication):
 
         Only a lab has its CA here; elsewhere get the certificate from your PKI.
         """
-        from ..lab_tls import issue_server_certificate
+        from ..pki import issue_server_certificate
 
         if not self.service.ca_key or not self._rootcert():
             raise PostgresError(f"service {self.name!r} has no CA key to issue certificates with",

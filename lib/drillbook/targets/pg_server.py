@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import psycopg
 
 from ..errors import DrillbookError
-from ..shell import Result, Shell
+from ..shells.base import Result, Shell
 from .pg_connect import PostgresConnections
 from .pg_conventions import FENCE_MARKER, NODE_CONF, choose_bin_dir, first_line
 from .pg_results import PostgresError

@@ -78,7 +78,7 @@ class Postgres(PostgresBackups, PostgresRotation):
     def from_environment(cls, env: Environment, project: Path, service: str | None = None,
                          redactor: Redactor | None = None) -> Postgres:
         """The service outside a drill (CLI, lab, tests). Secrets are scrubbed from shell output."""
-        from ..shell import open_shell
+        from ..shells.open import open_shell
 
         redactor = redactor or Redactor()
         name, spec = _service(env, service)

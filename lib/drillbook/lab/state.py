@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .errors import LabError
+from ..errors import LabError
 
 LAB_ENV = "local"  # the environment file that describes the lab
 LAB_USER = "drillbook-lab"  # the unprivileged OS user the servers run as when we are root

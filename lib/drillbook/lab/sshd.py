@@ -9,9 +9,10 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import LabError
-from .lab_os import as_user, require_free_port, stop_pid, wait_port, write_private
-from .lab_state import LabPaths, LabState, Say
+from ..errors import LabError
+from ..pki import make_ssh_key, public_line
+from .oslevel import as_user, require_free_port, stop_pid, wait_port, write_private
+from .state import LabPaths, LabState, Say
 
 SSHD_VAR = "DRILLBOOK_LAB_SSHD"  # path of the sshd to run, or "none" for a lab without ssh
 
@@ -39,27 +40,8 @@ def render_sshd_config(paths: LabPaths, port: int, user: str) -> str:
     ])
 
 
-def make_ssh_key(comment: str) -> tuple[str, str]:
-    """A new ed25519 key: (private key in OpenSSH format, public key line)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    return private, f"{public} {comment}"
-
-
-def public_line(private_openssh: str, comment: str = "") -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_ssh_private_key(private_openssh.encode(), password=None)
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    return f"{public} {comment}".strip()
-
-
 def known_hosts_line(address: str, port: int, host_public: str) -> str:
+    """The known_hosts line for a host's public key (OpenSSH writes a non-22 port as ``[address]:port``)."""
     where = address if port == 22 else f"[{address}]:{port}"
     return f"{where} {' '.join(host_public.split()[:2])}"
 

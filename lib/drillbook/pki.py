@@ -1,20 +1,44 @@
-"""The lab's TLS: its own CA (``.lab/ca/``) and the server certificate both nodes present (``data/tls/``).
+"""Keys and certificates: SSH key pairs, a certificate authority, and server certificates it signs.
 
-``make_ca`` and ``issue_server_certificate`` also serve a certificate rotation drill
-(``Postgres.issue_server_certificate`` with the lab's CA key).
+    private, public = make_ssh_key("drillbook-run-42")     # ed25519: OpenSSH private key, public line
+    public_line(private)                                    # the public key line of a private key
+    ca_cert, ca_key = make_ca()                             # PEM, a self-signed CA
+    cert, key = issue_server_certificate(ca_cert, ca_key, ["127.0.0.1", "localhost"])
+
+The lab creates its CA and keys with these; production code uses them too: an SSH key rotation
+makes its new key here, a TLS certificate rotation issues its certificate from the environment's CA.
 """
 from __future__ import annotations
 
 import datetime as dt
-import os
+import ipaddress
 
-from .lab_os import chown, write_private
-from .lab_state import LabPaths
+
+def make_ssh_key(comment: str) -> tuple[str, str]:
+    """A new ed25519 key: (private key in OpenSSH format, public key line)."""
+    # cryptography is imported on first use: it costs start-up time and most commands make no key.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return private, f"{public} {comment}"
+
+
+def public_line(private_openssh: str, comment: str = "") -> str:
+    """The public key line (``ssh-ed25519 AAAA… comment``) of an OpenSSH private key."""
+    from cryptography.hazmat.primitives import serialization  # start-up time, as above
+
+    key = serialization.load_ssh_private_key(private_openssh.encode(), password=None)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return f"{public} {comment}".strip()
 
 
 def make_ca(common_name: str = "drillbook lab CA", days: int = 3650) -> tuple[str, str]:
     """A new CA certificate and key (PEM)."""
-    from cryptography import x509
+    from cryptography import x509  # start-up time, as above
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
@@ -39,9 +63,7 @@ def make_ca(common_name: str = "drillbook lab CA", days: int = 3650) -> tuple[st
 def issue_server_certificate(ca_cert_pem: str, ca_key_pem: str, names: list[str] | tuple[str, ...] = ("127.0.0.1", "localhost"),
                              days: int = 365, common_name: str = "drillbook lab postgres") -> tuple[str, str]:
     """A server certificate for ``names`` (IP addresses or DNS names) signed by the CA; (cert, key) PEM."""
-    import ipaddress
-
-    from cryptography import x509
+    from cryptography import x509  # start-up time, as above
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -67,20 +89,3 @@ def issue_server_certificate(ca_cert_pem: str, ca_key_pem: str, names: list[str]
     return (cert.public_bytes(serialization.Encoding.PEM).decode(),
             key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                               serialization.NoEncryption()).decode())
-
-
-def ensure_tls(paths: LabPaths, user: str) -> None:
-    """Create the CA and the server certificate if missing (the key 0600 and the lab user's)."""
-    ca_cert, ca_key = paths.ca / "ca.crt", paths.ca / "ca.key"
-    if not ca_cert.exists() or not ca_key.exists():
-        cert, key = make_ca()
-        write_private(ca_key, key)
-        ca_cert.write_text(cert)
-        os.chmod(ca_cert, 0o644)
-    server_cert, server_key = paths.tls / "server.crt", paths.tls / "server.key"
-    if not server_cert.exists() or not server_key.exists():
-        cert, key = issue_server_certificate(ca_cert.read_text(), ca_key.read_text())
-        write_private(server_key, key, owner=user)  # PostgreSQL insists its key is 0600 and its own
-        server_cert.write_text(cert)
-        os.chmod(server_cert, 0o644)
-        chown(server_cert, user)

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import LabError
-from .lab_state import LAB_ENV, LAB_USER, LabPaths
+from ..errors import LabError
+from .state import LAB_ENV, LAB_USER, LabPaths
 
 # ----------------------------------------------------------------------------- the OS user
 def lab_user() -> str:

@@ -1,4 +1,4 @@
-"""``SSHShell``: the shell interface of ``shell.py`` over SSH, with paramiko.
+"""``SSHShell``: the shell interface of ``base.py`` over SSH, with paramiko.
 
     sh = drill.shell("lab-ssh")              # an environment host with ``shell: ssh``
     sh.run("uname -n", check=True).stdout     # Result(command, exit_code, stdout, stderr, seconds)
@@ -23,13 +23,17 @@ import shlex
 import socket
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import paramiko
 
-from .errors import UnreachableHost
-from .config.secrets import Redactor
-from .shell import Result, command_text
+from ..errors import UnreachableHost
+from ..pki import make_ssh_key
+from ..config.secrets import Redactor
+from .base import Result, Shell, command_text
+
+if TYPE_CHECKING:  # annotations only: a host's settings come from the environment model
+    from ..config.environments import Host
 
 KEY_TYPES: tuple[type[paramiko.PKey], ...] = (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey)
 
@@ -59,7 +63,7 @@ class SSHShell:
         self._client: paramiko.SSHClient | None = None
 
     @classmethod
-    def from_host(cls, host_name: str, host_spec: Any, secret: Callable[[str], str], redactor: Redactor,
+    def from_host(cls, host_name: str, host_spec: Host, secret: Callable[[str], str], redactor: Redactor,
                   project: Path) -> SSHShell:
         """The shell for an environment host (``shell: ssh``), connected. Raises ``UnreachableHost``."""
         if not host_spec.key:
@@ -203,12 +207,10 @@ def _decode(chunks: list[bytes]) -> str:
 # ----------------------------------------------------------------------------- key rotation
 def new_keypair(comment: str = "drillbook") -> tuple[str, str]:
     """A new ed25519 key: (private key, OpenSSH format; public key line for authorized_keys)."""
-    from .lab import make_ssh_key
-
     return make_ssh_key(comment)
 
 
-def _remote_path(shell: Any, path: str) -> str:
+def _remote_path(shell: Shell, path: str) -> str:
     """Expand ``~`` and ``$VARS`` of an authorized_keys path the way the host's shell does."""
     if not re.fullmatch(r"[A-Za-z0-9_$./{}~-]+", path):
         raise UnreachableHost(f"authorized_keys path {path!r} has characters drillbook will not pass to a shell")
@@ -217,7 +219,7 @@ def _remote_path(shell: Any, path: str) -> str:
     return expanded
 
 
-def authorized_keys_add(shell: Any, path: str, public_line: str) -> None:
+def authorized_keys_add(shell: Shell, path: str, public_line: str) -> None:
     """Append a public key to the authorized_keys file at ``path`` on the shell's host (idempotent)."""
     file = shlex.quote(_remote_path(shell, path))
     key = shlex.quote(public_line.strip())
@@ -225,7 +227,7 @@ def authorized_keys_add(shell: Any, path: str, public_line: str) -> None:
               timeout=30, check=True)
 
 
-def authorized_keys_remove(shell: Any, path: str, public_line: str) -> None:
+def authorized_keys_remove(shell: Shell, path: str, public_line: str) -> None:
     """Remove every line holding this public key (matched on its base64 blob) from authorized_keys."""
     blob = public_line.split()[1]
     file = shlex.quote(_remote_path(shell, path))
@@ -234,7 +236,7 @@ def authorized_keys_remove(shell: Any, path: str, public_line: str) -> None:
               timeout=30, check=True)
 
 
-def try_login(host_spec: Any, private_key: str, project: Path, name: str = "probe") -> tuple[bool, str]:
+def try_login(host_spec: Host, private_key: str, project: Path, name: str = "probe") -> tuple[bool, str]:
     """Can ``private_key`` log in to the host? (True, "") or (False, why). Host keys are still checked."""
     known = Path(host_spec.known_hosts).expanduser()
     known = known if known.is_absolute() else project / known

@@ -6,16 +6,17 @@ pair from what is on disk (``disk_facts``) and what runs.
 """
 from __future__ import annotations
 
+import secrets as pysecrets
 import shlex
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
-from .errors import LabError
-from .lab_os import write_private
-from .lab_state import NODES, LabPaths, Say
-from .targets import postgres as pgt
+from ..errors import LabError
+from ..targets import postgres as pgt
+from .oslevel import write_private
+from .state import NODES, LabPaths, Say
 
 APP_GROUP, APP_LOGINS = "app", ("app_blue", "app_green")
 
@@ -23,8 +24,6 @@ APP_GROUP, APP_LOGINS = "app", ("app_blue", "app_green")
 # ----------------------------------------------------------------------------- passwords
 def ensure_secrets(paths: LabPaths) -> None:
     """Create the passwords of the lab's roles, and ``secrets/app_user`` naming the first login, if missing."""
-    import secrets as pysecrets
-
     for name in ("admin_password", "replication_password", "app_password"):
         if not paths.secret(name).exists():
             write_private(paths.secret(name), pysecrets.token_urlsafe(24) + "\n")

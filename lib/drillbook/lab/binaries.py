@@ -2,15 +2,20 @@
 
 System ones are found through ``pg_config`` and ``/usr/lib/postgresql/*/bin``. The lab needs
 every tool of ``REQUIRED_TOOLS`` and a build with OpenSSL (it serves TLS only); existing data
-needs the major version it was created with.
+needs the major version it was created with. ``select_binaries`` decides, and links ``.lab/bin`` to them.
 """
 from __future__ import annotations
 
+import glob
+import importlib.util
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from .targets.pg_conventions import choose_bin_dir
+from ..errors import LabError
+from ..targets.pg_conventions import choose_bin_dir
+from .state import NODES, LabPaths, LabState
 
 REQUIRED_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup", "pg_rewind", "pg_controldata")
 
@@ -33,8 +38,6 @@ def binary_candidates(pg_config: str | None = "pg_config", pattern: str = "/usr/
         out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, timeout=10)
         if out.returncode == 0 and out.stdout.strip():
             dirs.append(Path(out.stdout.strip()))
-    import glob
-
     dirs += [Path(p) for p in glob.glob(pattern)]
     found: dict[str, int] = {}
     for directory in dirs:
@@ -48,8 +51,6 @@ def binary_candidates(pg_config: str | None = "pg_config", pattern: str = "/usr/
 
 def wheel_binaries() -> tuple[int, str] | None:
     """The PostgreSQL shipped in the pgserver wheel, if installed."""
-    import importlib.util
-
     spec = importlib.util.find_spec("pgserver")  # located, not imported: importing it has side effects
     if spec is None or not spec.origin:
         return None
@@ -72,3 +73,41 @@ def supports_tls(bin_dir: Path) -> bool:
         return True  # cannot tell: the server's log will say if ssl = on is refused
     out = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True, timeout=10).stdout
     return "--with-openssl" in out or "--with-ssl=openssl" in out
+
+
+def select_binaries(paths: LabPaths, state: LabState) -> None:
+    """Choose the binaries (those in use if they still fit the data), record them in ``state``, link ``.lab/bin``."""
+    want = data_version(paths)
+    current = Path(state.bin_dir) if state.bin_dir else None
+    if current and (current / "pg_ctl").is_file() and (want is None or pg_major(current) == want):
+        chosen: str | None = str(current)
+    else:
+        found = binary_candidates()
+        usable = [c for c in found if supports_tls(Path(c[1]))]
+        chosen = choose_binaries(usable, want)
+        if not chosen and found:
+            raise LabError(f"the PostgreSQL binaries found ({', '.join(p for _, p in found)}) cannot serve TLS, "
+                           "and the lab serves nothing else", "install PostgreSQL built with OpenSSL: apt-get install "
+                           "postgresql (make system-deps does it as root)")
+    if not chosen:
+        need = f"PostgreSQL {want}" if want else "PostgreSQL"
+        raise LabError(f"no {need} binaries found (looked at pg_config, /usr/lib/postgresql/*/bin, the pgserver wheel)",
+                       "apt-get install postgresql (make system-deps does it as root)"
+                       + ("; or drillbook lab down --purge to start over with another version" if want else ""))
+    state.bin_dir, state.pg_major = chosen, pg_major(Path(chosen)) or 0
+    if paths.bin.is_symlink() or paths.bin.exists():
+        if os.readlink(paths.bin) == chosen:
+            return
+        paths.bin.unlink()
+    paths.bin.symlink_to(chosen)
+
+
+def data_version(paths: LabPaths) -> int | None:
+    """The PostgreSQL major version the lab's data was created with (None before there is data)."""
+    for name in NODES:
+        version = paths.node(name) / "PG_VERSION"
+        try:
+            return int(version.read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return None

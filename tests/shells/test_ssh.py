@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from drillbook import lab, ssh
 from drillbook.errors import UnreachableHost
+from drillbook.lab.oslevel import lab_user
+from drillbook.lab.sshd import known_hosts_line
+from drillbook.pki import make_ssh_key
 from drillbook.config.secrets import Redactor, SecretRef
-from drillbook.shell import CommandFailed, open_shell
+from drillbook.shells import ssh
+from drillbook.shells.base import CommandFailed
+from drillbook.shells.open import open_shell
 from labsupport import LabProject, free_ports, lab_project, require_sshd  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -31,7 +35,7 @@ def shell_for(lab_project: LabProject, spec, redactor: Redactor | None = None, *
 def test_key_auth_runs_commands_as_the_lab_user(lab_project: LabProject, host) -> None:
     with shell_for(lab_project, host) as sh:
         result = sh.run("id -un", check=True)
-        assert result.stdout.strip() == lab.lab_user() and result.exit_code == 0
+        assert result.stdout.strip() == lab_user() and result.exit_code == 0
         assert sh.run(["printf", "%s|", "two words", "it's"]).stdout == "two words|it's|"  # lists are quoted
         assert sh.run("cat", input="line 1\nline 2\n").stdout == "line 1\nline 2\n"
         assert sh.run("cat").stdout == ""  # stdin is closed: commands that read it do not hang
@@ -76,9 +80,9 @@ def test_unknown_host_key_is_refused_and_not_added(lab_project: LabProject, host
 
 
 def test_changed_host_key_is_refused(lab_project: LabProject, host, tmp_path: Path) -> None:
-    _, other_public = lab.make_ssh_key("impostor")
+    _, other_public = make_ssh_key("impostor")
     forged = tmp_path / "known_hosts"
-    forged.write_text(lab.known_hosts_line("127.0.0.1", host.port, other_public) + "\n")
+    forged.write_text(known_hosts_line("127.0.0.1", host.port, other_public) + "\n")
     with pytest.raises(UnreachableHost, match="does not match"):
         shell_for(lab_project, host, known_hosts=str(forged))
 
@@ -89,7 +93,7 @@ def test_missing_known_hosts_file_is_refused(lab_project: LabProject, host, tmp_
 
 
 def test_wrong_key_is_refused(lab_project: LabProject, host, tmp_path: Path) -> None:
-    private, _ = lab.make_ssh_key("stranger")
+    private, _ = make_ssh_key("stranger")
     key = tmp_path / "stranger"
     key.write_text(private)
     with pytest.raises(UnreachableHost, match="refused our key"):

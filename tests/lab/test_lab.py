@@ -11,19 +11,26 @@ import psycopg
 import pytest
 
 from conftest import Project, cli
-from drillbook import lab
 from drillbook.config import environments
 from drillbook.errors import LabError
+from drillbook.lab import control
+from drillbook.lab.binaries import REQUIRED_TOOLS, binary_candidates, choose_binaries, select_binaries, supports_tls, wheel_binaries
+from drillbook.lab.environment import environment_data, environment_yaml
+from drillbook.lab.oslevel import lab_user, port_open
+from drillbook.lab.pg import SAMPLE_ROWS, render_hba, render_server_conf
+from drillbook.lab.sshd import known_hosts_line, render_sshd_config
+from drillbook.lab.state import NODES, LabPaths, LabPorts, LabState
+from drillbook.pki import issue_server_certificate, make_ca
 from drillbook.targets import postgres as pgt
 from labsupport import REPO, LabProject, free_ports, lab_base, lab_project, make_project, require_sshd  # noqa: F401
 
 
 # ============================================================================= unit
 def test_ports_from_options_then_environment_then_defaults() -> None:
-    assert lab.LabPorts.from_env({}) == lab.LabPorts(55432, 55433, 55422)
+    assert LabPorts.from_env({}) == LabPorts(55432, 55433, 55422)
     env = {"DRILLBOOK_LAB_PG1_PORT": "6001", "DRILLBOOK_LAB_SSH_PORT": "6003"}
-    assert lab.LabPorts.from_env(env) == lab.LabPorts(6001, 55433, 6003)
-    assert lab.LabPorts.from_env(env, pg1=7001) == lab.LabPorts(7001, 55433, 6003)
+    assert LabPorts.from_env(env) == LabPorts(6001, 55433, 6003)
+    assert LabPorts.from_env(env, pg1=7001) == LabPorts(7001, 55433, 6003)
 
 
 @pytest.mark.parametrize("env, message", [
@@ -33,11 +40,11 @@ def test_ports_from_options_then_environment_then_defaults() -> None:
 ])
 def test_bad_ports_are_refused(env: dict[str, str], message: str) -> None:
     with pytest.raises(LabError, match=message) as info:
-        lab.LabPorts.from_env(env)
+        LabPorts.from_env(env)
     assert "\n" not in info.value.message
 
 
-def fake_bin(root: Path, major: int, tools: tuple[str, ...] = lab.REQUIRED_TOOLS, tls: bool = True) -> Path:
+def fake_bin(root: Path, major: int, tools: tuple[str, ...] = REQUIRED_TOOLS, tls: bool = True) -> Path:
     """A directory of stand-in PostgreSQL tools that only print their version (and configure flags)."""
     directory = root / str(major) / "bin"
     directory.mkdir(parents=True)
@@ -56,29 +63,29 @@ def test_binary_discovery_prefers_the_highest_complete_system_version(tmp_path: 
     fake_bin(tmp_path, 14)
     sixteen = fake_bin(tmp_path, 16)
     fake_bin(tmp_path, 17, tools=("pg_ctl", "postgres"))  # incomplete: no initdb, pg_rewind…
-    found = lab.binary_candidates(pg_config=None, pattern=str(tmp_path / "*" / "bin"), wheel=False)
+    found = binary_candidates(pg_config=None, pattern=str(tmp_path / "*" / "bin"), wheel=False)
     assert found == [(16, str(sixteen)), (14, str(tmp_path / "14" / "bin"))]
-    assert lab.choose_binaries(found, want=None) == str(sixteen)
-    assert lab.choose_binaries(found, want=14) == str(tmp_path / "14" / "bin")  # existing data decides
-    assert lab.choose_binaries(found, want=13) is None
-    assert lab.choose_binaries([], want=None) is None
+    assert choose_binaries(found, want=None) == str(sixteen)
+    assert choose_binaries(found, want=14) == str(tmp_path / "14" / "bin")  # existing data decides
+    assert choose_binaries(found, want=13) is None
+    assert choose_binaries([], want=None) is None
 
 
 def test_binaries_without_tls_are_never_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plain = fake_bin(tmp_path, 16, tls=False)
-    assert not lab.supports_tls(plain) and lab.supports_tls(fake_bin(tmp_path, 15))
-    monkeypatch.setattr(lab, "binary_candidates", lambda: [(16, str(plain))])
-    paths = lab.LabPaths(tmp_path / "project")
+    assert not supports_tls(plain) and supports_tls(fake_bin(tmp_path, 15))
+    monkeypatch.setattr("drillbook.lab.binaries.binary_candidates", lambda: [(16, str(plain))])
+    paths = LabPaths(tmp_path / "project")
     paths.root.mkdir(parents=True)
     with pytest.raises(LabError, match="cannot serve TLS") as info:
-        lab._select_binaries(paths, lab.LabState(lab.LabPorts(), "someone"))
+        select_binaries(paths, LabState(LabPorts(), "someone"))
     assert "apt-get install postgresql" in info.value.hint
 
 
 def test_the_pgserver_wheel_is_the_fallback() -> None:
-    wheel = lab.wheel_binaries()
+    wheel = wheel_binaries()
     assert wheel is not None and wheel[0] >= 16 and Path(wheel[1], "pg_rewind").is_file()
-    assert lab.binary_candidates(pg_config=None, pattern="/nonexistent/*/bin") == [wheel]
+    assert binary_candidates(pg_config=None, pattern="/nonexistent/*/bin") == [wheel]
 
 
 def test_choose_bin_dir_matches_pg_version() -> None:
@@ -89,20 +96,20 @@ def test_choose_bin_dir_matches_pg_version() -> None:
 
 
 def test_server_configuration_is_tls_scram_loopback(tmp_path: Path) -> None:
-    paths = lab.LabPaths(tmp_path)
-    conf = lab.render_server_conf(paths)
+    paths = LabPaths(tmp_path)
+    conf = render_server_conf(paths)
     assert "ssl = on" in conf and "listen_addresses = '127.0.0.1'" in conf
     assert f"ssl_key_file = '{paths.tls / 'server.key'}'" in conf
     assert conf.strip().splitlines()[-1].startswith("include_if_exists = 'drillbook.node.conf'")  # node settings win
-    hba = [line.split() for line in lab.render_hba("replicator").splitlines() if line and not line.startswith("#")]
+    hba = [line.split() for line in render_hba("replicator").splitlines() if line and not line.startswith("#")]
     assert all(row[-1] in ("scram-sha-256", "reject") for row in hba)
     assert ["hostnossl", "all", "all", "0.0.0.0/0", "reject"] in hba
     assert not any(row[0] in ("local", "host") for row in hba)  # TLS or nothing
 
 
 def test_sshd_configuration_is_loopback_keys_only(tmp_path: Path) -> None:
-    paths = lab.LabPaths(tmp_path)
-    conf = lab.render_sshd_config(paths, 60022, "someone").splitlines()
+    paths = LabPaths(tmp_path)
+    conf = render_sshd_config(paths, 60022, "someone").splitlines()
     for line in ("Port 60022", "ListenAddress 127.0.0.1", "PasswordAuthentication no", "AllowUsers someone",
                  "KbdInteractiveAuthentication no", f'PidFile "{paths.ssh / "sshd.pid"}"',
                  f'AuthorizedKeysFile "{paths.ssh / "authorized_keys"}"'):
@@ -110,29 +117,29 @@ def test_sshd_configuration_is_loopback_keys_only(tmp_path: Path) -> None:
 
 
 def test_known_hosts_lines() -> None:
-    assert lab.known_hosts_line("127.0.0.1", 2222, "ssh-ed25519 AAAAC3 host") == "[127.0.0.1]:2222 ssh-ed25519 AAAAC3"
-    assert lab.known_hosts_line("db1", 22, "ssh-ed25519 AAAAC3") == "db1 ssh-ed25519 AAAAC3"
+    assert known_hosts_line("127.0.0.1", 2222, "ssh-ed25519 AAAAC3 host") == "[127.0.0.1]:2222 ssh-ed25519 AAAAC3"
+    assert known_hosts_line("db1", 22, "ssh-ed25519 AAAAC3") == "db1 ssh-ed25519 AAAAC3"
 
 
 def test_lab_ca_issues_verifiable_server_certificates() -> None:
     from cryptography import x509
 
-    ca_pem, ca_key = lab.make_ca()
-    cert_pem, key_pem = lab.issue_server_certificate(ca_pem, ca_key, ["127.0.0.1", "localhost"])
+    ca_pem, ca_key = make_ca()
+    cert_pem, key_pem = issue_server_certificate(ca_pem, ca_key, ["127.0.0.1", "localhost"])
     ca, cert = x509.load_pem_x509_certificate(ca_pem.encode()), x509.load_pem_x509_certificate(cert_pem.encode())
     cert.verify_directly_issued_by(ca)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     assert names.get_values_for_type(x509.DNSName) == ["localhost"]
     assert "PRIVATE KEY" in key_pem
-    other_ca, _ = lab.make_ca()
+    other_ca, _ = make_ca()
     with pytest.raises(Exception):
         cert.verify_directly_issued_by(x509.load_pem_x509_certificate(other_ca.encode()))
 
 
 def test_the_committed_local_environment_describes_the_default_lab() -> None:
     committed = environments.load_environment("local", REPO)
-    implied = environments.validate_environment(lab.environment_data(lab.LabPorts()), REPO / "x" / "local.yaml")
+    implied = environments.validate_environment(environment_data(LabPorts()), REPO / "x" / "local.yaml")
     assert committed.hosts == implied.hosts
     assert committed.services == implied.services
     for name in ("rto_seconds", "rpo_seconds", "failed_probes", "backup_age_seconds"):
@@ -143,7 +150,7 @@ def test_the_committed_local_environment_describes_the_default_lab() -> None:
 def test_environment_model_validates_the_new_fields(project: Project) -> None:
     from drillbook.errors import ConfigError
 
-    text = lab.environment_yaml(lab.LabPorts())
+    text = environment_yaml(LabPorts())
     project.write_env("local", text.replace("replication_password: file:", "replication_password: plain:"))
     with pytest.raises(ConfigError, match="replication_password"):
         environments.load_environment("local", project.root)
@@ -156,7 +163,7 @@ def test_environment_model_validates_the_new_fields(project: Project) -> None:
 
 
 def test_running_against_the_lab_before_it_is_up_says_to_start_it(project: Project) -> None:
-    project.write_env("local", lab.environment_yaml(lab.LabPorts()))
+    project.write_env("local", environment_yaml(LabPorts()))
     project.add_notebook("passes.ipynb")
     result = cli(project, "run", "passes", "--env", "local")
     assert result.code == 2, result.output
@@ -176,7 +183,7 @@ def node_pid(lab_project: LabProject, name: str) -> int:
 
 @pytest.mark.integration
 def test_up_gives_a_streaming_pair_with_tls_and_the_sample_data(lab_project: LabProject) -> None:
-    report = lab.status(lab_project.root)
+    report = control.status(lab_project.root)
     assert report.healthy, report
     assert sorted(n.role for n in report.nodes) == ["primary", "standby"]
     standby = next(n for n in report.nodes if n.role == "standby")
@@ -186,7 +193,7 @@ def test_up_gives_a_streaming_pair_with_tls_and_the_sample_data(lab_project: Lab
         assert conn.info.port in (lab_project.ports.pg1, lab_project.ports.pg2)
         assert conn.pgconn.ssl_in_use
         counts = {t: s.rows for t, s in pgt.table_checksums(conn).items()}
-        assert counts == lab.SAMPLE_ROWS and sum(counts.values()) == 66000
+        assert counts == SAMPLE_ROWS and sum(counts.values()) == 66000
         assert conn.execute("SELECT current_user").fetchone()[0] == "app"  # objects belong to the group role
 
 
@@ -200,7 +207,7 @@ def test_clients_need_tls_and_the_right_password(lab_project: LabProject) -> Non
                             sslmode="disable", connect_timeout=3)
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             pg.connect("pg1", password="wrong-password")
-        ca_pem, _ = lab.make_ca("another CA")
+        ca_pem, _ = make_ca("another CA")
         other = lab_project.root / "other-ca.crt"
         other.write_text(ca_pem)
         with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
@@ -216,9 +223,9 @@ def test_secrets_are_private_and_servers_run_unprivileged(lab_project: LabProjec
     assert stat.S_IMODE(paths.secrets.stat().st_mode) == 0o700
     assert stat.S_IMODE((paths.ca / "ca.key").stat().st_mode) == 0o600
     assert stat.S_IMODE((paths.ssh / "client_key").stat().st_mode) == 0o600
-    for name in lab.NODES:
+    for name in NODES:
         owner = Path(f"/proc/{node_pid(lab_project, name)}").stat().st_uid
-        assert pwd.getpwuid(owner).pw_name == lab.lab_user()
+        assert pwd.getpwuid(owner).pw_name == lab_user()
         if os.geteuid() == 0:
             assert owner != 0
     password = paths.secret("admin_password").read_text().strip()
@@ -228,16 +235,16 @@ def test_secrets_are_private_and_servers_run_unprivileged(lab_project: LabProjec
 
 @pytest.mark.integration
 def test_up_again_is_idempotent_and_fast(lab_project: LabProject) -> None:
-    before = lab.status(lab_project.root)
-    pids = {n: node_pid(lab_project, n) for n in lab.NODES}
+    before = control.status(lab_project.root)
+    pids = {n: node_pid(lab_project, n) for n in NODES}
     t0 = time.monotonic()
     result = cli(lab_project.root, "lab", "up")
     seconds = time.monotonic() - t0
     assert result.code == 0, result.output
     assert seconds < 10, f"warm lab up took {seconds:.1f} s"
     assert "lab: healthy" in result.stdout and "lab:" not in result.stderr  # nothing to repair, nothing said
-    assert {n: node_pid(lab_project, n) for n in lab.NODES} == pids  # nothing restarted
-    assert [(n.name, n.role) for n in lab.status(lab_project.root).nodes] == [(n.name, n.role) for n in before.nodes]
+    assert {n: node_pid(lab_project, n) for n in NODES} == pids  # nothing restarted
+    assert [(n.name, n.role) for n in control.status(lab_project.root).nodes] == [(n.name, n.role) for n in before.nodes]
 
 
 @pytest.mark.integration
@@ -251,7 +258,7 @@ def test_up_starts_a_stopped_standby(lab_project: LabProject) -> None:
     up = cli(lab_project.root, "lab", "up")
     assert up.code == 0, up.output
     assert f"starting {standby}" in up.stderr
-    assert lab.status(lab_project.root).healthy
+    assert control.status(lab_project.root).healthy
 
 
 @pytest.mark.integration
@@ -282,17 +289,17 @@ def test_down_stops_everything_and_keeps_the_data(lab_project: LabProject) -> No
         backup = pg.base_backup()
         scratch_port = free_ports(1)[0]
         scratch = pg.restore_scratch(backup, port=scratch_port, name="left-behind")
-        assert lab._port_open(scratch_port)
+        assert port_open(scratch_port)
     down = cli(lab_project.root, "lab", "down")
     assert down.code == 0, down.output
     assert "stopped sshd" in down.stdout and "stopped scratch instance left-behind" in down.stdout
     for port in (ports.pg1, ports.pg2, ports.ssh, scratch_port):
-        assert not lab._port_open(port)
+        assert not port_open(port)
     assert (lab_project.paths.node("pg1") / "PG_VERSION").exists() and lab_project.paths.secret("app_password").exists()
     assert cli(lab_project.root, "lab", "status").code == 1
     up = cli(lab_project.root, "lab", "up")
     assert up.code == 0, up.output
-    assert lab.status(lab_project.root).healthy
+    assert control.status(lab_project.root).healthy
     with lab_project.postgres() as pg:  # leave the shared lab as clean as the drills expect it
         pg.run(scratch.node, f"rm -rf {scratch.data_dir} {scratch.data_dir}.log", what="remove the stopped scratch")
         pg.remove_backup(backup)
@@ -321,7 +328,7 @@ def test_smoke_drill_passes_on_every_lab_host(lab_project: LabProject, tmp_path:
 def test_a_second_lab_on_chosen_ports_without_sshd_then_purge() -> None:
     base = lab_base()
     pg1, pg2, ssh = free_ports(3)
-    root = make_project(base, lab.LabPorts(55432, 55433, 55422))  # local.yaml deliberately disagrees
+    root = make_project(base, LabPorts(55432, 55433, 55422))  # local.yaml deliberately disagrees
     env = {"DRILLBOOK_LAB_PG1_PORT": str(pg1), "DRILLBOOK_LAB_PG2_PORT": str(pg2),
            "DRILLBOOK_LAB_SSH_PORT": str(ssh), "DRILLBOOK_LAB_SSHD": "none"}
     try:
@@ -329,15 +336,15 @@ def test_a_second_lab_on_chosen_ports_without_sshd_then_purge() -> None:
         assert up.code == 0, up.output
         assert "ssh: unavailable: disabled by DRILLBOOK_LAB_SSHD=none" in up.stdout
         assert f"the lab uses {pg1}" in up.stdout  # warns that local.yaml names other ports
-        assert "lab: healthy" in up.stdout and not lab._port_open(ssh)
-        assert lab._port_open(pg1) and lab._port_open(pg2)
+        assert "lab: healthy" in up.stdout and not port_open(ssh)
+        assert port_open(pg1) and port_open(pg2)
         purge = cli(root, "lab", "down", "--purge")
         assert purge.code == 0, purge.output
         assert not (root / ".lab").exists()
-        assert not lab._port_open(pg1) and not lab._port_open(pg2)
+        assert not port_open(pg1) and not port_open(pg2)
     finally:
         if (root / ".lab").exists():
-            lab.down(root, purge=True)
+            control.down(root, purge=True)
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
@@ -358,4 +365,4 @@ def test_up_resolves_a_split_brain_in_favour_of_the_newest_primary(lab_project: 
     assert f"{old} is a second primary" in up.stderr
     with lab_project.postgres() as pg:
         assert pg.roles() == {new: "primary", old: "standby"}
-    assert lab.status(lab_project.root).healthy
+    assert control.status(lab_project.root).healthy
