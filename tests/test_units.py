@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts: redaction, cron, parameter types, environments, the ledger."""
+"""Unit tests of the pure parts: redaction, cron, parameter types, environments."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from drillbook import ledger
 from drillbook.errors import ConfigError, NotebookError, SecretError
 from drillbook.notebooks import Parameter, coerce_parameter
 from drillbook.schedule import Cron
@@ -104,39 +103,3 @@ def test_parameter_coercion(type_name: str, raw: object, expected: object) -> No
 def test_parameter_coercion_rejects_wrong_types(type_name: str, raw: object) -> None:
     with pytest.raises(NotebookError, match=f"expects {type_name}"):
         coerce_parameter(Parameter("p", type_name, None, "d"), raw, "-p")
-
-
-# ----------------------------------------------------------------------------- ledger
-def test_entry_hash_ignores_hash_and_signature_but_covers_everything_else() -> None:
-    entry = {"seq": 1, "run_id": "r", "prev": ledger.GENESIS, "manifest_sha256": "ab"}
-    h = ledger.entry_hash(entry)
-    assert ledger.entry_hash({**entry, "hash": "x", "sig": "y"}) == h
-    assert ledger.entry_hash({**entry, "run_id": "s"}) != h
-
-
-def test_ledger_append_chains_and_signs(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from drillbook import evidence
-
-    key = Ed25519PrivateKey.generate()
-    first = ledger.append(tmp_path, key, {"run_id": "a", "manifest_sha256": "1"})
-    second = ledger.append(tmp_path, key, {"run_id": "b", "manifest_sha256": "2"})
-    assert (first["seq"], second["seq"]) == (1, 2) and second["prev"] == first["hash"]
-    assert ledger.read_head(tmp_path)["hash"] == second["hash"]
-    report = evidence.verify_archive(tmp_path)
-    # The chain and signatures hold; the bundles themselves were never written.
-    assert [str(p) for p in report.problems] == ["a: deleted: the run's folder is missing",
-                                                 "b: deleted: the run's folder is missing"]
-
-
-def test_signing_key_is_private_and_refused_when_readable(tmp_path: Path) -> None:
-    from drillbook import keys
-    from drillbook.errors import EvidenceError
-
-    keys.load_or_create_signing_key(tmp_path)
-    path = tmp_path / keys.PRIVATE_NAME
-    assert path.stat().st_mode & 0o777 == 0o600
-    path.chmod(0o644)
-    with pytest.raises(EvidenceError, match="readable by others"):
-        keys.load_or_create_signing_key(tmp_path)
