@@ -27,8 +27,8 @@ from typing import Any, Callable, TypeVar, cast
 from . import environments, journal, paths
 from .environments import Environment
 from .errors import ChangeRequired, CheckFailed, DrillbookError, GateNotApproved, NotFound
-from .evidence.record import (RUNNING, ChildRun, Cleanup, CleanupOutcome, Gate, Journal, Measure, Results, Status, Step,
-                              verdict)
+from .evidence.record import (RUNNING, ChildRun, Cleanup, CleanupOutcome, Gate, Journal, Measure, Results, Status,
+                              Step, verdict)
 from .secrets import Redactor, SecretRef
 
 T = TypeVar("T")
@@ -207,6 +207,7 @@ class Drill:
             raise ChangeRequired(refusal)
 
     def _pass_gate(self, gate: str, title: str) -> None:
+        at = journal.now_iso()  # when the step asked, not when someone answered
         if gate in self.approved:
             how = "approved in advance (approve parameter or confirmation panel)"
         elif self.unattended:
@@ -218,7 +219,7 @@ class Drill:
             how = f"confirmed interactively by {self.data['operator']}"
             self._ask(gate, title)
             self.approved.add(gate)
-        self.data["gates"].append(Gate(gate=gate, step=title, at=journal.now_iso(), how=how))
+        self.data["gates"].append(Gate(gate=gate, step=title, at=at, how=how))
 
     def _ask(self, gate: str, title: str) -> None:
         try:
@@ -259,8 +260,8 @@ class Drill:
         compare it: ``better='lower'`` passes when value ≤ objective, ``'higher'`` when value ≥ objective."""
         self._ensure_open()
         entry: Measure = {"name": name, "value": value, "unit": unit, "objective": objective,
-                                 "objective_value": None, "better": better, "verdict": "recorded",
-                                 "detail": detail, "at": journal.now_iso()}
+                          "objective_value": None, "better": better, "verdict": "recorded",
+                          "detail": detail, "at": journal.now_iso()}
         if objective is not None:
             target = self.env.objectives.get(objective)
             if target is None:

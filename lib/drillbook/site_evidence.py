@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import EvidenceError
 from .evidence import ledger
-from .evidence.archive import MANIFEST_NAME, load_record, run_dir
+from .evidence.archive import MANIFEST_NAME, RECORD_NAME, load_record, run_dir
 from .evidence.record import Record
 from .site_data import Archive, RunSummary
 from .site_files import PageTree
@@ -169,7 +169,7 @@ def run_markdown(run: RunSummary, rec: Record, archive: Archive, manifest: list[
            "## Parameters\n", _parameters(rec), "## Executed notebook\n"]
     if "notebook.html" in published:
         out.append(f"Rendered once, when the run finished ({link('open it on its own', page, notebook)}; "
-                   f"{link('record.json', page, run_file(run.run_id, 'record.json'))} holds everything above).\n")
+                   f"{link('record.json', page, run_file(run.run_id, RECORD_NAME))} holds everything above).\n")
         # sandbox: the notebook's outputs may hold scripts; they must not run in the site's origin.
         out.append(f'<iframe class="db-notebook" src="{html.escape(rel(page, notebook))}" sandbox="" '
                    f'title="Executed notebook of run {html.escape(run.run_id)}" loading="lazy"></iframe>\n')
