@@ -33,7 +33,8 @@ def real_bundle(root: Path) -> Path:
 
 
 def fill_archive(archive: Path, template: Path, runs: int) -> float:
-    from drillbook import evidence, keys
+    from drillbook.evidence import keys
+    from drillbook.evidence.archive import record_run
     from drillbook.config.secrets import Redactor
 
     key = keys.load_or_create_signing_key()
@@ -47,7 +48,7 @@ def fill_archive(archive: Path, template: Path, runs: int) -> float:
     for i in range(runs):
         rec = dict(record, run_id=f"20260101T{i:06d}Z-bench-{i}", drill=drills[i % 4], env=envs[i % 3],
                    status=statuses[i % 10])
-        evidence.record_run(archive, key, rec, redactor, notebook=notebook, html=html)
+        record_run(archive, key, rec, redactor, notebook=notebook, html=html)
         if (i + 1) % 1000 == 0:
             print(f"  wrote {i + 1} runs ({time.perf_counter() - t0:.0f} s)", flush=True)
     return time.perf_counter() - t0

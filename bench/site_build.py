@@ -3,7 +3,7 @@
 The archives are synthetic but real: each run goes through drillbook's own drill API (steps,
 checks, measures judged against the environment's objectives), its record is completed by
 ``record.complete_record``, its notebook rendered by the runner's ``HtmlRenderer`` and the bundle
-archived, hashed and signed by ``evidence.record_run``. Only the kernel is skipped (a real run
+archived, hashed and signed by ``evidence.archive.record_run``. Only the kernel is skipped (a real run
 costs seconds; see bench/run_overhead.py for that part).
 
 For each size it times, with the real console script in a fresh process:
@@ -36,8 +36,11 @@ from typing import Any
 import nbformat
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from drillbook import evidence, executor, record
 from drillbook.config import catalog, environments
+
+from drillbook import executor
+from drillbook.evidence import record
+from drillbook.evidence.archive import record_run
 from drillbook.drill import Drill
 from drillbook.render import HtmlRenderer
 from drillbook.config.secrets import Redactor
@@ -123,7 +126,7 @@ def make_project(root: Path) -> Path:
 # --------------------------------------------------------------------------- synthetic runs
 @dataclass
 class Writer:
-    """Writes runs into ``archive`` through the drill API and ``evidence.record_run``."""
+    """Writes runs into ``archive`` through the drill API and ``evidence.archive.record_run``."""
 
     project: Path
     archive: Path
@@ -155,7 +158,7 @@ class Writer:
                 (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)
                 (Path(folder) / name).write_text(text)
             done["attachments"] = sorted(attachments or {})
-            evidence.record_run(self.archive, self.key, done, Redactor(), notebook=nb, html=html,
+            record_run(self.archive, self.key, done, Redactor(), notebook=nb, html=html,
                                 attachments=Path(folder))
         return run_id
 

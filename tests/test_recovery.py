@@ -28,10 +28,11 @@ TOKEN = "tok-9d1c-default-secret-e07a"  # the value behind the notebook's defaul
 
 WRAPPER = '''
 import errno, os, signal, sys
-from drillbook import cli, evidence, inflight, ledger
+from drillbook import cli, inflight
+from drillbook.evidence import archive, ledger
 
 name, how = os.environ["DRILLBOOK_TEST_STOP_AT"].split(":")
-OWNERS = {"write_manifest": evidence, "append": ledger, "write_head": ledger, "_write_scrubbed": evidence}
+OWNERS = {"write_manifest": archive, "append": ledger, "write_head": ledger, "_write_scrubbed": archive}
 OWNERS[name] = OWNERS.get(name) or inflight.Marker  # "finish"
 real = getattr(OWNERS[name], name)
 
@@ -186,14 +187,14 @@ def _with_file_size_limit(code: str, limit: int) -> subprocess.CompletedProcess:
 
 
 def test_a_ledger_line_cut_short_by_a_full_disk_is_undone(tmp_path: Path) -> None:
-    from drillbook import keys, ledger
+    from drillbook.evidence import keys, ledger
 
     archive, home = tmp_path / "archive", tmp_path / "home"
     home.mkdir()
     key = keys.load_or_create_signing_key(home)
     ledger.append(archive, key, {"run_id": "r1", "manifest_sha256": "a" * 64})
     before = (archive / "ledger.jsonl").read_bytes()
-    code = (f"from pathlib import Path\nfrom drillbook import keys, ledger\n"
+    code = (f"from pathlib import Path\nfrom drillbook.evidence import keys, ledger\n"
             f"key = keys.load_or_create_signing_key(Path({str(home)!r}))\n"
             f"ledger.append(Path({str(archive)!r}), key, {{'run_id': 'r2', 'manifest_sha256': 'b' * 64}})\n")
     cut = _with_file_size_limit(code, len(before) + 100)  # room for part of the second line only
@@ -242,7 +243,8 @@ def test_an_unsigned_marker_is_reported_and_never_acted_on(project: Project, tmp
 
 
 def test_a_signed_marker_edited_afterwards_is_refused(project: Project, tmp_path: Path, stray_pids: list) -> None:
-    from drillbook import inflight, keys
+    from drillbook import inflight
+    from drillbook.evidence import keys
 
     victim, folder, _ = _victims(tmp_path, stray_pids)
     run_id = "20260101T000000Z-edited-local-000000"
@@ -259,7 +261,8 @@ def test_a_signed_marker_edited_afterwards_is_refused(project: Project, tmp_path
 
 def test_a_signed_marker_naming_a_folder_outside_the_run_root_is_refused(
         project: Project, tmp_path: Path, stray_pids: list) -> None:
-    from drillbook import inflight, keys
+    from drillbook import inflight
+    from drillbook.evidence import keys
 
     victim, folder, _ = _victims(tmp_path, stray_pids)
     run_id = "20260101T000000Z-outside-local-000000"
@@ -270,7 +273,8 @@ def test_a_signed_marker_naming_a_folder_outside_the_run_root_is_refused(
 
 
 def test_a_run_folder_opened_to_others_is_refused(project: Project, tmp_path: Path, stray_pids: list) -> None:
-    from drillbook import inflight, keys
+    from drillbook import inflight
+    from drillbook.evidence import keys
 
     victim, _, _ = _victims(tmp_path, stray_pids)
     folder = inflight.new_run_dir()
@@ -288,7 +292,8 @@ def test_a_marked_kernel_pid_is_signalled_only_if_it_is_that_runs_kernel(
         project: Project, tmp_path: Path, stray_pids: list) -> None:
     """A marker of ours whose kernel pid now names another process (a reused pid, say):
     that process is not signalled; the run's real kernel is found by its environment."""
-    from drillbook import inflight, keys
+    from drillbook import inflight
+    from drillbook.evidence import keys
 
     proc, info, _ = _start_slow_secret(project, tmp_path, stray_pids)
     proc.kill()
@@ -315,11 +320,11 @@ def test_a_bundle_changed_before_recovery_is_not_signed_into_the_ledger(project:
 
 
 def test_a_public_key_cut_short_by_a_full_disk_is_written_whole_later(tmp_path: Path) -> None:
-    from drillbook import keys
+    from drillbook.evidence import keys
 
     archive = tmp_path / "archive"
     (tmp_path / "home").mkdir()
-    code = (f"from pathlib import Path\nfrom drillbook import keys\n"
+    code = (f"from pathlib import Path\nfrom drillbook.evidence import keys\n"
             f"key = keys.load_or_create_signing_key(Path({str(tmp_path / 'home')!r}))\n")
     assert _with_file_size_limit(code, 1 << 20).returncode == 0  # create the key without a limit
     cut = _with_file_size_limit(code + f"keys.export_public_key(key, Path({str(archive)!r}))\n", 40)
@@ -333,7 +338,8 @@ def test_a_public_key_cut_short_by_a_full_disk_is_written_whole_later(tmp_path: 
 def test_a_marker_that_cannot_be_written_leaves_no_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from drillbook import inflight, journal, keys
+    from drillbook import inflight, journal
+    from drillbook.evidence import keys
     from drillbook.config.secrets import Redactor
 
     def disk_full(*args: object, **kwargs: object) -> None:

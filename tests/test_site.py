@@ -1,6 +1,6 @@
 """The published site, end to end: a fixture archive, `drillbook publish` (real mkdocs --strict), and Zensical.
 
-The archive is built honestly: 30 runs written through the drill API and ``evidence.record_run`` with a
+The archive is built honestly: 30 runs written through the drill API and ``evidence.archive.record_run`` with a
 test signing key (bench/site_build.py's writer), then real runs through the real runner (papermill,
 kernel, HTML rendered at run time) signed with the test's DRILLBOOK_HOME key: one passing, one missing
 its RTO objective, one that tries to leak a secret. Each test publishes its own copy of that project.
@@ -24,7 +24,8 @@ import pytest
 
 from conftest import FIXTURES, REPO, cli
 
-from drillbook import ledger, site_data, site_files, site_history, site_md, site_status
+from drillbook import site_data, site_files, site_history, site_md, site_status
+from drillbook.evidence import ledger
 
 pytestmark = pytest.mark.integration
 

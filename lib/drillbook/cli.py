@@ -174,13 +174,13 @@ def _run_one(request: Any) -> int:
 def _run_due() -> int:
     from datetime import datetime, timezone
 
-    from . import evidence
     from .config import schedule
+    from .evidence.archive import latest_runs
     from .executor import RunRequest
     from .journal import parse_iso
 
     finished = {(e["drill"], e["env"]): parse_iso(e["finished_at"])
-                for e in evidence.latest_runs(paths.archive_root(), dry_runs=False)}
+                for e in latest_runs(paths.archive_root(), dry_runs=False)}
     worst = 0
     for entry in schedule.due_entries(schedule.load_schedule(), finished, datetime.now(timezone.utc)):
         request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve))
@@ -199,9 +199,9 @@ def verify(
     public_key: list[Path] = typer.Option([], "--public-key", help="Trust only this public key (PEM); repeatable."),
 ) -> None:
     """Recompute every hash and signature; name each run changed, removed, reordered or added outside the ledger."""
-    from . import evidence
+    from .evidence.verify import verify_archive
 
-    report = evidence.verify_archive(_archive(archive), public_key or None)
+    report = verify_archive(_archive(archive), public_key or None)
     for problem in report.problems:
         out.print(f"[red]✗[/red] {problem}")
     if not report.ok:
@@ -218,7 +218,7 @@ def status(
     archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
 ) -> None:
     """Show the latest run of each notebook on each environment."""
-    from . import status as status_mod
+    from .evidence import status as status_mod
 
     frame = status_mod.latest_table(_archive(archive), drill=drill, env=env, status=only)
     if frame.empty:

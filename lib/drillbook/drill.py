@@ -22,12 +22,14 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 from . import journal, paths
 from .config import environments
 from .config.environments import Environment
 from .errors import ChangeRequired, CheckFailed, DrillbookError, GateNotApproved, NotFound
+from .evidence.record import (RUNNING, ChildRun, Cleanup, CleanupOutcome, Gate, Journal, Measure, Results, Status,
+                              Step, verdict)
 from .config.secrets import Redactor, SecretRef
 
 T = TypeVar("T")
@@ -68,11 +70,11 @@ class Drill:
         self._cleanups: list[tuple[str, Callable[[], Any], bool]] = []
         self._closed = False
         self._t0 = time.monotonic()
-        self.data: dict[str, Any] = {
+        self.data: Journal = {
             "run_id": self.run_id, "env": env.name, "dry_run": self.dry_run, "change": self.change,
             "operator": operator_name(), "started_at": journal.now_iso(), "finished_at": None,
-            "status": "running", "reason": None, "steps": [], "checks": [], "measures": [],
-            "cleanups": [], "attachments": [], "gates": [], journal.SECRET_REFS: [],
+            "status": RUNNING, "reason": None, "steps": [], "checks": [], "measures": [],
+            "cleanups": [], "attachments": [], "gates": [], "secret_refs": [],  # journal.SECRET_REFS
         }
         self._save()
 
@@ -119,7 +121,7 @@ class Drill:
     def _journal_secret_ref(self, ref: str) -> None:
         """Journal the reference (never the value) of a secret this run resolved: the runner never
         saw a reference a cell wrote, so it resolves the journalled ones again before it scrubs."""
-        known: list[str] = self.data[journal.SECRET_REFS]
+        known = self.data["secret_refs"]
         if ref not in known:
             known.append(ref)
             self._save()
@@ -154,8 +156,8 @@ class Drill:
         if fn is None:
             return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan)
         self._ensure_open()
-        record: dict[str, Any] = {"title": title, "mutating": mutating, "gate": gate,
-                                  "started_at": journal.now_iso(), "status": "running"}
+        record: Step = {"title": title, "mutating": mutating, "gate": gate, "started_at": journal.now_iso(),
+                        "status": RUNNING}
         self.data["steps"].append(record)
         t0 = time.monotonic()
         what = plan or (fn.__doc__ or "").strip() or title
@@ -206,19 +208,19 @@ class Drill:
             raise ChangeRequired(refusal)
 
     def _pass_gate(self, gate: str, title: str) -> None:
-        entry = {"gate": gate, "step": title, "at": journal.now_iso()}
+        at = journal.now_iso()  # when the step asked, not when someone answered
         if gate in self.approved:
-            entry["how"] = "approved in advance (approve parameter or confirmation panel)"
+            how = "approved in advance (approve parameter or confirmation panel)"
         elif self.unattended:
             raise GateNotApproved(
                 f"gate {gate!r} (step {title!r}) is not approved; an unattended run never waits for input",
                 f"re-run with --approve {gate} once you are sure",
             )
         else:
-            entry["how"] = f"confirmed interactively by {self.data['operator']}"
+            how = f"confirmed interactively by {self.data['operator']}"
             self._ask(gate, title)
             self.approved.add(gate)
-        self.data["gates"].append(entry)
+        self.data["gates"].append(Gate(gate=gate, step=title, at=at, how=how))
 
     def _ask(self, gate: str, title: str) -> None:
         try:
@@ -254,13 +256,13 @@ class Drill:
             raise CheckFailed(f"required check failed: {name}" + (f" ({detail})" if detail else ""))
 
     def measure(self, name: str, value: float, *, unit: str = "s", objective: str | None = None,
-                better: str = "lower", detail: str = "") -> dict[str, Any]:
+                better: str = "lower", detail: str = "") -> Measure:
         """Record a measured figure and, when ``objective`` names one of the environment's objectives,
         compare it: ``better='lower'`` passes when value ≤ objective, ``'higher'`` when value ≥ objective."""
         self._ensure_open()
-        entry: dict[str, Any] = {"name": name, "value": value, "unit": unit, "objective": objective,
-                                 "objective_value": None, "better": better, "verdict": "recorded",
-                                 "detail": detail, "at": journal.now_iso()}
+        entry: Measure = {"name": name, "value": value, "unit": unit, "objective": objective,
+                          "objective_value": None, "better": better, "verdict": "recorded",
+                          "detail": detail, "at": journal.now_iso()}
         if objective is not None:
             target = self.env.objectives.get(objective)
             if target is None:
@@ -323,7 +325,7 @@ class Drill:
             if clean != data:
                 path.write_bytes(clean)
 
-    def run_notebook(self, name: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    def run_notebook(self, name: str, parameters: dict[str, Any] | None = None) -> ChildRun:
         """Execute another catalogued notebook (a runbook) with papermill as part of this run.
 
         The executed copy goes to attachments/; its journal is returned (status, steps, measures).
@@ -340,13 +342,13 @@ class Drill:
     def _run_cleanups(self) -> None:
         while self._cleanups:
             title, fn, mutating = self._cleanups.pop()
-            entry: dict[str, Any] = {"title": title, "started_at": journal.now_iso()}
-            entry.update(self._run_cleanup(title, fn, mutating))
-            entry["ended_at"] = journal.now_iso()
+            started = journal.now_iso()
+            outcome = self._run_cleanup(title, fn, mutating)
+            entry: Cleanup = {"title": title, "started_at": started, **outcome, "ended_at": journal.now_iso()}
             self.data["cleanups"].append(entry)
             self._save()
 
-    def _run_cleanup(self, title: str, fn: Callable[[], Any], mutating: bool) -> dict[str, Any]:
+    def _run_cleanup(self, title: str, fn: Callable[[], Any], mutating: bool) -> CleanupOutcome:
         """Run one cleanup unless the guards of a mutating step forbid it; its status and detail."""
         refusal = self._change_missing(f"cleanup {title!r}") if mutating else None
         if mutating and self.dry_run:
@@ -363,17 +365,8 @@ class Drill:
         self._say(f"✓ cleanup {title}")
         return {"status": "passed"}
 
-    def _verdict(self) -> tuple[str, str | None]:
-        failed = [c["name"] for c in self.data["checks"] if not c["passed"]]
-        missed = [m["name"] for m in self.data["measures"] if m["verdict"] == "missed"]
-        broken = [c["title"] for c in self.data["cleanups"] if c["status"] == "failed"]
-        if failed or missed:
-            parts = ([f"check failed: {', '.join(failed)}"] if failed else []) + \
-                    ([f"objective missed: {', '.join(missed)}"] if missed else [])
-            return "failed", "; ".join(parts)
-        if broken:
-            return "error", f"cleanup failed: {', '.join(broken)}"
-        return "passed", None
+    def _verdict(self) -> tuple[Status, str | None]:
+        return verdict(self.data["checks"], self.data["measures"], self.data["cleanups"])
 
     def _close(self, status: str, reason: str | None) -> None:
         if self._closed:
@@ -390,7 +383,7 @@ class Drill:
             self._scrub_attachments()
             _unhook()
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> Results:
         """Run the cleanups, record and glue the results, print the summary; raise if the run did not pass."""
         if self._closed:
             return self.results()
@@ -422,9 +415,11 @@ class Drill:
         self._say(f"✗ run stopped ({status}): {reason}; running cleanups")
         self._close(status, reason)
 
-    def results(self) -> dict[str, Any]:
-        keys = ("run_id", "env", "dry_run", "status", "reason", "steps", "checks", "measures", "cleanups")
-        return self.redactor.scrub_obj({k: self.data.get(k) for k in keys})
+    def results(self) -> Results:
+        d = self.data
+        return cast(Results, self.redactor.scrub_obj(Results(
+            run_id=d["run_id"], env=d["env"], dry_run=d["dry_run"], status=d["status"], reason=d["reason"],
+            steps=d["steps"], checks=d["checks"], measures=d["measures"], cleanups=d["cleanups"])))
 
     def summary(self) -> str:
         d = self.data

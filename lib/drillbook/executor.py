@@ -26,11 +26,13 @@ from typing import IO, Any, Callable, Iterator
 
 import nbformat
 
-from . import inflight, journal, keys, locks, paths, record, scraps
 from .config import catalog, environments, notebooks
+
+from . import inflight, journal, locks, paths, scraps
 from .drill import RUN_DIR_VAR, operator_name
 from .config.environments import Environment
 from .errors import DrillbookError, EvidenceError, NotebookError, UnreachableHost
+from .evidence import keys, record
 from .render import HtmlRenderer
 from .config.secrets import Redactor, SecretRef, is_secret_ref
 
@@ -527,7 +529,7 @@ def _fallback_record(plan: Plan, base: dict[str, Any], ran: _Ran, exc: Exception
 
 def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None = None,
             archive: Path | None = None, state: Path | None = None) -> Outcome:
-    from . import evidence
+    from .evidence.archive import record_run
 
     project = project or paths.project_root()
     archive = archive or paths.archive_root(project)
@@ -566,7 +568,7 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
                 done, clean_nb, html, attachments = _fallback_record(plan, base, ran, problem), None, None, None
             try:
                 marker.note_outcome(done)  # archiving may be cut short: the next command then finishes it
-                bundle = evidence.record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
+                bundle = record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
                                              attachments=attachments, on_manifest=marker.note_manifest)
             except OSError as exc:  # e.g. a full disk: nothing half-written is left, the marker keeps the run
                 raise EvidenceError(f"run {plan.run_id} ended {done['status']} but could not be archived: {exc}",

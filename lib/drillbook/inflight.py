@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import journal, keys, ledger, paths, record
+from . import journal, paths
 from .errors import DrillbookError, EvidenceError
+from .evidence import keys, ledger, record
 
 if TYPE_CHECKING:
     from .executor import Plan
@@ -301,18 +302,18 @@ def _recover_marker(path: Path, key: Ed25519PrivateKey, project: Path | None, re
 
 def _recover_one(marker: Marker, project: Path | None) -> str:
     """Archive the run from where its runner stopped; return the status archived."""
-    from . import evidence
+    from .evidence.archive import finish_archived, load_record, record_run, run_dir
 
     info = marker.info
     archive, run_id = Path(info["archive"]), info["run_id"]
-    if os.path.lexists(evidence.run_dir(archive, run_id)):  # stopped after the rename
+    if os.path.lexists(run_dir(archive, run_id)):  # stopped after the rename
         if not info.get("manifest_sha256"):
-            raise EvidenceError(f"bundle {evidence.run_dir(archive, run_id)} was not written by this run's runner",
+            raise EvidenceError(f"bundle {run_dir(archive, run_id)} was not written by this run's runner",
                                 "run drillbook verify, then look at the bundle")
-        evidence.finish_archived(archive, marker.key, run_id, info["manifest_sha256"])
-        return str(evidence.load_record(archive, run_id).get("status"))
+        finish_archived(archive, marker.key, run_id, info["manifest_sha256"])
+        return str(load_record(archive, run_id).get("status"))
     done, redactor, notebook, html, attachments = _record_to_archive(info, project)
-    evidence.record_run(archive, marker.key, done, redactor, notebook=notebook, html=html,
+    record_run(archive, marker.key, done, redactor, notebook=notebook, html=html,
                         attachments=attachments, on_manifest=marker.note_manifest)
     return str(done["status"])
 

@@ -16,8 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import evidence, ledger
 from .errors import EvidenceError
+from .evidence import ledger
+from .evidence.archive import load_record, run_dir
+from .evidence.record import Measure as RecordedMeasure
+from .evidence.record import Record
+from .evidence.verify import verify_archive
 from .site_md import parse_time
 
 CACHE_VERSION = 1
@@ -139,7 +143,7 @@ def cache_path(state: Path, archive: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- summaries
-def _measure(raw: dict[str, Any]) -> Measure | None:
+def _measure(raw: RecordedMeasure) -> Measure | None:
     value = raw.get("value")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -149,7 +153,7 @@ def _measure(raw: dict[str, Any]) -> Measure | None:
                    str(raw.get("verdict") or "recorded"), str(raw.get("better") or "lower"))
 
 
-def summarize(entry: dict[str, Any], record: dict[str, Any] | None, has_html: bool) -> RunSummary:
+def summarize(entry: dict[str, Any], record: Record | None, has_html: bool) -> RunSummary:
     """A run's summary from its record, or from the ledger entry alone when the record is unreadable."""
     rec = record or {}
     measures = tuple(m for m in (_measure(r) for r in rec.get("measures") or [] if isinstance(r, dict)) if m)
@@ -175,9 +179,9 @@ def _from_cache(raw: dict[str, Any]) -> RunSummary:
 
 
 def _load_summary(archive: Path, entry: dict[str, Any]) -> RunSummary:
-    bundle = evidence.run_dir(archive, str(entry["run_id"]))
+    bundle = run_dir(archive, str(entry["run_id"]))
     try:
-        record = evidence.load_record(archive, str(entry["run_id"]))
+        record = load_record(archive, str(entry["run_id"]))
     except EvidenceError:
         record = None
     return summarize(entry, record, (bundle / "notebook.html").is_file())
@@ -205,7 +209,7 @@ def load_summaries(archive: Path, entries: list[dict[str, Any]], cache: Cache) -
 
 # --------------------------------------------------------------------------- verify
 def verify(root: Path) -> VerifyState:
-    report = evidence.verify_archive(root)
+    report = verify_archive(root)
     state = VerifyState(runs=report.runs, checked=True)
     for problem in report.problems:
         if problem.run_id is None:

@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import evidence, ledger
 from .errors import EvidenceError
+from .evidence import ledger
+from .evidence.archive import MANIFEST_NAME, RECORD_NAME, load_record, run_dir
+from .evidence.record import Record
 from .site_data import Archive, RunSummary
 from .site_files import PageTree
 from .site_md import admonition, badge, code, esc, front_matter, link, number, rel, table, when
@@ -37,7 +39,7 @@ def published_name(path: str) -> str:
 def read_manifest(bundle: Path) -> list[tuple[str, str]]:
     """(sha256, path) per MANIFEST line; empty when the MANIFEST is missing (verify says so)."""
     try:
-        text = (bundle / evidence.MANIFEST_NAME).read_text(encoding="utf-8")
+        text = (bundle / MANIFEST_NAME).read_text(encoding="utf-8")
     except OSError:
         return []
     pairs = []
@@ -58,7 +60,7 @@ def _json(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------- run page sections
-def _record_table(rec: dict[str, Any], run: RunSummary) -> str:
+def _record_table(rec: Record, run: RunSummary) -> str:
     source = rec.get("source") or {}
     commit = source.get("git_commit")
     dirty = " (uncommitted changes)" if source.get("git_dirty") else ""
@@ -79,7 +81,7 @@ def _record_table(rec: dict[str, Any], run: RunSummary) -> str:
     return table(["Field", "Value"], [[k, v] for k, v in fields])
 
 
-def _measures(rec: dict[str, Any]) -> str:
+def _measures(rec: Record) -> str:
     rows = [[esc(m.get("name")), number(m.get("value")), esc(m.get("unit")), esc(m.get("objective") or ""),
              number(m.get("objective_value")) if m.get("objective_value") is not None else "",
              esc(m.get("verdict")), esc(m.get("detail") or "")] for m in rec.get("measures") or []]
@@ -87,20 +89,20 @@ def _measures(rec: dict[str, Any]) -> str:
     return table(headers, rows) if rows else "None recorded.\n"
 
 
-def _checks(rec: dict[str, Any]) -> str:
+def _checks(rec: Record) -> str:
     rows = [[esc(c.get("name")), "✓ passed" if c.get("passed") else "✗ failed", esc(c.get("detail") or ""),
              when(c.get("at"))] for c in rec.get("checks") or []]
     return table(["Check", "Result", "Detail", "At"], rows) if rows else "None recorded.\n"
 
 
-def _steps(rec: dict[str, Any]) -> str:
+def _steps(rec: Record) -> str:
     rows = [[str(i), esc(s.get("title")), esc(s.get("status")), "yes" if s.get("mutating") else "no",
              esc(s.get("gate") or ""), number(s.get("seconds")) if s.get("seconds") is not None else "",
              esc(s.get("detail") or "")] for i, s in enumerate(rec.get("steps") or [], 1)]
     return table(["#", "Step", "Status", "Mutating", "Gate", "Seconds", "Detail"], rows) if rows else "None recorded.\n"
 
 
-def _cleanups_and_gates(rec: dict[str, Any]) -> str:
+def _cleanups_and_gates(rec: Record) -> str:
     out = []
     cleanups = [[esc(c.get("title")), esc(c.get("status")), esc(c.get("detail") or "")] for c in rec.get("cleanups") or []]
     out.append(table(["Cleanup", "Status", "Detail"], cleanups) if cleanups else "No cleanups were registered.\n")
@@ -109,13 +111,13 @@ def _cleanups_and_gates(rec: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _parameters(rec: dict[str, Any]) -> str:
+def _parameters(rec: Record) -> str:
     rows = [[code(k), code(_json(v))] for k, v in (rec.get("parameters") or {}).items()]
     note = "Secret values never appear: the runner replaced them with `[REDACTED:name]` before archiving.\n\n"
     return note + (table(["Parameter", "Value"], rows) if rows else "None.\n")
 
 
-def _failure(rec: dict[str, Any]) -> str:
+def _failure(rec: Record) -> str:
     cell, error = rec.get("failing_cell"), rec.get("error")
     if not cell and not error:
         return ""
@@ -137,7 +139,7 @@ def _files(run_id: str, manifest: list[tuple[str, str]], published: set[str], ma
         target = published_name(name)
         label = link(name, page, run_file(run_id, target)) if target in published else esc(name)
         rows.append([code(digest), label])
-    head = (f"The bundle's {link('MANIFEST', page, run_file(run_id, evidence.MANIFEST_NAME))} lists the sha256 of "
+    head = (f"The bundle's {link('MANIFEST', page, run_file(run_id, MANIFEST_NAME))} lists the sha256 of "
             f"every file; the ledger entry below holds the sha256 of the MANIFEST itself: {code(manifest_sha)}.\n")
     return head + "\n" + (table(["sha256", "File"], rows) if rows else "The MANIFEST is missing.\n")
 
@@ -152,7 +154,7 @@ def _verify_box(run: RunSummary, archive: Archive, entry: dict[str, Any]) -> str
     return admonition("failure", "verify fails for this run", "\n".join(f"- {esc(p)}" for p in problems))
 
 
-def run_markdown(run: RunSummary, rec: dict[str, Any], archive: Archive, manifest: list[tuple[str, str]],
+def run_markdown(run: RunSummary, rec: Record, archive: Archive, manifest: list[tuple[str, str]],
                  published: set[str], has_entry_page: bool, key_ids: set[str]) -> str:
     page = run_page(run.run_id)
     entry = archive.entries.get(run.run_id, {})
@@ -167,7 +169,7 @@ def run_markdown(run: RunSummary, rec: dict[str, Any], archive: Archive, manifes
            "## Parameters\n", _parameters(rec), "## Executed notebook\n"]
     if "notebook.html" in published:
         out.append(f"Rendered once, when the run finished ({link('open it on its own', page, notebook)}; "
-                   f"{link('record.json', page, run_file(run.run_id, 'record.json'))} holds everything above).\n")
+                   f"{link('record.json', page, run_file(run.run_id, RECORD_NAME))} holds everything above).\n")
         # sandbox: the notebook's outputs may hold scripts; they must not run in the site's origin.
         out.append(f'<iframe class="db-notebook" src="{html.escape(rel(page, notebook))}" sandbox="" '
                    f'title="Executed notebook of run {html.escape(run.run_id)}" loading="lazy"></iframe>\n')
@@ -187,7 +189,7 @@ def run_markdown(run: RunSummary, rec: dict[str, Any], archive: Archive, manifes
 def _publish_bundle(tree: PageTree, bundle: Path, run_id: str, manifest: list[tuple[str, str]]) -> set[str]:
     """Copy the bundle's files (those its MANIFEST lists, plus the MANIFEST); return what was published."""
     published = set()
-    for name in [n for _, n in manifest] + [evidence.MANIFEST_NAME]:
+    for name in [n for _, n in manifest] + [MANIFEST_NAME]:
         if _inside(bundle, name) and tree.copy(run_file(run_id, published_name(name)), bundle / name):
             published.add(published_name(name))
     return published
@@ -203,13 +205,13 @@ def _inside(bundle: Path, name: str) -> bool:
 
 def write_runs(tree: PageTree, archive: Archive, full: set[str], catalogued: set[str], key_ids: set[str]) -> None:
     for run in archive.runs:
-        bundle = evidence.run_dir(archive.root, run.run_id)
+        bundle = run_dir(archive.root, run.run_id)
         if run.has_html:
             tree.copy(run_html(run.run_id), bundle / "notebook.html")
         if run.run_id not in full:
             continue
         try:
-            rec = evidence.load_record(archive.root, run.run_id)
+            rec = load_record(archive.root, run.run_id)
         except EvidenceError:
             continue  # full_page_runs skips unreadable runs; the bundle vanished since: verify names it
         manifest = read_manifest(bundle)
@@ -220,7 +222,7 @@ def write_runs(tree: PageTree, archive: Archive, full: set[str], catalogued: set
 
 def publish_keys(tree: PageTree, archive: Archive) -> dict[str, Path]:
     """Copy the archive's public keys; key id (recomputed from the key itself) → its file."""
-    from . import keys
+    from .evidence import keys
 
     published = {}
     for path in archive.key_files:

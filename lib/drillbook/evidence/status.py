@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import evidence
+from .archive import latest_runs
 
 COLUMNS = ["drill", "env", "status", "dry_run", "finished", "age", "run_id", "kind"]
+# What the table is made of: keys of ``ledger.RunFields``, so no record.json is opened.
+FROM_LEDGER = ["drill", "env", "status", "dry_run", "finished_at", "run_id", "kind"]
 
 
 def _age(seconds: float) -> str:
@@ -27,8 +29,8 @@ def _age(seconds: float) -> str:
 
 def latest_table(archive: Path, drill: str | None = None, env: str | None = None,
                  status: str | None = None) -> pd.DataFrame:
-    entries = evidence.latest_runs(archive) if archive.exists() else []
-    frame = pd.DataFrame(entries, columns=["drill", "env", "status", "dry_run", "finished_at", "run_id", "kind"])
+    entries = latest_runs(archive) if archive.exists() else []
+    frame = pd.DataFrame(entries, columns=FROM_LEDGER)
     frame["dry_run"] = frame["dry_run"].fillna(False).astype(bool)
     for column, wanted in (("drill", drill), ("env", env), ("status", status)):
         if wanted is not None:

@@ -5,7 +5,7 @@ hash covers everything but ``hash`` and ``sig``, and ``sig`` is the ed25519 sign
 hash. HEAD repeats the last entry's seq and hash, signed, so cutting lines off the end of the
 ledger is detected too. Appends hold an exclusive lock, so concurrent runs cannot fork the chain.
 """
-from __future__ import annotations
+# No ``from __future__ import annotations``: RunFields' NotRequired keys must stay introspectable.
 
 import fcntl
 import hashlib
@@ -13,17 +13,33 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NotRequired, TypedDict
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import journal, keys
-from .errors import EvidenceError
+from .. import journal
+from ..errors import EvidenceError
+from . import keys
 
 LEDGER_NAME = "ledger.jsonl"
 HEAD_NAME = "HEAD"
 GENESIS = "0" * 64
 SIGNED_OUT = ("hash", "sig")
+
+
+class RunFields(TypedDict):
+    """What an entry says about its run (taken from the run's record), so ``status`` and
+    ``run --due`` read the ledger alone."""
+
+    run_id: str
+    manifest_sha256: str
+    drill: NotRequired[str | None]  # the rest: what the archive enters for every run
+    env: NotRequired[str | None]
+    status: NotRequired[str | None]
+    kind: NotRequired[str | None]
+    dry_run: NotRequired[bool]
+    started_at: NotRequired[str | None]
+    finished_at: NotRequired[str | None]
 
 
 def canonical(data: dict[str, Any]) -> bytes:
@@ -79,14 +95,14 @@ def _last_entry(path: Path) -> dict[str, Any] | None:
         raise EvidenceError(f"{path}: last line is not valid JSON", "run drillbook verify") from None
 
 
-def append(archive: Path, key: Ed25519PrivateKey, fields: dict[str, Any]) -> dict[str, Any]:
+def append(archive: Path, key: Ed25519PrivateKey, fields: RunFields) -> dict[str, Any]:
     """Append a signed entry for a run (``fields`` must hold run_id and manifest_sha256)."""
     kid = keys.export_public_key(key, archive)
     with locked(archive):
         return _append_locked(archive, key, kid, fields)
 
 
-def append_once(archive: Path, key: Ed25519PrivateKey, fields: dict[str, Any]) -> dict[str, Any]:
+def append_once(archive: Path, key: Ed25519PrivateKey, fields: RunFields) -> dict[str, Any]:
     """Append ``fields`` unless the ledger already holds its run; then only bring HEAD up to date.
 
     How an interrupted archiving is finished: the runner may have been stopped before the
@@ -108,7 +124,7 @@ def append_once(archive: Path, key: Ed25519PrivateKey, fields: dict[str, Any]) -
         return entry
 
 
-def _append_locked(archive: Path, key: Ed25519PrivateKey, kid: str, fields: dict[str, Any]) -> dict[str, Any]:
+def _append_locked(archive: Path, key: Ed25519PrivateKey, kid: str, fields: RunFields) -> dict[str, Any]:
     path = archive / LEDGER_NAME
     last = _last_entry(path)
     entry = {"seq": (last["seq"] + 1) if last else 1, **fields,

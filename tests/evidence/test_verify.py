@@ -75,7 +75,7 @@ def test_edited_record_and_rewritten_manifest_are_named(copy: Project) -> None:
     record = json.loads((bundle / "record.json").read_text())
     record["status"] = "passed"
     (bundle / "record.json").write_text(json.dumps(record))
-    from drillbook.evidence import write_manifest
+    from drillbook.evidence.archive import write_manifest
 
     write_manifest(bundle)  # a careful forger updates MANIFEST too: the ledger still knows
     code, out = verify(copy)
@@ -136,7 +136,7 @@ def test_altered_ledger_entry_is_named(copy: Project) -> None:
 def test_only_the_given_public_key_is_trusted(copy: Project, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from drillbook.keys import public_pem
+    from drillbook.evidence.keys import public_pem
 
     other = tmp_path / "other.pem"
     other.write_bytes(public_pem(Ed25519PrivateKey.generate().public_key()))

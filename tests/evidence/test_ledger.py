@@ -1,13 +1,14 @@
-"""Unit tests of the pure parts of the evidence archive: the ledger chain and the signing key."""
+"""The ledger's hash chain and signatures, and the signing key's protection."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from drillbook import ledger
+from drillbook.evidence import ledger
 
 
+# ----------------------------------------------------------------------------- ledger
 def test_entry_hash_ignores_hash_and_signature_but_covers_everything_else() -> None:
     entry = {"seq": 1, "run_id": "r", "prev": ledger.GENESIS, "manifest_sha256": "ab"}
     h = ledger.entry_hash(entry)
@@ -18,22 +19,22 @@ def test_entry_hash_ignores_hash_and_signature_but_covers_everything_else() -> N
 def test_ledger_append_chains_and_signs(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from drillbook import evidence
+    from drillbook.evidence.verify import verify_archive
 
     key = Ed25519PrivateKey.generate()
     first = ledger.append(tmp_path, key, {"run_id": "a", "manifest_sha256": "1"})
     second = ledger.append(tmp_path, key, {"run_id": "b", "manifest_sha256": "2"})
     assert (first["seq"], second["seq"]) == (1, 2) and second["prev"] == first["hash"]
     assert ledger.read_head(tmp_path)["hash"] == second["hash"]
-    report = evidence.verify_archive(tmp_path)
+    report = verify_archive(tmp_path)
     # The chain and signatures hold; the bundles themselves were never written.
     assert [str(p) for p in report.problems] == ["a: deleted: the run's folder is missing",
                                                  "b: deleted: the run's folder is missing"]
 
 
 def test_signing_key_is_private_and_refused_when_readable(tmp_path: Path) -> None:
-    from drillbook import keys
     from drillbook.errors import EvidenceError
+    from drillbook.evidence import keys
 
     keys.load_or_create_signing_key(tmp_path)
     path = tmp_path / keys.PRIVATE_NAME

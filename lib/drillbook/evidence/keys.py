@@ -16,8 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from . import paths
-from .errors import EvidenceError
+from .. import paths
+from ..errors import EvidenceError
 
 PRIVATE_NAME = "signing-key.pem"
 

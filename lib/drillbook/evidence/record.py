@@ -1,0 +1,288 @@
+"""The run record, one schema: what the kernel journals as a run goes and what ``record.json`` holds.
+
+The kernel writes a ``Journal`` (``drill.py``); the runner builds a ``Record`` from the run plan
+(``base_record``), then copies the journal's ``JOURNAL_FIELDS`` into it with the outcome
+(``complete_record``); the site and ``drillbook status`` read it back. Keys are stored exactly as
+declared here: archives written before must still read and verify, so a key is never renamed or
+dropped, only added (as ``NotRequired`` when older records lack it).
+
+A record holds: drill, env, status (passed|failed|error|aborted) and reason; parameters (secret
+values never appear: the runner scrubs the whole record); steps, checks, measures next to the
+environment's objectives, cleanups, gates; operator, host, versions; the notebook's sha256
+and git commit.
+
+``verdict`` is the one rule that turns what a run recorded into passed or failed.
+"""
+# No ``from __future__ import annotations`` here: TypedDict needs NotRequired evaluated to know
+# which keys are optional (``__optional_keys__``).
+
+import hashlib
+import platform
+import socket
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Literal, NotRequired, TypedDict, cast
+
+from .. import journal
+
+if TYPE_CHECKING:  # annotations only: loading environments (pydantic) would slow verify and status
+    from ..config.environments import Environment
+
+SCHEMA = 1
+VERSIONED = ("drillbook", "papermill", "nbclient", "nbconvert", "ipykernel")
+
+Status = Literal["passed", "failed", "error", "aborted"]  # the closed set (``journal.STATUSES``)
+RUNNING = "running"  # a run's status until it ends
+
+
+# --------------------------------------------------------------------------- what the kernel journals
+class Step(TypedDict):
+    title: str
+    mutating: bool
+    gate: str | None
+    started_at: str
+    status: str  # running | passed | failed | dry-run | not-applicable
+    ended_at: NotRequired[str]  # absent while the step runs
+    seconds: NotRequired[float]
+    detail: NotRequired[str]
+
+
+class Check(TypedDict):
+    name: str
+    passed: bool
+    detail: str
+    at: str
+
+
+class Measure(TypedDict):
+    name: str
+    value: float
+    unit: str
+    objective: str | None  # the name of one of the environment's objectives
+    objective_value: float | None
+    better: str  # lower | higher
+    verdict: str  # recorded | met | missed | no objective
+    detail: str
+    at: str
+
+
+class CleanupOutcome(TypedDict):
+    status: str  # passed | failed | refused | dry-run
+    detail: NotRequired[str]
+
+
+class Cleanup(CleanupOutcome):
+    title: str
+    started_at: str
+    ended_at: str
+
+
+class Gate(TypedDict):
+    gate: str
+    step: str | None  # None: approved ahead of its step
+    at: str
+    how: str
+
+
+class Error(TypedDict):
+    type: str
+    message: str
+    traceback: str
+
+
+class Journal(TypedDict):
+    """``$DRILLBOOK_RUN_DIR/journal.json``, rewritten by the kernel after every event."""
+
+    run_id: str
+    env: str
+    dry_run: bool
+    change: str | None
+    operator: str
+    started_at: str
+    finished_at: str | None
+    status: str  # RUNNING, then a Status
+    reason: str | None
+    steps: list[Step]
+    checks: list[Check]
+    measures: list[Measure]
+    cleanups: list[Cleanup]
+    attachments: list[str]
+    gates: list[Gate]
+    secret_refs: list[str]  # journal.SECRET_REFS: references, never values
+    seconds: NotRequired[float]  # set when the run closes
+    error: NotRequired[Error]  # the exception that stopped the run
+    note: NotRequired[str]
+
+
+class Results(TypedDict):
+    """What a drill glues into its notebook (``Drill.results``); the record keeps it as ``results``."""
+
+    run_id: str
+    env: str
+    dry_run: bool
+    status: str
+    reason: str | None
+    steps: list[Step]
+    checks: list[Check]
+    measures: list[Measure]
+    cleanups: list[Cleanup]
+
+
+class ChildRun(TypedDict):
+    """A runbook run from inside a drill (``Drill.run_notebook``), as its parent sees it."""
+
+    name: str
+    notebook: str  # attachments/<name>.ipynb in the parent's bundle
+    status: str
+    reason: str | None
+    steps: list[Step]
+    checks: list[Check]
+    measures: list[Measure]
+    started_at: str | None
+    finished_at: str | None
+
+
+# --------------------------------------------------------------------------- record.json
+class Source(TypedDict):
+    path: str
+    sha256: str
+    git_commit: str | None
+    git_dirty: bool | None
+
+
+class FailingCell(TypedDict):
+    index: int
+    execution_count: int | None
+    source_first_line: str
+
+
+class Record(TypedDict):
+    schema: int
+    run_id: str
+    drill: str
+    kind: str
+    title: str
+    notebook: str
+    env: str
+    production: bool
+    status: str  # RUNNING in the in-flight marker, a Status once archived
+    reason: str | None
+    started_at: str
+    finished_at: str | None
+    seconds: float | None
+    dry_run: bool
+    approve: list[str]
+    change: str | None
+    parameters: dict[str, Any]
+    objectives: dict[str, float]
+    controls: list[str]
+    operator: str
+    host: str
+    versions: dict[str, str | None]  # package → version; the runner adds kernel_python
+    source: Source
+    steps: list[Step]
+    checks: list[Check]
+    measures: list[Measure]
+    cleanups: list[Cleanup]
+    gates: list[Gate]
+    attachments: list[str]
+    failing_cell: FailingCell | None
+    results: Results | None
+    error: NotRequired[Error]  # from the journal, when the run was stopped by an exception
+    note: NotRequired[str]
+
+
+# What the record takes from the journal (the rest of the journal is the runner's to know).
+JOURNAL_FIELDS = ("steps", "checks", "measures", "cleanups", "gates", "attachments", "error", "note")
+
+
+# --------------------------------------------------------------------------- the verdict
+def verdict(checks: Iterable[Check], measures: Iterable[Measure],
+            cleanups: Iterable[Cleanup] = ()) -> tuple[Status, str | None]:
+    """The status a run earned by what it recorded, and why.
+
+    ``failed`` when a check failed or an objective was missed (the reason names each), else
+    ``error`` when a cleanup failed, else ``passed`` with no reason. Entries read back from a
+    journal may be incomplete (a kernel that died mid-write of an older version): a missing
+    field counts as not passed, never as a failure of this function.
+    """
+    failed = [str(c.get("name")) for c in checks if not c.get("passed")]
+    missed = [str(m.get("name")) for m in measures if m.get("verdict") == "missed"]
+    broken = [str(c.get("title")) for c in cleanups if c.get("status") == "failed"]
+    if failed or missed:
+        parts = ([f"check failed: {', '.join(failed)}"] if failed else []) + \
+                ([f"objective missed: {', '.join(missed)}"] if missed else [])
+        return "failed", "; ".join(parts)
+    if broken:
+        return "error", f"cleanup failed: {', '.join(broken)}"
+    return "passed", None
+
+
+# --------------------------------------------------------------------------- building the record
+@lru_cache(maxsize=1)
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "unknown"
+    return found
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def source_info(path: Path, project: Path) -> Source:
+    """The notebook as it was run: its path in the project (or file name, if outside it),
+    sha256 of the file, and the git commit (dirty or not)."""
+    try:
+        shown = str(path.resolve().relative_to(project.resolve()))
+    except ValueError:
+        shown = path.name  # evidence names no machine paths
+    info: Source = {"path": shown, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                    "git_commit": None, "git_dirty": None}
+    commit = _git(["rev-parse", "HEAD"], path.parent)
+    if commit:
+        info["git_commit"] = commit
+        status = _git(["status", "--porcelain", "--", path.name], path.parent)
+        info["git_dirty"] = bool(status)
+    return info
+
+
+def base_record(*, run_id: str, drill: str, kind: str, title: str, notebook: str, env: "Environment",
+                parameters: dict[str, Any], dry_run: bool, approve: list[str], change: str | None,
+                controls: list[str], source: Source, operator: str) -> Record:
+    """The part of the record known before the kernel starts (also kept in the in-flight marker)."""
+    return {
+        "schema": SCHEMA, "run_id": run_id, "drill": drill, "kind": kind, "title": title,
+        "notebook": notebook, "env": env.name, "production": env.production,
+        "status": RUNNING, "reason": None, "started_at": journal.now_iso(), "finished_at": None,
+        "seconds": None, "dry_run": dry_run, "approve": approve, "change": change,
+        "parameters": parameters, "objectives": dict(env.objectives), "controls": controls,
+        "operator": operator, "host": socket.gethostname(), "versions": versions(), "source": source,
+        "steps": [], "checks": [], "measures": [], "cleanups": [], "gates": [], "attachments": [],
+        "failing_cell": None, "results": None,
+    }
+
+
+def complete_record(record: Record, *, status: str, reason: str | None, seconds: float,
+                    kernel_journal: Journal | None, failing_cell: FailingCell | None,
+                    results: Results | None) -> Record:
+    """The finished record: ``record`` with what the kernel journalled and the run's outcome."""
+    journalled: dict[str, object] = {}
+    if kernel_journal:
+        raw = cast("dict[str, object]", kernel_journal)  # keys chosen at run time, from JOURNAL_FIELDS
+        journalled = {key: raw[key] for key in JOURNAL_FIELDS if key in raw}
+        journalled["operator"] = kernel_journal.get("operator") or record["operator"]
+    done = cast(Record, {**record, **journalled})
+    done.update(status=status, reason=reason, finished_at=journal.now_iso(), seconds=round(seconds, 3),
+                failing_cell=failing_cell, results=results)
+    return done
