@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import evidence, ledger
-from .errors import EvidenceError
-from .site_md import parse_time
+from .. import evidence, ledger
+from ..errors import EvidenceError
+from .md import parse_time
 
 CACHE_VERSION = 1
 
