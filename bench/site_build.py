@@ -13,7 +13,7 @@ For each size it times, with the real console script in a fresh process:
 
     .venv/bin/python bench/site_build.py [--sizes 100 1000] [--full-runs 10] [--keep DIR]
 
-The same helpers build the fixture archive of tests/test_site.py and tests/test_browser.py.
+The same helpers build the fixture archive of tests/site/test_site.py and tests/site/test_browser.py.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 cleanups, and hostile notebook text on the published site.
 
 The secret and site tests run real notebooks through the real runner (`drillbook run`) in a project
-made by bench/site_build.py (the same one tests/test_site.py publishes), then publish it with MkDocs.
+made by bench/site_build.py (the same one tests/site/test_site.py publishes), then publish it with MkDocs.
 """
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ import drillbook
 from conftest import FIXTURES, Project, cli
 from drillbook.errors import ChangeRequired
 from drillbook.config.secrets import Redactor
-from test_browser import CHROMIUM, CHROMIUM_FLAGS, _Quiet, _require_browser
-from test_site import site_build
+from sitesupport import CHROMIUM, CHROMIUM_FLAGS, QuietHandler, require_browser, site_build
 
 MARKER = "[REDACTED:db]"
 
@@ -298,10 +297,10 @@ def test_hostile_notebook_text_stays_inert_on_every_page(hostile: HostileSite) -
 def test_no_script_from_the_hostile_notebook_runs_in_chromium(hostile: HostileSite, tmp_path: Path) -> None:
     """Every page that shows the hostile notebook, loaded over HTTP: ``window.pwned`` stays unset in
     the page and in the framed notebook, and the published notebook opened on its own runs nothing."""
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(hostile.site)))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(hostile.site)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}/"

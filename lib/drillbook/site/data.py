@@ -16,13 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import EvidenceError
-from .evidence import ledger
-from .evidence.archive import load_record, run_dir
-from .evidence.record import Measure as RecordedMeasure
-from .evidence.record import Record
-from .evidence.verify import verify_archive
-from .site_md import parse_time
+from ..errors import EvidenceError
+from ..evidence import ledger
+from ..evidence.archive import load_record, run_dir
+from ..evidence.record import Measure as RecordedMeasure
+from ..evidence.record import Record
+from ..evidence.verify import verify_archive
+from .md import parse_time
 
 CACHE_VERSION = 1
 

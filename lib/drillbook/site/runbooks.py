@@ -15,12 +15,12 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from .config import catalog, environments, notebooks, schedule
-from .errors import DrillbookError
-from .site_data import Archive, Cache, RunSummary
-from .site_files import PageTree
-from .site_md import badge, code, esc, front_matter, link, rel, table, when
-from .site_paths import DASHBOARD, RUNBOOKS_INDEX, history_page, run_page, runbook_page
+from ..config import catalog, environments, notebooks, schedule
+from ..errors import DrillbookError
+from .data import Archive, Cache, RunSummary
+from .files import PageTree
+from .md import badge, code, esc, front_matter, link, rel, table, when
+from .paths import DASHBOARD, RUNBOOKS_INDEX, history_page, run_page, runbook_page
 
 CONVERT_VERSION = 3  # bump when the conversion changes, so cached pages are redone
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(\s+\"[^\"]*\")?\s*\)")

@@ -12,14 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import EvidenceError
-from .evidence import ledger
-from .evidence.archive import MANIFEST_NAME, RECORD_NAME, load_record, run_dir
-from .evidence.record import Record
-from .site_data import Archive, RunSummary
-from .site_files import PageTree
-from .site_md import admonition, badge, code, esc, front_matter, link, number, rel, table, when
-from .site_paths import (EVIDENCE_INDEX, HISTORY_INDEX, VERIFY_GUIDE, history_page, key_file, run_file,
+from ..errors import EvidenceError
+from ..evidence import keys, ledger
+from ..evidence.archive import MANIFEST_NAME, RECORD_NAME, load_record, run_dir
+from ..evidence.record import Record
+from .data import Archive, RunSummary
+from .files import PageTree
+from .md import admonition, badge, code, esc, front_matter, link, number, rel, table, when
+from .paths import (EVIDENCE_INDEX, HISTORY_INDEX, VERIFY_GUIDE, history_page, key_file, run_file,
                          run_html, run_page, runbook_page)
 
 PAGE_SUFFIXES = (".md", ".markdown")  # would be built as pages; published with .txt appended
@@ -222,8 +222,6 @@ def write_runs(tree: PageTree, archive: Archive, full: set[str], catalogued: set
 
 def publish_keys(tree: PageTree, archive: Archive) -> dict[str, Path]:
     """Copy the archive's public keys; key id (recomputed from the key itself) → its file."""
-    from .evidence import keys
-
     published = {}
     for path in archive.key_files:
         try:

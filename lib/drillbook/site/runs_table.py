@@ -11,11 +11,11 @@ from __future__ import annotations
 import html
 import posixpath
 
-from .render import PAGE_CSS
-from .site_data import Archive, RunSummary
-from .site_files import PageTree
-from .site_md import when
-from .site_paths import history_page, run_html, run_page, runs_table
+from ..render import PAGE_CSS
+from .data import Archive, RunSummary
+from .files import PageTree
+from .md import when
+from .paths import history_page, run_html, run_page, runs_table
 
 
 def _href(from_file: str, target: str) -> str:

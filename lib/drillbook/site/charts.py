@@ -13,9 +13,13 @@ import hashlib
 import io
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .site_data import RunSummary
+from .data import RunSummary
+
+if TYPE_CHECKING:  # annotations only: matplotlib is imported when a chart is drawn
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 CHART_VERSION = 2  # bump when the drawing changes, so cached charts are redrawn
 STATUS_COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "error": "#82071e", "aborted": "#9a6700"}
@@ -40,12 +44,13 @@ def outcome_points(runs: list[RunSummary]) -> list[tuple[datetime, str, str, boo
     return [(r.finished, r.env, r.status, r.dry_run) for r in runs if r.finished is not None]
 
 
-def digest(kind: str, data: Any) -> str:
+def digest(kind: str, data: object) -> str:
     text = json.dumps([CHART_VERSION, kind, data], default=str, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _figure(height: float) -> Any:
+def _figure(height: float) -> Figure:
+    # Lazy: importing matplotlib costs about 0.4 s, paid only when a chart changed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -54,8 +59,8 @@ def _figure(height: float) -> Any:
     return figure
 
 
-def _time_axis(axes: Any) -> None:
-    import matplotlib.dates as mdates
+def _time_axis(axes: Axes) -> None:
+    import matplotlib.dates as mdates  # lazy, like _figure: matplotlib's import time
 
     locator = mdates.AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
@@ -63,7 +68,7 @@ def _time_axis(axes: Any) -> None:
     axes.grid(True, alpha=0.3)
 
 
-def _png(figure: Any) -> bytes:
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .config import catalog, schedule
-from .errors import ConfigError
-from .site_data import Archive, RunSummary
-from .site_md import admonition, age, badge, code, esc, flag, front_matter, link, number, table, when
-from .site_paths import (COMPLIANCE, DASHBOARD, EVIDENCE_INDEX, HISTORY_INDEX, RUNBOOKS_INDEX, history_page,
+from ..config import catalog, schedule
+from ..errors import ConfigError
+from .data import Archive, RunSummary
+from .md import admonition, age, badge, code, esc, flag, front_matter, link, number, table, when
+from .paths import (COMPLIANCE, DASHBOARD, EVIDENCE_INDEX, HISTORY_INDEX, RUNBOOKS_INDEX, history_page,
                          run_page, runbook_page)
 
 

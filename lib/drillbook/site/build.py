@@ -5,10 +5,10 @@
     publish()   both; serve() generates, then runs mkdocs serve for a live preview
 
 Nothing essential depends on a plugin: pages are plain Markdown, charts are PNG files and each
-run's notebook is the HTML rendered at run time, so Zensical builds the same tree. Modules:
-``site_data`` (archive → summaries, verify, which runs get full pages), ``site_files`` (write
-only what changed), ``site_runbooks``, ``site_evidence``, ``site_history`` + ``site_charts``,
-``site_status`` (dashboard, compliance matrix), ``site_md`` and ``site_paths`` (helpers).
+run's notebook is the HTML rendered at run time, so Zensical builds the same tree. Modules of
+the package: ``data`` (archive → summaries, verify, which runs get full pages), ``files`` (write
+only what changed), ``runbooks``, ``evidence``, ``history`` + ``charts``, ``runs_table``,
+``status`` (dashboard, compliance matrix), ``md`` and ``paths`` (helpers).
 """
 from __future__ import annotations
 
@@ -20,11 +20,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import paths, site_data, site_evidence, site_history, site_runbooks, site_status
-from .config import catalog, schedule
-from .errors import ConfigError, DrillbookError
-from .site_files import GENERATED, PageTree, TreeStats
-from .site_paths import COMPLIANCE, DASHBOARD
+from ..config import catalog, schedule
+
+from .. import paths
+from ..errors import ConfigError, DrillbookError
+from .data import Cache, cache_path, full_page_runs, load_archive
+from .evidence import write_evidence
+from .files import GENERATED, PageTree, TreeStats
+from .history import write_history
+from .paths import COMPLIANCE, DASHBOARD
+from .runbooks import write_runbooks
+from .status import compliance_page, dashboard_page, dashboard_rows
 
 DEFAULT_FULL_RUNS = 10
 CONFIG_NAME = "mkdocs.yml"
@@ -82,19 +88,19 @@ def generate(project: Path, archive: Path, full_runs: int = DEFAULT_FULL_RUNS, n
     t0 = time.monotonic()
     _, docs = validate_project(project)
     now = now or datetime.now(timezone.utc)
-    cache = site_data.Cache(site_data.cache_path(state or paths.state_dir(project), archive))
+    cache = Cache(cache_path(state or paths.state_dir(project), archive))
     tree = PageTree(docs)
     entries, skipped = _catalog(project)
     plan = schedule.load_schedule(project)
-    data = site_data.load_archive(archive, cache)
+    data = load_archive(archive, cache)
     catalogued = {e.name for e in entries}
     # Evidence first: the other pages link to a run's page only if it was written.
-    pages = site_evidence.write_evidence(tree, data, site_data.full_page_runs(data.runs, full_runs), catalogued)
-    site_history.write_history(tree, data, {e.name: e for e in entries}, cache)
-    site_runbooks.write_runbooks(tree, project, entries, skipped, data, pages, plan, cache)
-    rows = site_status.dashboard_rows(entries, plan, data, now)
-    tree.write(DASHBOARD, site_status.dashboard_page(rows, data, catalogued, pages, now))
-    tree.write(COMPLIANCE, site_status.compliance_page(entries, rows, data, pages))
+    pages = write_evidence(tree, data, full_page_runs(data.runs, full_runs), catalogued)
+    write_history(tree, data, {e.name: e for e in entries}, cache)
+    write_runbooks(tree, project, entries, skipped, data, pages, plan, cache)
+    rows = dashboard_rows(entries, plan, data, now)
+    tree.write(DASHBOARD, dashboard_page(rows, data, catalogued, pages, now))
+    tree.write(COMPLIANCE, compliance_page(entries, rows, data, pages))
     stats = tree.prune()
     cache.save()
     return Generated(stats, len(data.runs), len(pages), data.verify.ok, time.monotonic() - t0)

@@ -13,7 +13,7 @@ folders for MkDocs to create on every build.
 """
 from __future__ import annotations
 
-from .site_md import slug
+from .md import slug
 
 RUNBOOKS_INDEX = "runbooks/index.md"
 DASHBOARD = "status/index.md"

@@ -1,8 +1,8 @@
 """History per drill: trend charts of measures against objectives, pass/fail over time, every run listed.
 
 The page's table holds the latest ``RECENT_ROWS`` runs; every run of the archive is in the drill's
-static all-runs table (``site_runs_table``), so the page costs the same to build at any archive size.
-Only the runs chosen by ``site_data.full_page_runs`` link to a full evidence page, the others to
+static all-runs table (``site.runs_table``), so the page costs the same to build at any archive size.
+Only the runs chosen by ``site.data.full_page_runs`` link to a full evidence page, the others to
 their run-time HTML.
 """
 from __future__ import annotations
@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable
 
-from . import site_charts
-from .config import catalog
-from .site_data import Archive, Cache, RunSummary
-from .site_files import PageTree
-from .site_md import badge, code, esc, front_matter, link, rel, table, when
-from .site_paths import DASHBOARD, HISTORY_INDEX, chart, history_page, run_html, run_page, runbook_page, runs_table
-from .site_runs_table import runs_table_html
-from .site_status import measures_cell
+from ..config import catalog
+from .charts import digest, measure_series, outcome_points, render_measures, render_outcomes
+from .data import Archive, Cache, RunSummary
+from .files import PageTree
+from .md import badge, code, esc, front_matter, link, rel, table, when
+from .paths import DASHBOARD, HISTORY_INDEX, chart, history_page, run_html, run_page, runbook_page, runs_table
+from .runs_table import runs_table_html
+from .status import measures_cell
 
 RECENT_ROWS = 50
 
@@ -25,7 +25,7 @@ RECENT_ROWS = 50
 def _chart(tree: PageTree, cache: Cache, rel_path: str, kind: str, data: object, draw: Callable[[], bytes]) -> None:
     """Draw a chart only when its data changed since the last build (drawing dominates build time)."""
     charts = cache.section("charts")
-    fingerprint = site_charts.digest(kind, data)
+    fingerprint = digest(kind, data)
     if charts.get(rel_path) == fingerprint and tree.has(rel_path):
         tree.keep(rel_path)
         return
@@ -35,13 +35,13 @@ def _chart(tree: PageTree, cache: Cache, rel_path: str, kind: str, data: object,
 
 def _charts(tree: PageTree, cache: Cache, name: str, runs: list[RunSummary]) -> bool:
     """Write the drill's charts; True when it has a measures chart."""
-    series = site_charts.measure_series(runs)
+    series = measure_series(runs)
     units = {m.name: m.unit for r in runs for m in r.objective_measures()}
     if series:
         _chart(tree, cache, chart(name, "measures"), "measures", [series, units],
-               lambda: site_charts.render_measures(series, units))
-    points = site_charts.outcome_points(runs)
-    _chart(tree, cache, chart(name, "outcomes"), "outcomes", points, lambda: site_charts.render_outcomes(points))
+               lambda: render_measures(series, units))
+    points = outcome_points(runs)
+    _chart(tree, cache, chart(name, "outcomes"), "outcomes", points, lambda: render_outcomes(points))
     return bool(series)
 
 

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MARKER = ".drillbook-generated"
 GENERATED = ("runbooks", "status", "evidence")

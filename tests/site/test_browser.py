@@ -8,40 +8,19 @@ Under CI=true a missing browser is a failure, never a skip.
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import cli
+from sitesupport import CHROMIUM, CHROMIUM_FLAGS, QuietHandler, require_browser
 from test_site import build_fixture
 
 pytestmark = pytest.mark.integration
-
-# Debian's chromium, never a downloaded browser. The network is closed to the browser's own services.
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
-
-
-def _require_browser() -> None:
-    if Path(CHROMIUM).is_file():
-        return
-    message = "Debian chromium is not installed (make system-deps installs it as root)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; under CI the browser test must run")
-    pytest.skip(message)
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:  # keep pytest's output for failures
-        pass
-
 
 @pytest.fixture(scope="module")
 def served_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -49,7 +28,7 @@ def served_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     fixture = build_fixture(tmp_path_factory.mktemp("browser-site"), real_runs=False)
     result = cli(fixture.root, "publish", "--full-runs", "3", env={"DRILLBOOK_HOME": str(fixture.home)})
     assert result.code == 0, result.output
-    handler = functools.partial(_Quiet, directory=str(fixture.root / "site"))
+    handler = functools.partial(QuietHandler, directory=str(fixture.root / "site"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -71,7 +50,7 @@ def _images_loaded(page: Any) -> list[dict[str, Any]]:
 
 
 def test_dashboard_to_history_to_evidence_in_chromium(served_site: str, tmp_path: Path) -> None:
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     problems: list[str] = []

@@ -8,7 +8,6 @@ its RTO objective, one that tries to leak a secret. Each test publishes its own 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 import shutil
@@ -18,14 +17,15 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from conftest import FIXTURES, REPO, cli
+from sitesupport import site_build
 
-from drillbook import site_data, site_files, site_history, site_md, site_status
 from drillbook.evidence import ledger
+from drillbook.site import data as site_data, files as site_files, history as site_history, md as site_md
+from drillbook.site import status as site_status
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +33,6 @@ ZENSICAL = Path(sys.executable).parent / "zensical"
 CANARY = "site-canary-7f3a9c"  # the secret the leaky run tries to publish
 TOKEN = "site-token-51d2e8"
 HISTORY_RUNS = 30
-
-
-def _load_bench() -> Any:
-    """bench/site_build.py: the synthetic-archive writer the benchmark uses, shared with these tests."""
-    if "site_build" in sys.modules:
-        return sys.modules["site_build"]
-    spec = importlib.util.spec_from_file_location("site_build", REPO / "bench" / "site_build.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["site_build"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-site_build = _load_bench()
 
 
 @dataclass
