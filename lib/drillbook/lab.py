@@ -67,7 +67,8 @@ from .lab_state import LAB_ENV, LAB_USER, NODES, PORT_VARS, LabPaths, LabPorts, 
 from .lab_tls import ensure_tls, issue_server_certificate, make_ca
 from .secrets import Redactor
 from .shell import LocalShell
-from .targets import postgres as pgt
+from .targets.postgres import Postgres
+from .targets.postgres.results import NodeState, PostgresError
 from .yamlfile import dump_yaml
 
 # The names these helpers had before they moved to their own modules (the tests use them).
@@ -114,7 +115,7 @@ def environment_yaml(ports: LabPorts, ssh_user: str = LAB_USER, parameters: dict
     return "# The embedded lab, started by `drillbook lab up`.\n" + dump_yaml(data)
 
 
-def lab_postgres(paths: LabPaths, state: LabState, redactor: Redactor | None = None) -> pgt.Postgres:
+def lab_postgres(paths: LabPaths, state: LabState, redactor: Redactor | None = None) -> Postgres:
     """The lab's service as a drill target, with local shells (switching to the lab's OS user)."""
     env = validate_environment(environment_data(state.ports, state.os_user), paths.project / "parameters" / "lab.yaml")
     redactor = redactor or Redactor()
@@ -126,8 +127,8 @@ def lab_postgres(paths: LabPaths, state: LabState, redactor: Redactor | None = N
         redactor.add(ref, value)
         return value
 
-    return pgt.Postgres(env.services["postgres"], shell=lambda host: LocalShell(host, redactor), secret=secret,
-                        project=paths.project, redactor=redactor)
+    return Postgres(env.services["postgres"], shell=lambda host: LocalShell(host, redactor), secret=secret,
+                    project=paths.project, redactor=redactor)
 
 
 # ----------------------------------------------------------------------------- binaries
@@ -175,7 +176,7 @@ class LabStatus:
     os_user: str
     bin_dir: str
     pg_major: int
-    nodes: list[pgt.NodeState] = field(default_factory=list)
+    nodes: list[NodeState] = field(default_factory=list)
     ssh: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -218,7 +219,7 @@ def status(project: Path) -> LabStatus:
         raise LabError(f"no lab in {paths.root}", "drillbook lab up")
     result = LabStatus(paths.root, state.ports, state.os_user, state.bin_dir, state.pg_major)
     with lab_postgres(paths, state) as pg:
-        result.nodes = pg.states()
+        result.nodes = pg.replication.states()
     if state.ssh.startswith("unavailable"):
         result.ssh = state.ssh
     elif sshd_pid(paths):
@@ -274,12 +275,12 @@ def up(project: Path, ports: LabPorts | None = None, say: Say = _quiet) -> LabSt
     return status(project)
 
 
-def _stop_node(pg: pgt.Postgres, name: str) -> bool:
+def _stop_node(pg: Postgres, name: str) -> bool:
     """Stop cleanly if it can, else immediately: down must not leave a server behind."""
     try:
-        return pg.stop(name, "fast", timeout=30)
-    except pgt.PostgresError:
-        return pg.stop(name, "immediate")
+        return pg.servers.stop(name, "fast", timeout=30)
+    except PostgresError:
+        return pg.servers.stop(name, "immediate")
 
 
 def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
@@ -296,8 +297,9 @@ def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
     if state is not None and state.bin_dir:
         with lab_postgres(paths, state) as pg:
             for scratch in sorted((paths.data / "scratch").glob("*/postmaster.pid")):
-                pg.run(NODES[0], f"{pg.tool_path(NODES[0], 'pg_ctl')} stop -D {shlex.quote(str(scratch.parent))} "
-                                 "-m immediate -w", what="stop scratch instance", check=False)
+                pg_ctl = pg.servers.tool_path(NODES[0], "pg_ctl")
+                pg.servers.run(NODES[0], f"{pg_ctl} stop -D {shlex.quote(str(scratch.parent))} -m immediate -w",
+                               what="stop scratch instance", check=False)
                 say(f"stopped scratch instance {scratch.parent.name}")
             for name in NODES:
                 if disk_facts(pg, name).initialized and _stop_node(pg, name):

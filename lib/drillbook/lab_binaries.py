@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .targets.pg_conventions import choose_bin_dir
+from .targets.postgres.conventions import choose_bin_dir
 
 REQUIRED_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup", "pg_rewind", "pg_controldata")
 

@@ -1,7 +1,7 @@
 """The lab's TLS: its own CA (``.lab/ca/``) and the server certificate both nodes present (``data/tls/``).
 
 ``make_ca`` and ``issue_server_certificate`` also serve a certificate rotation drill
-(``Postgres.issue_server_certificate`` with the lab's CA key).
+(``pg.rotation.issue_server_certificate()`` with the lab's CA key).
 """
 from __future__ import annotations
 

@@ -1,165 +1,63 @@
 """The background load that measures recovery: a sequenced writer and an availability probe.
 
-    from drillbook import measure
-    load = measure.Load(writer=pg.connector(), probe=pg.connector(), run=drill.run_id)
+    from drillbook.measure.load import Load
+    load = Load(writer=pg.connections.connector(), probe=pg.connections.connector(), run=drill.run_id)
     load.start()
     load.wait_steady()                        # writes acknowledged and probes passing before the fault
-    fault = load.mark("fault"); pg.stop(old)  # the clock of every measure is time.monotonic()
+    fault = load.mark("fault"); pg.servers.stop(old)   # the clock of every measure is time.monotonic()
     ...                                       # recover (e.g. run the failover runbook)
     load.wait_for_write_after(fault)          # the first write the new primary acknowledges
     load.stop()
-    with pg.connect() as conn:
+    with pg.connections.connect() as conn:
         outcome = load.outcome(fault, conn)   # RTO, RPO (writes and seconds), failed probes
         load.purge(conn)
 
 * The writer inserts (run, seq) rows into ``drillbook.writes`` (the lab creates it; elsewhere
   ``ensure_table(conn)``) through whatever node accepts
-  writes — its connector decides (``pg.connector()`` lists every node with
+  writes — its connector decides (``pg.connections.connector()`` lists every node with
   ``target_session_attrs=read-write``) — and records each acknowledged seq with its time and node.
   After an error it reconnects every ``retry_interval`` (20 ms) until a primary answers: that
   interval (plus a connection's set-up, ~5 ms with TLS) is the resolution of the measured RTO.
 * The probe opens a new connection and runs ``SELECT 1`` every ``interval`` (≤ 50 ms, start to
   start), recording success or failure: availability, and credentials that still work.
-* RTO = fault → first write acknowledged by another node than the one before the fault.
-  RPO = acknowledged writes missing afterwards: how many, and seconds from the first missing one
-  to the fault. Failed probes: attempts that failed (in a window, e.g. around a rotation).
 
-In a drill kernel that also runs a runbook with papermill, use ``IsolatedLoad`` (same API, its
-threads in a process of their own, the probe at a fixed rate) with ``pg.portable_connector()``:
-threads sharing the kernel's GIL with papermill see stalls of tens of milliseconds.
-
-The computations are plain functions over recorded data (``rto``, ``rpo``, ``failed_probes``,
-``longest_outage``, ``probe_resolution``, ``percentiles``), tested without a database.
+The measures themselves are computed by ``measure.compute``. In a drill kernel that also runs a
+runbook with papermill, use ``measure.isolated.IsolatedLoad`` (same API, in a process of its own).
 """
 from __future__ import annotations
 
 import bisect
-import socket
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Protocol, Sequence
+
+from ..errors import LoadTimeout, ProbeIntervalError
+from .compute import (Ack, Outcome, ProbeResult, failed_probes, first_write_after, longest_outage, node_before,
+                      percentiles, probe_resolution, rpo, rto)
 
 clock = time.monotonic  # one clock for faults, writes and probes
 WRITES_TABLE = "drillbook.writes"
-Connector = Callable[[], Any]  # returns a new DB-API/psycopg connection (autocommit)
 
 
-@dataclass(frozen=True)
-class Ack:
-    seq: int
-    at: float  # clock() when the commit was acknowledged
-    node: str  # "address:port" of the server that acknowledged it
+class Cursor(Protocol):
+    """What the load reads from a DB-API/psycopg cursor."""
+
+    rowcount: int
+
+    def fetchall(self) -> list[tuple[object, ...]]: ...
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    started: float
-    ended: float
-    ok: bool
-    error: str = ""
+class DbConnection(Protocol):
+    """What the load needs of a connection: psycopg's, or a test's fake (autocommit)."""
+
+    def execute(self, query: str, params: Sequence[object] | None = None) -> Cursor: ...
+
+    def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class Rpo:
-    writes: int  # acknowledged writes missing afterwards
-    seconds: float  # from the first missing write to the fault (0 when nothing is missing)
-    missing: tuple[int, ...] = ()
+Connector = Callable[[], DbConnection]  # returns a new connection each call
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a drill records about a fault: measures to compare with the environment's objectives."""
-
-    rto_seconds: float | None  # None: no write was acknowledged after the fault
-    rpo_writes: int
-    rpo_seconds: float
-    failed_probes: int
-    longest_outage_seconds: float
-    probes: int
-    writes: int
-    probe_resolution_seconds: float  # the largest gap between two probes: the measures' granularity
-    new_node: str | None
-    write_latency_ms: dict[str, float] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- pure computations
-def node_before(acks: Sequence[Ack], at: float) -> str | None:
-    """The node that acknowledged the last write before ``at``."""
-    before = [a for a in acks if a.at <= at]
-    return before[-1].node if before else None
-
-
-def first_write_after(acks: Sequence[Ack], at: float, not_on: str | None = None) -> Ack | None:
-    """The first write acknowledged after ``at`` (by a node other than ``not_on``, if given)."""
-    for ack in acks:
-        if ack.at > at and (not_on is None or ack.node != not_on):
-            return ack
-    return None
-
-
-def rto(acks: Sequence[Ack], fault_at: float, old_node: str | None = None) -> float | None:
-    """Seconds from the fault to the first write acknowledged by the new primary.
-
-    ``old_node`` defaults to the node that acknowledged the last write before the fault: a write
-    the old primary still acknowledged after the fault was marked does not count as recovery.
-    """
-    old = old_node if old_node is not None else node_before(acks, fault_at)
-    first = first_write_after(acks, fault_at, not_on=old)
-    return None if first is None else round(first.at - fault_at, 4)
-
-
-def rpo(acks: Iterable[Ack], present: set[int], fault_at: float) -> Rpo:
-    """Acknowledged writes that are not ``present`` afterwards: how many, and how far before the fault."""
-    missing = [a for a in acks if a.seq not in present]
-    if not missing:
-        return Rpo(0, 0.0)
-    first = min(missing, key=lambda a: a.at)
-    return Rpo(len(missing), round(max(0.0, fault_at - first.at), 4), tuple(a.seq for a in missing))
-
-
-def failed_probes(probes: Iterable[ProbeResult], start: float | None = None, end: float | None = None) -> int:
-    """Failed probe attempts that started within [start, end] (the whole run by default)."""
-    return sum(1 for p in probes if not p.ok and (start is None or p.started >= start)
-               and (end is None or p.started <= end))
-
-
-def longest_outage(probes: Sequence[ProbeResult]) -> float:
-    """The longest stretch from a failed probe's start to the next passing probe's end."""
-    longest, since = 0.0, None
-    for p in probes:
-        if not p.ok and since is None:
-            since = p.started
-        elif p.ok and since is not None:
-            longest = max(longest, p.ended - since)
-            since = None
-    if since is not None and probes:
-        longest = max(longest, probes[-1].ended - since)
-    return round(longest, 4)
-
-
-def probe_resolution(probes: Sequence[ProbeResult]) -> float:
-    """The largest gap between the starts of consecutive probes: nothing shorter can be seen."""
-    starts = [p.started for p in probes]
-    return round(max((b - a for a, b in zip(starts, starts[1:])), default=0.0), 4)
-
-
-def percentiles(values: Sequence[float], points: Sequence[int] = (50, 95, 99)) -> dict[str, float]:
-    """Nearest-rank percentiles, e.g. {"p50": …, "p95": …, "p99": …}; empty input gives {}."""
-    if not values:
-        return {}
-    ordered = sorted(values)
-    result = {}
-    for point in points:
-        rank = max(1, -(-point * len(ordered) // 100))  # ceil(p/100 · n), at least the first
-        result[f"p{point}"] = round(ordered[rank - 1], 4)
-    return result
-
-
-# ----------------------------------------------------------------------------- the threads
 class SequencedWriter(threading.Thread):
     """Inserts 1, 2, 3, … for ``run`` through ``connect()``; records every acknowledged one."""
 
@@ -177,7 +75,7 @@ class SequencedWriter(threading.Thread):
         self._halt.set()
 
     def run(self) -> None:
-        conn = None
+        conn: DbConnection | None = None
         while not self._halt.is_set():
             if conn is None:
                 conn = self._connect()
@@ -199,7 +97,7 @@ class SequencedWriter(threading.Thread):
             self._halt.wait(self.interval)
         _close(conn)
 
-    def _connect(self) -> Any:
+    def _connect(self) -> DbConnection | None:
         try:
             return self.connect()
         except Exception as exc:
@@ -219,7 +117,7 @@ class Probe(threading.Thread):
     def __init__(self, connect: Connector, interval: float = 0.05, max_in_flight: int = 1) -> None:
         super().__init__(name="drillbook-probe", daemon=True)
         if interval > 0.05:
-            raise ValueError("probe interval must be ≤ 50 ms, or it dominates the measured RTO")
+            raise ProbeIntervalError("probe interval must be ≤ 50 ms, or it dominates the measured RTO")
         self.connect, self.interval = connect, interval
         self.max_in_flight = max(1, int(max_in_flight))
         self.results: list[ProbeResult] = []  # in order of start
@@ -326,7 +224,8 @@ class Load:
             time.sleep(0.02)
         last = (self.writer.errors[-1][1] if self.writer and self.writer.errors else
                 self.probe.results[-1].error if self.probe and self.probe.results else "nothing recorded")
-        raise TimeoutError(f"no steady state within {timeout:g} s: {last}")
+        raise LoadTimeout(f"no steady state within {timeout:g} s: {last}",
+                          "check that the service accepts writes and probes (drillbook lab status, for the lab)")
 
     def wait_for_write_after(self, at: float, timeout: float = 60.0, not_on: str | None = None) -> Ack:
         """Block until a write is acknowledged after ``at`` by a node other than the one before it."""
@@ -338,14 +237,15 @@ class Load:
                 return ack
             time.sleep(0.01)
         errors = self.writer.errors[-1][1] if self.writer and self.writer.errors else "no error recorded"
-        raise TimeoutError(f"no write acknowledged within {timeout:g} s of the fault (last error: {errors})")
+        raise LoadTimeout(f"no write acknowledged within {timeout:g} s of the fault (last error: {errors})",
+                          "no node accepted writes after the fault: read the recovery's output above")
 
-    def present(self, conn: Any) -> set[int]:
+    def present(self, conn: DbConnection) -> set[int]:
         """Which of this run's sequence numbers the database holds now."""
         rows = conn.execute(f"SELECT seq FROM {WRITES_TABLE} WHERE run = %s", (self.run,)).fetchall()
         return {int(r[0]) for r in rows}
 
-    def outcome(self, fault_at: float, conn: Any, old_node: str | None = None) -> Outcome:
+    def outcome(self, fault_at: float, conn: DbConnection, old_node: str | None = None) -> Outcome:
         """RTO, RPO and probe failures of the fault at ``fault_at``, checked against ``conn`` (the new primary)."""
         acks, probes = self.acks, self.probes
         old = old_node if old_node is not None else node_before(acks, fault_at)
@@ -360,143 +260,24 @@ class Load:
                               percentiles(self.writer.latencies if self.writer else []).items()},
         )
 
-    def purge(self, conn: Any) -> int:
+    def purge(self, conn: DbConnection) -> int:
         """Delete this run's rows from the writes table (the lab stays small)."""
         return conn.execute(f"DELETE FROM {WRITES_TABLE} WHERE run = %s", (self.run,)).rowcount
 
 
-class IsolatedLoad(Load):
-    """The same writer and probe, run in a process of their own (a new Python interpreter).
-
-    A drill kernel that executes a runbook with papermill keeps the GIL busy for tens of
-    milliseconds at a time, and threads waiting for it would measure that, not the database:
-    in their own process the writer's retries and the probe's schedule keep their resolution.
-    The probe runs at a fixed rate (``probe_in_flight`` attempts at most at once). Connectors
-    must be picklable (``Postgres.portable_connector``). Marks stay in this process: the
-    monotonic clock is the system's, shared by both. Everything else reads as for ``Load``.
-    """
-
-    def __init__(self, writer: Connector | None, probe: Connector | None, run: str,
-                 probe_interval: float = 0.05, write_interval: float = 0.01, probe_in_flight: int = 4) -> None:
-        self.run = run
-        self.marks = {}
-        self._spec = (writer, probe, run, probe_interval, write_interval, probe_in_flight)
-        self.writer = _Remote(self) if writer else None  # type: ignore[assignment]
-        self.probe = _Remote(self) if probe else None  # type: ignore[assignment]
-        self._lock = threading.Lock()
-        self._pipe: Any = None
-        self._process: Any = None
-        self._state: dict[str, list[Any]] = {"acks": [], "errors": [], "latencies": [], "probes": []}
-        self._read_at = 0.0
-        self._final = False
-
-    def start(self) -> IsolatedLoad:
-        # A fresh interpreter (not fork: a kernel runs threads; not multiprocessing's spawn: it
-        # re-imports the caller's __main__), talking pickles over a socket pair.
-        ours, theirs = socket.socketpair()
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from drillbook.measure import _serve_fd; _serve_fd(int(sys.argv[1]))",
-             str(theirs.fileno())], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
-        theirs.close()
-        self._pipe = Connection(ours.detach())
-        with self._lock:
-            self._pipe.send(self._spec)
-            self._receive()  # the threads run once the first state arrives
-        self.marks["start"] = clock()
-        return self
-
-    def stop(self) -> None:
-        with self._lock:
-            if not self._final and self._pipe is not None:
-                self._final = True
-                try:
-                    self._pipe.send("stop")
-                    self._receive()
-                finally:
-                    self._pipe.close()
-                    self._process.wait(timeout=10)
-        self.marks.setdefault("stop", clock())
-
-    def state(self) -> dict[str, list[Any]]:
-        """What the load's process recorded so far (re-read at most every 5 ms; final after stop)."""
-        with self._lock:
-            if not self._final and self._pipe is not None and clock() - self._read_at > 0.005:
-                self._pipe.send("state")
-                self._receive()
-            return self._state
-
-    def _receive(self) -> None:
-        try:
-            answer = self._pipe.recv()
-        except (EOFError, OSError):
-            self._final = True
-            raise RuntimeError("the load's process ended unexpectedly (see the kernel's stderr)") from None
-        if isinstance(answer, BaseException):
-            self._final = True
-            raise answer
-        self._state, self._read_at = answer, clock()
-
-
-class _Remote:
-    """This process's view of the writer or the probe of an ``IsolatedLoad``."""
-
-    def __init__(self, load: IsolatedLoad) -> None:
-        self._load = load
-
-    acks = property(lambda self: self._load.state()["acks"])
-    errors = property(lambda self: self._load.state()["errors"])
-    latencies = property(lambda self: self._load.state()["latencies"])
-    results = property(lambda self: self._load.state()["probes"])
-
-
-def _serve_fd(fd: int) -> None:
-    """Entry point of the isolated load's process: its parameters arrive on the socket ``fd``."""
-    # This process is the load's alone: hand the GIL over often, so the probe's scheduler wakes
-    # on time while other threads are busy setting up TLS connections.
-    sys.setswitchinterval(0.0005)
-    pipe = Connection(fd)
-    _serve(pipe, *pipe.recv())
-
-
-def _serve(pipe: Any, writer: Connector | None, probe: Connector | None, run: str, probe_interval: float,
-           write_interval: float, probe_in_flight: int) -> None:
-    """The isolated load's process: run the threads, answer "state" and "stop" until stopped."""
-    try:
-        load = Load(writer, probe, run, probe_interval, write_interval, probe_in_flight).start()
-    except BaseException as exc:  # e.g. an interval above 50 ms: raised in the drill's kernel instead
-        pipe.send(exc)
-        return
-    try:
-        pipe.send(_recorded(load))
-        while True:
-            command = pipe.recv()
-            if command == "stop":
-                load.stop()
-            pipe.send(_recorded(load))
-            if command == "stop":
-                return
-    except (EOFError, OSError):  # the drill's kernel is gone: stop writing at once
-        load.stop()
-
-
-def _recorded(load: Load) -> dict[str, list[Any]]:
-    return {"acks": load.acks, "errors": list(load.writer.errors) if load.writer else [],
-            "latencies": list(load.writer.latencies) if load.writer else [], "probes": load.probes}
-
-
-def ensure_table(conn: Any) -> None:
+def ensure_table(conn: DbConnection) -> None:
     """Create the writes table where the lab has not (other environments): needs CREATE rights."""
     conn.execute("CREATE SCHEMA IF NOT EXISTS drillbook")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {WRITES_TABLE} (run text NOT NULL, seq bigint NOT NULL, "
                  "written_at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (run, seq))")
 
 
-def _node(conn: Any) -> str:
+def _node(conn: DbConnection) -> str:
     info = getattr(conn, "info", None)
     return f"{getattr(info, 'host', '?')}:{getattr(info, 'port', '?')}" if info is not None else "?"
 
 
-def _close(conn: Any) -> None:
+def _close(conn: DbConnection | None) -> None:
     if conn is not None:
         try:
             conn.close()
