@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import psycopg
+from psycopg.abc import Params
 
 from ...environments import PostgresNode, PostgresService
 from ...errors import NotFound
@@ -176,12 +177,14 @@ class Connections:
         return Connector(context.service, context.project, node, login, timeout or context.connect_timeout,
                          context.name)
 
-    def query(self, node: str, text: str, params: Any = None, *, login: str = "admin") -> list[tuple]:
+    def query(self, node: str, text: str, params: Params | None = None, *, login: str = "admin") -> list[tuple]:
         with self.connect(node, login=login) as conn:
             cur = conn.execute(text, params)
             return cur.fetchall() if cur.description else []
 
     def source_conninfo(self, primary: str, login: str) -> tuple[str, str]:
+        """(conninfo, password) to reach ``primary`` as ``login``: for pg_rewind and pg_basebackup,
+        whose scripts read the password from stdin into PGPASSWORD, never from a command line."""
         node = self.context.node(primary)
         creds = self.credentials(login)
         info = conninfo(host=node.address, port=node.port, user=creds.user, dbname="postgres",
