@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DRILLBOOK = Path(sys.executable).parent / "drillbook"
 APPROVE = {"failover": ["fault", "promote"], "backup-restore": [], "key-rotation": ["rotate"]}
-WRITER_RETRY_SECONDS = 0.02  # measure.SequencedWriter's retry_interval: the RTO's own granularity
+WRITER_RETRY_SECONDS = 0.02  # measure.load.SequencedWriter's retry_interval: the RTO's own granularity
 
 
 def free_ports(count: int) -> list[int]:

@@ -18,15 +18,16 @@ import pytest
 import yaml
 
 from conftest import REPO, CliResult, cli
-from drillbook import measure
 from drillbook.lab import control
 from drillbook.lab.sshd import sshd_binary
 from drillbook.lab.state import NODES
-from drillbook.measure import ProbeResult
+from drillbook.measure.compute import ProbeResult, probe_resolution
+from drillbook.measure.isolated import IsolatedLoad
+from drillbook.measure.load import Probe
 from drillbook.pki import issue_server_certificate, make_ca
 from drillbook.procedures import failover, restore, rotation
 from drillbook.procedures.failover import FailoverRefused
-from drillbook.targets.postgres import TableSum
+from drillbook.targets.postgres.results import TableSum
 from labsupport import LabProject, free_ports, lab_project, require_sshd  # noqa: F401
 
 DRILLS = ("failover", "backup-restore", "key-rotation")
@@ -94,17 +95,17 @@ def test_fixed_rate_probe_keeps_its_schedule_when_connections_are_slow() -> None
         def close(self) -> None:
             pass
 
-    closed_loop = measure.Probe(Slow, interval=0.02)
-    fixed_rate = measure.Probe(Slow, interval=0.02, max_in_flight=8)
+    closed_loop = Probe(Slow, interval=0.02)
+    fixed_rate = Probe(Slow, interval=0.02, max_in_flight=8)
     for probe in (closed_loop, fixed_rate):
         probe.start()
     time.sleep(0.8)
     for probe in (closed_loop, fixed_rate):
         probe.stop()
         probe.join(5)
-    assert measure.probe_resolution(closed_loop.results) >= 0.12  # each slow attempt delays the next
+    assert probe_resolution(closed_loop.results) >= 0.12  # each slow attempt delays the next
     # Relative, not a wall-clock limit: fixed-rate starts keep their schedule, closed-loop ones do not.
-    assert measure.probe_resolution(fixed_rate.results) < measure.probe_resolution(closed_loop.results) / 2
+    assert probe_resolution(fixed_rate.results) < probe_resolution(closed_loop.results) / 2
     assert len(fixed_rate.results) >= 20
     starts = [p.started for p in fixed_rate.results]
     assert starts == sorted(starts) and all(p.ok for p in fixed_rate.results)
@@ -161,8 +162,8 @@ def lab_state(project: LabProject) -> dict:
     server processes, login roles and their passwords, certificate, keys, rows, leftovers."""
     paths = project.paths
     with project.postgres() as pg:
-        nodes = {s.name: (s.role, s.timeline, s.upstream_port, s.fenced) for s in pg.states()}
-        with pg.connect(pg.primary(), login="admin", dbname="app") as conn:
+        nodes = {s.name: (s.role, s.timeline, s.upstream_port, s.fenced) for s in pg.replication.states()}
+        with pg.connections.connect(pg.replication.primary(), login="admin", dbname="app") as conn:
             logins = conn.execute("SELECT rolname, rolcanlogin, md5(coalesce(rolpassword, '')) FROM pg_authid "
                                   "WHERE rolname LIKE 'app%' ORDER BY 1").fetchall()
             writes = conn.execute("SELECT count(*) FROM drillbook.writes").fetchone()[0]
@@ -195,8 +196,8 @@ def executed_runbook(bundle: Path, name: str) -> nbformat.NotebookNode:
 @pytest.mark.integration
 def test_isolated_load_keeps_its_resolution_while_this_process_is_busy(drills: LabProject) -> None:
     with drills.postgres() as pg:
-        load = measure.IsolatedLoad(writer=pg.portable_connector(), probe=pg.portable_connector(),
-                                    run="isolated-test", probe_interval=0.04).start()
+        load = IsolatedLoad(writer=pg.connections.portable_connector(), probe=pg.connections.portable_connector(),
+                            run="isolated-test", probe_interval=0.04).start()
         try:
             load.wait_steady()
             t0 = time.monotonic()
@@ -204,7 +205,7 @@ def test_isolated_load_keeps_its_resolution_while_this_process_is_busy(drills: L
                 json.dumps([{"x": list(range(200))} for _ in range(200)])
         finally:
             load.stop()
-        with pg.connect() as conn:
+        with pg.connections.connect() as conn:
             outcome = load.outcome(t0, conn)
             assert load.purge(conn) == outcome.writes
     assert outcome.failed_probes == 0 and outcome.probes >= 40 and outcome.rpo_writes == 0
@@ -345,8 +346,8 @@ def test_impossible_objective_makes_the_drill_failed_with_evidence(drills: LabPr
 def test_drill_errors_when_the_standby_is_down_runs_cleanups_and_lab_up_recovers(drills: LabProject,
                                                                                  tmp_path: Path) -> None:
     with drills.postgres() as pg:
-        standby = pg.standbys()[0]
-        pg.stop(standby, "fast")
+        standby = pg.replication.standbys()[0]
+        pg.servers.stop(standby, "fast")
     before = lab_state(drills)
     result, record, _ = run(drills, tmp_path, "failover", *live("failover"))
     assert result.code == 1 and record["status"] == "error"
@@ -363,7 +364,7 @@ def test_drill_errors_when_the_standby_is_down_runs_cleanups_and_lab_up_recovers
 @pytest.mark.integration
 def test_drill_that_errors_after_the_fault_restores_the_pair_in_its_cleanup(drills: LabProject, tmp_path: Path) -> None:
     with drills.postgres() as pg:
-        primary = pg.primary()
+        primary = pg.replication.primary()
     result, record, bundle = run(drills, tmp_path, "failover", "--approve", "fault")  # the runbook may not promote
     assert result.code == 1 and record["status"] == "error"
     assert "runbook postgres-failover ended error" in record["reason"] and "promote" in record["reason"]
@@ -374,7 +375,7 @@ def test_drill_that_errors_after_the_fault_restores_the_pair_in_its_cleanup(dril
     assert "GateNotApproved" in (bundle / "attachments" / "postgres-failover.ipynb").read_text()
     assert_healthy(drills)  # the cleanup restarted the crashed primary: no `lab up` needed
     with drills.postgres() as pg:
-        assert pg.primary() == primary
+        assert pg.replication.primary() == primary
 
 
 @pytest.mark.integration

@@ -71,3 +71,30 @@ class LabError(DrillbookError):
 
 class UnreachableHost(DrillbookError):
     """A host in an environment cannot be reached (connect, auth or host key)."""
+
+
+class MeasureError(DrillbookError):
+    """The load that measures a recovery cannot run, or did not see what it waited for."""
+
+    exit_code = 1
+
+    def __reduce__(self) -> tuple[type[MeasureError], tuple[str, str]]:
+        # An isolated load raises these in its own process and sends them over a pipe: keep the hint.
+        return type(self), (self.message, self.hint)
+
+
+class ProbeIntervalError(MeasureError, ValueError):
+    """A probe interval too coarse to measure with (a ValueError, as before it had its own class)."""
+
+    exit_code = 2
+    default_hint = "probe at least every 50 ms, e.g. probe_interval=0.03"
+
+
+class LoadTimeout(MeasureError, TimeoutError):
+    """The load did not see what it waited for in time (a TimeoutError, as before it had its own class)."""
+
+
+class LoadProcessError(MeasureError):
+    """The process running an isolated load ended before it was stopped."""
+
+    default_hint = "read the kernel's stderr for the load process's traceback"

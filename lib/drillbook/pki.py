@@ -6,7 +6,8 @@
     cert, key = issue_server_certificate(ca_cert, ca_key, ["127.0.0.1", "localhost"])
 
 The lab creates its CA and keys with these; production code uses them too: an SSH key rotation
-makes its new key here, a TLS certificate rotation issues its certificate from the environment's CA.
+makes its new key here, a TLS certificate rotation issues its certificate from the environment's CA
+(``pg.rotation.issue_server_certificate()``).
 """
 from __future__ import annotations
 

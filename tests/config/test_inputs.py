@@ -232,12 +232,13 @@ def test_binary_known_hosts_file_is_refused(tmp_path: Path) -> None:
 
 def test_binary_login_role_file_is_a_postgres_error(tmp_path: Path) -> None:
     from drillbook.config.environments import PostgresService
-    from drillbook.targets.pg_connect import PostgresConnections
-    from drillbook.targets.pg_results import PostgresError
+    from drillbook.targets.postgres.connect import Connections, PostgresContext
+    from drillbook.targets.postgres.results import PostgresError
 
     (tmp_path / "app_user").write_bytes(b"\xff\xfeapp")
     service = PostgresService(kind="postgres", user="file:app_user",
                               nodes=[{"name": "pg1", "host": "here", "port": 5432}])
-    connections = PostgresConnections(service, shell=lambda host: None, secret=lambda ref: "", project=tmp_path)
+    connections = Connections(PostgresContext(service, open_shell=lambda host: None, secret=lambda ref: "",
+                                              project=tmp_path))
     with pytest.raises(PostgresError, match="login role in .* is not UTF-8 text"):
         connections.credentials("app")

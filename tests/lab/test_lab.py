@@ -21,7 +21,9 @@ from drillbook.lab.pg import SAMPLE_ROWS, render_hba, render_server_conf
 from drillbook.lab.sshd import known_hosts_line, render_sshd_config
 from drillbook.lab.state import NODES, LabPaths, LabPorts, LabState
 from drillbook.pki import issue_server_certificate, make_ca
-from drillbook.targets import postgres as pgt
+from drillbook.targets.postgres.backup import table_checksums
+from drillbook.targets.postgres.conventions import choose_bin_dir
+from drillbook.targets.postgres.results import PostgresError
 from labsupport import REPO, LabProject, free_ports, lab_base, lab_project, make_project, require_sshd  # noqa: F401
 
 
@@ -90,9 +92,9 @@ def test_the_pgserver_wheel_is_the_fallback() -> None:
 
 def test_choose_bin_dir_matches_pg_version() -> None:
     candidates = [(15, "/a"), (16, "/b")]
-    assert pgt.choose_bin_dir(candidates, None) == "/b"
-    assert pgt.choose_bin_dir(candidates, 15) == "/a"
-    assert pgt.choose_bin_dir(candidates, 12) is None
+    assert choose_bin_dir(candidates, None) == "/b"
+    assert choose_bin_dir(candidates, 15) == "/a"
+    assert choose_bin_dir(candidates, 12) is None
 
 
 def test_server_configuration_is_tls_scram_loopback(tmp_path: Path) -> None:
@@ -189,10 +191,10 @@ def test_up_gives_a_streaming_pair_with_tls_and_the_sample_data(lab_project: Lab
     standby = next(n for n in report.nodes if n.role == "standby")
     assert standby.streaming and standby.upstream_port == next(n.port for n in report.nodes if n.role == "primary")
     assert report.warnings == []
-    with lab_project.postgres() as pg, pg.connect() as conn:
+    with lab_project.postgres() as pg, pg.connections.connect() as conn:
         assert conn.info.port in (lab_project.ports.pg1, lab_project.ports.pg2)
         assert conn.pgconn.ssl_in_use
-        counts = {t: s.rows for t, s in pgt.table_checksums(conn).items()}
+        counts = {t: s.rows for t, s in table_checksums(conn).items()}
         assert counts == SAMPLE_ROWS and sum(counts.values()) == 66000
         assert conn.execute("SELECT current_user").fetchone()[0] == "app"  # objects belong to the group role
 
@@ -200,13 +202,13 @@ def test_up_gives_a_streaming_pair_with_tls_and_the_sample_data(lab_project: Lab
 @pytest.mark.integration
 def test_clients_need_tls_and_the_right_password(lab_project: LabProject) -> None:
     with lab_project.postgres() as pg:
-        creds = pg.credentials("app")
+        creds = pg.connections.credentials("app")
         port = lab_project.ports.pg1
         with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry|reject"):
             psycopg.connect(host="127.0.0.1", port=port, user=creds.user, password=creds.password, dbname="app",
                             sslmode="disable", connect_timeout=3)
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-            pg.connect("pg1", password="wrong-password")
+            pg.connections.connect("pg1", password="wrong-password")
         ca_pem, _ = make_ca("another CA")
         other = lab_project.root / "other-ca.crt"
         other.write_text(ca_pem)
@@ -250,9 +252,9 @@ def test_up_again_is_idempotent_and_fast(lab_project: LabProject) -> None:
 @pytest.mark.integration
 def test_up_starts_a_stopped_standby(lab_project: LabProject) -> None:
     with lab_project.postgres() as pg:
-        standby = pg.standbys()[0]
-        pg.stop(standby, "immediate")
-        assert pg.role(standby) == "down"
+        standby = pg.replication.standbys()[0]
+        pg.servers.stop(standby, "immediate")
+        assert pg.replication.role(standby) == "down"
     status = cli(lab_project.root, "lab", "status")
     assert status.code == 1 and "not healthy" in status.stdout and "down" in status.stdout
     up = cli(lab_project.root, "lab", "up")
@@ -264,21 +266,21 @@ def test_up_starts_a_stopped_standby(lab_project: LabProject) -> None:
 @pytest.mark.integration
 def test_up_after_a_failover_keeps_the_new_primary_and_rebuilds_the_old(lab_project: LabProject) -> None:
     with lab_project.postgres() as pg:
-        old, new = pg.primary(), pg.standbys()[0]
-        with pg.connect(old, login="admin", dbname="app") as conn:
-            sums = pgt.table_checksums(conn)
-        pg.wait_caught_up(new)
-        pg.stop(old)
-        pg.fence(old)
-        pg.promote(new)
+        old, new = pg.replication.primary(), pg.replication.standbys()[0]
+        with pg.connections.connect(old, login="admin", dbname="app") as conn:
+            sums = table_checksums(conn)
+        pg.replication.wait_caught_up(new)
+        pg.servers.stop(old)
+        pg.servers.fence(old)
+        pg.servers.promote(new)
     up = cli(lab_project.root, "lab", "up")
     assert up.code == 0, up.output
     assert "fenced" in up.stderr and ("(pg_rewind)" in up.stderr or "(follow)" in up.stderr)
     with lab_project.postgres() as pg:
-        assert pg.roles() == {new: "primary", old: "standby"}
-        assert not pg.is_fenced(old)
-        with pg.connect(old, login="admin", dbname="app") as conn:
-            assert pgt.table_checksums(conn) == sums
+        assert pg.replication.roles() == {new: "primary", old: "standby"}
+        assert not pg.servers.is_fenced(old)
+        with pg.connections.connect(old, login="admin", dbname="app") as conn:
+            assert table_checksums(conn) == sums
 
 
 @pytest.mark.integration
@@ -286,9 +288,9 @@ def test_down_stops_everything_and_keeps_the_data(lab_project: LabProject) -> No
     require_sshd()
     ports = lab_project.ports
     with lab_project.postgres() as pg:  # a drill left a scratch instance running
-        backup = pg.base_backup()
+        backup = pg.backups.base_backup()
         scratch_port = free_ports(1)[0]
-        scratch = pg.restore_scratch(backup, port=scratch_port, name="left-behind")
+        scratch = pg.backups.restore_scratch(backup, port=scratch_port, name="left-behind")
         assert port_open(scratch_port)
     down = cli(lab_project.root, "lab", "down")
     assert down.code == 0, down.output
@@ -301,8 +303,9 @@ def test_down_stops_everything_and_keeps_the_data(lab_project: LabProject) -> No
     assert up.code == 0, up.output
     assert control.status(lab_project.root).healthy
     with lab_project.postgres() as pg:  # leave the shared lab as clean as the drills expect it
-        pg.run(scratch.node, f"rm -rf {scratch.data_dir} {scratch.data_dir}.log", what="remove the stopped scratch")
-        pg.remove_backup(backup)
+        pg.servers.run(scratch.node, f"rm -rf {scratch.data_dir} {scratch.data_dir}.log",
+                       what="remove the stopped scratch")
+        pg.backups.remove_backup(backup)
 
 
 @pytest.mark.integration
@@ -353,16 +356,16 @@ def test_a_second_lab_on_chosen_ports_without_sshd_then_purge() -> None:
 @pytest.mark.integration
 def test_up_resolves_a_split_brain_in_favour_of_the_newest_primary(lab_project: LabProject) -> None:
     with lab_project.postgres() as pg:
-        old, new = pg.primary(), pg.standbys()[0]
-        pg.stop(old, "fast")
-        pg.promote(new)
-        pg.start(old)  # the old primary restarted without fencing: two primaries
-        assert pg.roles() == {old: "primary", new: "primary"}
-        with pytest.raises(pgt.PostgresError, match="split brain"):
-            pg.primary()
+        old, new = pg.replication.primary(), pg.replication.standbys()[0]
+        pg.servers.stop(old, "fast")
+        pg.servers.promote(new)
+        pg.servers.start(old)  # the old primary restarted without fencing: two primaries
+        assert pg.replication.roles() == {old: "primary", new: "primary"}
+        with pytest.raises(PostgresError, match="split brain"):
+            pg.replication.primary()
     up = cli(lab_project.root, "lab", "up")
     assert up.code == 0, up.output
     assert f"{old} is a second primary" in up.stderr
     with lab_project.postgres() as pg:
-        assert pg.roles() == {new: "primary", old: "standby"}
+        assert pg.replication.roles() == {new: "primary", old: "standby"}
     assert control.status(lab_project.root).healthy

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import LabError
-from ..targets.pg_conventions import choose_bin_dir
+from ..targets.postgres.conventions import choose_bin_dir
 from .state import NODES, LabPaths, LabState
 
 REQUIRED_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup", "pg_rewind", "pg_controldata")

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LabError
-from ..targets import postgres as pgt
+from ..targets.postgres import Postgres
+from ..targets.postgres.results import NodeState, PostgresError
 from .binaries import select_binaries
 from .environment import env_warnings, lab_postgres
 from .oslevel import check_access, ensure_os_user, make_dirs, require_free_port, stop_pid
@@ -33,7 +34,7 @@ class LabStatus:
     os_user: str
     bin_dir: str
     pg_major: int
-    nodes: list[pgt.NodeState] = field(default_factory=list)
+    nodes: list[NodeState] = field(default_factory=list)
     ssh: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -52,7 +53,7 @@ def status(project: Path) -> LabStatus:
         raise LabError(f"no lab in {paths.root}", "drillbook lab up")
     result = LabStatus(paths.root, state.ports, state.os_user, state.bin_dir, state.pg_major)
     with lab_postgres(paths, state) as pg:
-        result.nodes = pg.states()
+        result.nodes = pg.replication.states()
     if state.ssh.startswith("unavailable"):
         result.ssh = state.ssh
     elif sshd_pid(paths):
@@ -108,12 +109,12 @@ def up(project: Path, ports: LabPorts | None = None, say: Say = _quiet) -> LabSt
     return status(project)
 
 
-def _stop_node(pg: pgt.Postgres, name: str) -> bool:
+def _stop_node(pg: Postgres, name: str) -> bool:
     """Stop cleanly if it can, else immediately: down must not leave a server behind."""
     try:
-        return pg.stop(name, "fast", timeout=30)
-    except pgt.PostgresError:
-        return pg.stop(name, "immediate")
+        return pg.servers.stop(name, "fast", timeout=30)
+    except PostgresError:
+        return pg.servers.stop(name, "immediate")
 
 
 def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
@@ -130,8 +131,9 @@ def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
     if state is not None and state.bin_dir:
         with lab_postgres(paths, state) as pg:
             for scratch in sorted((paths.data / "scratch").glob("*/postmaster.pid")):
-                pg.run(NODES[0], f"{pg.tool_path(NODES[0], 'pg_ctl')} stop -D {shlex.quote(str(scratch.parent))} "
-                                 "-m immediate -w", what="stop scratch instance", check=False)
+                pg_ctl = pg.servers.tool_path(NODES[0], "pg_ctl")
+                pg.servers.run(NODES[0], f"{pg_ctl} stop -D {shlex.quote(str(scratch.parent))} -m immediate -w",
+                               what="stop scratch instance", check=False)
                 say(f"stopped scratch instance {scratch.parent.name}")
             for name in NODES:
                 if disk_facts(pg, name).initialized and _stop_node(pg, name):

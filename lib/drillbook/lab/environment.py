@@ -8,7 +8,7 @@ from ..config.environments import load_environment, validate_environment
 from ..errors import DrillbookError
 from ..config.secrets import Redactor, SecretRef
 from ..shells.local import LocalShell
-from ..targets import postgres as pgt
+from ..targets.postgres import Postgres
 from ..config.yamlfile import dump_yaml
 from .state import LAB_ENV, LAB_USER, NODES, LabPaths, LabPorts, LabState
 
@@ -48,7 +48,7 @@ def environment_yaml(ports: LabPorts, ssh_user: str = LAB_USER, parameters: dict
     return "# The embedded lab, started by `drillbook lab up`.\n" + dump_yaml(data)
 
 
-def lab_postgres(paths: LabPaths, state: LabState, redactor: Redactor | None = None) -> pgt.Postgres:
+def lab_postgres(paths: LabPaths, state: LabState, redactor: Redactor | None = None) -> Postgres:
     """The lab's service as a drill target, with local shells (switching to the lab's OS user)."""
     env = validate_environment(environment_data(state.ports, state.os_user), paths.project / "parameters" / "lab.yaml")
     redactor = redactor or Redactor()
@@ -58,8 +58,8 @@ def lab_postgres(paths: LabPaths, state: LabState, redactor: Redactor | None = N
         redactor.add(ref, value)
         return value
 
-    return pgt.Postgres(env.services["postgres"], shell=lambda host: LocalShell(host, redactor), secret=secret,
-                        project=paths.project, redactor=redactor)
+    return Postgres(env.services["postgres"], shell=lambda host: LocalShell(host, redactor), secret=secret,
+                    project=paths.project, redactor=redactor)
 
 
 def env_warnings(paths: LabPaths, state: LabState) -> list[str]:

@@ -14,7 +14,9 @@ import psycopg
 from psycopg import sql
 
 from ..errors import LabError
-from ..targets import postgres as pgt
+from ..targets.postgres import Postgres
+from ..targets.postgres.conventions import FENCE_MARKER, NODE_CONF, conf_string, is_refusal, parse_lsn, render_node_conf
+from ..targets.postgres.results import PostgresError
 from .oslevel import write_private
 from .state import NODES, LabPaths, Say
 
@@ -34,7 +36,7 @@ def ensure_secrets(paths: LabPaths) -> None:
 # ----------------------------------------------------------------------------- PostgreSQL configuration
 def render_server_conf(paths: LabPaths) -> str:
     """Settings shared by every node, appended to postgresql.conf (Debian's initdb has no -c)."""
-    q = pgt.conf_string
+    q = conf_string
     return "\n".join([
         "", "# ---- drillbook lab (written by `drillbook lab up`) ----",
         "listen_addresses = '127.0.0.1'",
@@ -45,7 +47,7 @@ def render_server_conf(paths: LabPaths) -> str:
         "wal_keep_size = '256MB'  # lets a rewound node catch up without archive",
         "wal_log_hints = on  # pg_rewind", "hot_standby = on", "wal_receiver_status_interval = 1s",
         "log_line_prefix = '%m [%p] %q%u@%d '", "log_min_messages = warning",
-        f"include_if_exists = {q(pgt.NODE_CONF)}  # per node: port, primary_conninfo", "",
+        f"include_if_exists = {q(NODE_CONF)}  # per node: port, primary_conninfo", "",
     ])
 
 
@@ -88,28 +90,29 @@ ANALYZE;
 SAMPLE_ROWS = {"customers": 5000, "products": 1000, "orders": 20000, "order_lines": 40000}
 
 
-def init_primary(pg: pgt.Postgres, paths: LabPaths, name: str, say: Say) -> None:
+def init_primary(pg: Postgres, paths: LabPaths, name: str, say: Say) -> None:
     """initdb node ``name`` (admin password from the secrets), write its configuration and start it."""
-    say(f"initdb {name} (PostgreSQL {pg.bin_dir(name)})")
+    say(f"initdb {name} (PostgreSQL {pg.servers.bin_dir(name)})")
     data = str(paths.node(name))
-    admin = pg.credentials("admin")
+    admin = pg.connections.credentials("admin")
     q = shlex.quote
     # The password goes through a pipe this shell creates, so the lab user can open /dev/stdin.
-    pg.run(name, f"rm -rf {q(data)} && IFS= read -r pw && printf '%s\\n' \"$pw\" | {pg.tool_path(name, 'initdb')} "
-                 f"-D {q(data)} -U {q(admin.user)} --pwfile=/dev/stdin -E UTF8 --no-locale --auth=scram-sha-256 "
-                 f"-k >/dev/null", what="initdb", input=admin.password + "\n", timeout=300)
-    pg.run(name, f"printf '%s' {q(render_server_conf(paths))} >> {q(data)}/postgresql.conf && "
-                 f"printf '%s' {q(render_hba(pg.service.replication_user))} > {q(data)}/pg_hba.conf",
-           what="write configuration", timeout=30)
-    pg.write_node_conf(name, pgt.render_node_conf(pg.node(name).port))
-    pg.start(name)
+    initdb = pg.servers.tool_path(name, "initdb")
+    pg.servers.run(name, f"rm -rf {q(data)} && IFS= read -r pw && printf '%s\\n' \"$pw\" | {initdb} "
+                         f"-D {q(data)} -U {q(admin.user)} --pwfile=/dev/stdin -E UTF8 --no-locale "
+                         f"--auth=scram-sha-256 -k >/dev/null", what="initdb", input=admin.password + "\n", timeout=300)
+    pg.servers.run(name, f"printf '%s' {q(render_server_conf(paths))} >> {q(data)}/postgresql.conf && "
+                         f"printf '%s' {q(render_hba(pg.context.service.replication_user))} > {q(data)}/pg_hba.conf",
+                   what="write configuration", timeout=30)
+    pg.servers.write_node_conf(name, render_node_conf(pg.context.node(name).port))
+    pg.servers.start(name)
 
 
-def create_roles_and_schema(pg: pgt.Postgres, primary: str, say: Say) -> None:
+def create_roles_and_schema(pg: Postgres, primary: str, say: Say) -> None:
     """Create what is missing: the replication role, the app group and its logins, the database, the sample shop."""
-    with pg.connect(primary, login="admin") as conn:
+    with pg.connections.connect(primary, login="admin") as conn:
         have = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
-        repl = pg.credentials("replication")
+        repl = pg.connections.credentials("replication")
         if repl.user not in have:
             conn.execute(sql.SQL("CREATE ROLE {} WITH REPLICATION LOGIN").format(sql.Identifier(repl.user)))
         if APP_GROUP not in have:
@@ -121,12 +124,12 @@ def create_roles_and_schema(pg: pgt.Postgres, primary: str, say: Say) -> None:
                     sql.Identifier(login), sql.Identifier(APP_GROUP)))
                 conn.execute(sql.SQL("ALTER ROLE {} SET role = {}").format(
                     sql.Identifier(login), sql.Literal(APP_GROUP)))
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (pg.service.database,)).fetchone():
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (pg.context.service.database,)).fetchone():
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(pg.service.database), sql.Identifier(APP_GROUP)))
+                sql.Identifier(pg.context.service.database), sql.Identifier(APP_GROUP)))
     if repl.user not in have:
-        pg.set_password(repl.user, repl.password)
-    with pg.connect(primary, login="admin", dbname=pg.service.database, autocommit=False) as conn:
+        pg.rotation.set_password(repl.user, repl.password)
+    with pg.connections.connect(primary, login="admin", dbname=pg.context.service.database, autocommit=False) as conn:
         if conn.execute("SELECT to_regclass('public.order_lines')").fetchone()[0] is None:
             say("seeding the sample schema (66,000 rows)")
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(APP_GROUP)))
@@ -134,17 +137,17 @@ def create_roles_and_schema(pg: pgt.Postgres, primary: str, say: Say) -> None:
         conn.commit()
 
 
-def ensure_app_login(pg: pgt.Postgres, primary: str, say: Say) -> None:
+def ensure_app_login(pg: Postgres, primary: str, say: Say) -> None:
     """The login in secrets/app_user must work with secrets/app_password: repair an interrupted rotation."""
-    creds = pg.credentials("app")
+    creds = pg.connections.credentials("app")
     try:
-        with pg.connect(primary):
+        with pg.connections.connect(primary):
             return
     except psycopg.OperationalError as exc:
-        if not pgt.is_refusal(exc):
+        if not is_refusal(exc):
             raise
     say(f"setting the password of {creds.user} from .lab/secrets/app_password")
-    pg.set_password(creds.user, creds.password)
+    pg.rotation.set_password(creds.user, creds.password)
 
 
 # ----------------------------------------------------------------------------- repairing the pair
@@ -157,16 +160,18 @@ class DiskFacts:
     checkpoint: int
 
 
-def disk_facts(pg: pgt.Postgres, name: str) -> DiskFacts:
-    d = shlex.quote(pg.data_dir(name))
+def disk_facts(pg: Postgres, name: str) -> DiskFacts:
+    d = shlex.quote(pg.context.data_dir(name))
     # A promotion writes its timeline's history file at once, but pg_control only shows the new
     # timeline after the next checkpoint: a node killed right after promotion would look older.
-    out = pg.run(name, f"test -f {d}/PG_VERSION || exit 0; echo initialized; "
-                       f"test -f {d}/standby.signal && echo standby; test -f {d}/{pgt.FENCE_MARKER} && echo fenced; "
-                       f"ls {d}/pg_wal | sed -n 's/^\\([0-9A-F]\\{{8\\}}\\)\\.history$/history \\1/p'; "
-                       f"{pg.tool_path(name, 'pg_controldata')} -D {d} 2>/dev/null | grep -E "
-                       f"\"^Latest checkpoint's TimeLineID|^Latest checkpoint location\"", what="pg_controldata",
-                 check=False, timeout=30).stdout
+    controldata = pg.servers.tool_path(name, "pg_controldata")
+    out = pg.servers.run(name, f"test -f {d}/PG_VERSION || exit 0; echo initialized; "
+                               f"test -f {d}/standby.signal && echo standby; "
+                               f"test -f {d}/{FENCE_MARKER} && echo fenced; "
+                               f"ls {d}/pg_wal | sed -n 's/^\\([0-9A-F]\\{{8\\}}\\)\\.history$/history \\1/p'; "
+                               f"{controldata} -D {d} 2>/dev/null | grep -E "
+                               f"\"^Latest checkpoint's TimeLineID|^Latest checkpoint location\"",
+                         what="pg_controldata", check=False, timeout=30).stdout
     timeline, checkpoint = 0, 0
     for line in out.splitlines():
         key, _, value = line.partition(":")
@@ -175,29 +180,30 @@ def disk_facts(pg: pgt.Postgres, name: str) -> DiskFacts:
         elif "TimeLineID" in key and value.strip().isdigit():
             timeline = max(timeline, int(value))
         elif "checkpoint location" in key and "/" in value:
-            checkpoint = pgt.parse_lsn(value.strip())
+            checkpoint = parse_lsn(value.strip())
     lines = out.splitlines()
     return DiskFacts("initialized" in lines, "standby" in lines, "fenced" in lines, timeline, checkpoint)
 
 
-def bring_up_primary(pg: pgt.Postgres, say: Say) -> str:
+def bring_up_primary(pg: Postgres, say: Say) -> str:
     """The node that is (or becomes) the primary: running one, else newest stopped one, else promote."""
-    running = {n: pg.role(n) for n in NODES}
+    running = {n: pg.replication.role(n) for n in NODES}
     primaries = [n for n in NODES if running[n] == "primary"]
     facts = {n: disk_facts(pg, n) for n in NODES}
     newest = lambda names: max(names, key=lambda n: (facts[n].timeline, facts[n].checkpoint, n == NODES[0]))  # noqa: E731
     if primaries:
-        keep = max(primaries, key=lambda n: (pg.state(n).timeline or 0, n == NODES[0]))  # the newest promotion
+        # the newest promotion
+        keep = max(primaries, key=lambda n: (pg.replication.state(n).timeline or 0, n == NODES[0]))
         for other in primaries:
             if other != keep:
                 say(f"{other} is a second primary: fencing it (it will be rebuilt as a standby)")
-                pg.fence(other, "second primary found by drillbook lab up")
+                pg.servers.fence(other, "second primary found by drillbook lab up")
         return keep
     stopped = [n for n in NODES if facts[n].initialized and not facts[n].fenced and not facts[n].standby_signal]
     if stopped:
         keep = newest(stopped)
         say(f"starting {keep} (primary)")
-        pg.start(keep)
+        pg.servers.start(keep)
         return keep
     standbys = [n for n in NODES if facts[n].initialized and not facts[n].fenced] or \
                [n for n in NODES if facts[n].initialized]
@@ -206,34 +212,35 @@ def bring_up_primary(pg: pgt.Postgres, say: Say) -> str:
     keep = newest(standbys)
     say(f"no primary left: promoting {keep}")
     if running[keep] == "down":
-        pg.run(keep, f"rm -f {shlex.quote(pg.data_dir(keep))}/{pgt.FENCE_MARKER}", what="clear fence marker")
-        pg.start(keep)
-    pg.promote(keep)
+        data = shlex.quote(pg.context.data_dir(keep))
+        pg.servers.run(keep, f"rm -f {data}/{FENCE_MARKER}", what="clear fence marker")
+        pg.servers.start(keep)
+    pg.servers.promote(keep)
     return keep
 
 
-def ensure_standby(pg: pgt.Postgres, name: str, primary: str, say: Say) -> None:
+def ensure_standby(pg: Postgres, name: str, primary: str, say: Say) -> None:
     """Leave ``name`` streaming from ``primary``: start it if it is a stopped standby, else rebuild it."""
     facts = disk_facts(pg, name)
-    primary_port = pg.node(primary).port
+    primary_port = pg.context.node(primary).port
     if facts.initialized and facts.standby_signal and not facts.fenced:
-        state = pg.state(name)
+        state = pg.replication.state(name)
         if state.role == "standby":
             try:  # a standby whose primary just came back reconnects within a few seconds
-                if pg.wait_streaming(name, timeout=10) == primary_port:
+                if pg.replication.wait_streaming(name, timeout=10) == primary_port:
                     return
-            except pgt.PostgresError:
+            except PostgresError:
                 pass
         elif state.role == "down":
             say(f"starting {name} (standby of {primary})")
-            pg.configure_standby(name, primary)
+            pg.replication.configure_standby(name, primary)
             try:
-                pg.start(name)
-                pg.wait_streaming(name, timeout=15)
+                pg.servers.start(name)
+                pg.replication.wait_streaming(name, timeout=15)
                 return
-            except pgt.PostgresError as exc:
+            except PostgresError as exc:
                 say(f"{name} does not stream ({exc.message}): rebuilding it")
     why = "creating" if not facts.initialized else ("fenced" if facts.fenced else "not a standby of " + primary)
     say(f"{name}: {why}; building it as a standby of {primary}")
-    how = pg.rebuild_standby(name, primary)
+    how = pg.replication.rebuild_standby(name, primary)
     say(f"{name} streams from {primary} ({how})")

@@ -1,7 +1,7 @@
 """Failover of a PostgreSQL service: choose, fence, promote, verify; measure it; heal the pair.
 
 The runbook (``runbooks/postgres-failover``) plans with ``plan`` and acts with ``fence`` and
-``Postgres.promote``; the drill crashes the primary with ``crash_primary``, records RTO/RPO with
+``pg.servers.promote``; the drill crashes the primary with ``crash_primary``, records RTO/RPO with
 ``record_outcome`` and leaves the service healthy with ``heal_pair`` (also its cleanup).
 """
 from __future__ import annotations
@@ -10,9 +10,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .. import measure
 from ..errors import DrillbookError
-from ..targets.postgres import Postgres, PostgresError, parse_lsn, table_checksums
+from ..measure.compute import Outcome
+from ..measure.load import WRITES_TABLE, Load
+from ..targets.postgres import Postgres
+from ..targets.postgres.backup import table_checksums
+from ..targets.postgres.conventions import parse_lsn
+from ..targets.postgres.results import PostgresError
 
 
 class FailoverRefused(DrillbookError):
@@ -82,26 +86,26 @@ def _roles(roles: Mapping[str, str]) -> str:
 # ----------------------------------------------------------------------------- the runbook's steps
 def plan(pg: Postgres, old: str | None = None, new: str | None = None) -> FailoverPlan:
     """Read roles, fence markers and replay positions, then ``choose``."""
-    roles = pg.roles()
-    fenced = {n for n in roles if roles[n] != "primary" and pg.is_fenced(n)}
+    roles = pg.replication.roles()
+    fenced = {n for n in roles if roles[n] != "primary" and pg.servers.is_fenced(n)}
     replayed = {n: _replayed(pg, n) for n, r in roles.items() if r == "standby"}
     old_node, new_node = choose(roles, fenced, replayed, old, new)
     return FailoverPlan(old_node, new_node, roles[old_node] == "primary", dict(roles))
 
 
 def _replayed(pg: Postgres, node: str) -> int:
-    lsn = pg.query(node, "SELECT pg_last_wal_replay_lsn()::text")[0][0]
+    lsn = pg.connections.query(node, "SELECT pg_last_wal_replay_lsn()::text")[0][0]
     return parse_lsn(lsn) if lsn else 0
 
 
 def data_at_risk(pg: Postgres, chosen: FailoverPlan) -> str:
     """What a promotion now would lose, in words for the incident channel."""
     if chosen.switchover:
-        lag = pg.lag(chosen.new)
+        lag = pg.replication.lag(chosen.new)
         return (f"{chosen.new} is {lag.bytes} bytes behind {chosen.old}; a clean stop of {chosen.old} "
                 f"sends it the rest, so a switchover loses nothing")
-    row = pg.query(chosen.new, "SELECT pg_last_wal_receive_lsn()::text, "
-                               "extract(epoch FROM now() - pg_last_xact_replay_timestamp())")[0]
+    row = pg.connections.query(chosen.new, "SELECT pg_last_wal_receive_lsn()::text, "
+                                           "extract(epoch FROM now() - pg_last_xact_replay_timestamp())")[0]
     age = f"{float(row[1]):.1f} s ago" if row[1] is not None else "never (no transaction yet)"
     return (f"{chosen.old} is down: writes it acknowledged after WAL position {row[0]} (the last {chosen.new} "
             f"received) are lost; {chosen.new} last replayed a transaction {age}")
@@ -111,24 +115,24 @@ def fence(pg: Postgres, node: str) -> str:
     """Stop ``node`` (cleanly if it still runs, so its standbys receive all of its WAL) and fence
     it: if it is ever started again it stays read-only, so there can never be two primaries."""
     clean = False
-    if pg.is_running(node):
+    if pg.servers.is_running(node):
         try:
-            clean = pg.stop(node, "fast", timeout=30)
+            clean = pg.servers.stop(node, "fast", timeout=30)
         except PostgresError:
             clean = False  # fence() below stops it immediately
-    pg.fence(node, "fenced by the postgres-failover runbook")
+    pg.servers.fence(node, "fenced by the postgres-failover runbook")
     return "stopped cleanly, then fenced" if clean else "fenced (it was not running cleanly)"
 
 
 def verify_write(pg: Postgres, tag: str) -> str:
     """Write one row as the application through whichever node accepts writes, read it back on a
     new connection, delete it. Proves what clients need: a primary that commits."""
-    with pg.connect() as conn:
+    with pg.connections.connect() as conn:
         node = f"{conn.info.host}:{conn.info.port}"
-        conn.execute(f"INSERT INTO {measure.WRITES_TABLE} (run, seq) VALUES (%s, 0)", (tag,))
-    with pg.connect() as conn:
-        found = conn.execute(f"SELECT count(*) FROM {measure.WRITES_TABLE} WHERE run = %s", (tag,)).fetchone()[0]
-        conn.execute(f"DELETE FROM {measure.WRITES_TABLE} WHERE run = %s", (tag,))
+        conn.execute(f"INSERT INTO {WRITES_TABLE} (run, seq) VALUES (%s, 0)", (tag,))
+    with pg.connections.connect() as conn:
+        found = conn.execute(f"SELECT count(*) FROM {WRITES_TABLE} WHERE run = %s", (tag,)).fetchone()[0]
+        conn.execute(f"DELETE FROM {WRITES_TABLE} WHERE run = %s", (tag,))
     if found != 1:
         raise PostgresError(f"a write acknowledged by {node} was not read back ({found} rows)",
                             "check which node clients reach: there may be two primaries")
@@ -136,28 +140,28 @@ def verify_write(pg: Postgres, tag: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the drill's steps
-def crash_primary(pg: Postgres, node: str, load: measure.Load) -> str:
+def crash_primary(pg: Postgres, node: str, load: Load) -> str:
     """The fault: mark the time on the load's clock, then stop ``node`` immediately (a crash: no
     checkpoint, clients and standbys cut off)."""
     load.mark("fault")
-    pg.stop(node, "immediate")
+    pg.servers.stop(node, "immediate")
     return f"{node} stopped immediately"
 
 
-def record_outcome(drill: Any, pg: Postgres, load: measure.Load, timeout: float = 60.0) -> measure.Outcome:
+def record_outcome(drill: Any, pg: Postgres, load: Load, timeout: float = 60.0) -> Outcome:
     """Wait for the first write on the new primary, stop the load, record RTO, RPO and the probes."""
     fault = load.marks["fault"]
     load.wait_for_write_after(fault, timeout=timeout)
     time.sleep(0.2)  # a few more writes and probes on the new primary, so the outage's end is seen
     load.stop()
-    with pg.connect() as conn:
+    with pg.connections.connect() as conn:
         outcome = load.outcome(fault, conn)
         load.purge(conn)  # the measures are recorded; the lab stays small
     _record(drill, outcome)
     return outcome
 
 
-def _record(drill: Any, o: measure.Outcome) -> None:
+def _record(drill: Any, o: Outcome) -> None:
     drill.check("a new primary acknowledged writes after the fault", o.rto_seconds is not None,
                 f"first write after the fault on {o.new_node}")
     if o.rto_seconds is not None:
@@ -178,48 +182,49 @@ def _record(drill: Any, o: measure.Outcome) -> None:
 
 def check_failed_over(drill: Any, pg: Postgres, old: str) -> str | None:
     """After the runbook: one primary that is not ``old``, and ``old`` fenced. Returns the new primary."""
-    roles = pg.roles()
+    roles = pg.replication.roles()
     primaries = [n for n, r in roles.items() if r == "primary"]
     moved = len(primaries) == 1 and primaries[0] != old
     drill.check("one primary, and it is not the crashed node", moved, _roles(roles))
-    drill.check(f"{old} is fenced (it cannot come back as a second primary)", pg.is_fenced(old))
+    drill.check(f"{old} is fenced (it cannot come back as a second primary)", pg.servers.is_fenced(old))
     return primaries[0] if moved else None
 
 
 def heal_pair(pg: Postgres, old: str) -> str:
     """One primary again and every other node a streaming standby of it (the failover drill's
     cleanup, and its last step): restart ``old`` if no failover happened, else rebuild it."""
-    primaries = [n for n, r in pg.roles().items() if r == "primary"]
+    primaries = [n for n, r in pg.replication.roles().items() if r == "primary"]
     done = []
     if not primaries:
-        if pg.is_fenced(old):
+        if pg.servers.is_fenced(old):
             raise PostgresError(f"no primary, and {old} is fenced", "promote a standby with the postgres-failover "
                                 "runbook (on the lab: drillbook lab up)")
-        pg.start(old)
+        pg.servers.start(old)
         done.append(f"restarted {old} (no failover happened)")
-        primaries = [n for n, r in pg.roles().items() if r == "primary"]
+        primaries = [n for n, r in pg.replication.roles().items() if r == "primary"]
     if len(primaries) != 1:
         raise PostgresError(f"cannot heal the pair: primaries {primaries or 'none'}",
                             "on the lab: drillbook lab up; elsewhere fence all but the newest primary")
-    for name in pg.node_names:
+    for name in pg.context.node_names:
         if name != primaries[0] and not _streams_from(pg, name, primaries[0]):
-            done.append(f"rebuilt {name} as a standby of {primaries[0]} ({pg.rebuild_standby(name, primaries[0])})")
+            how = pg.replication.rebuild_standby(name, primaries[0])
+            done.append(f"rebuilt {name} as a standby of {primaries[0]} ({how})")
     return "; ".join(done) or "the pair was healthy"
 
 
 def _streams_from(pg: Postgres, name: str, primary: str) -> bool:
-    state = pg.state(name)
+    state = pg.replication.state(name)
     if state.role != "standby" or state.fenced:
         return False
     try:  # a standby whose primary just restarted reconnects within a few seconds
-        return pg.wait_streaming(name, timeout=10) == pg.node(primary).port
+        return pg.replication.wait_streaming(name, timeout=10) == pg.context.node(primary).port
     except PostgresError:
         return False
 
 
 def check_pair_healthy(drill: Any, pg: Postgres) -> None:
     """After the rebuild: one primary, every other node streaming from it with the same data."""
-    states = pg.states()
+    states = pg.replication.states()
     primaries = [s for s in states if s.role == "primary"]
     others = [s for s in states if s.role != "primary"]
     ok = len(primaries) == 1 and all(s.role == "standby" and s.streaming and not s.fenced for s in others)
@@ -227,11 +232,11 @@ def check_pair_healthy(drill: Any, pg: Postgres) -> None:
                 ", ".join(f"{s.name}={s.role}" for s in states))
     if not ok:
         return
-    with pg.connect(primaries[0].name, login="admin", dbname=pg.service.database) as conn:
+    with pg.connections.connect(primaries[0].name, login="admin", dbname=pg.context.service.database) as conn:
         source = table_checksums(conn)
     for s in others:
-        pg.wait_caught_up(s.name)
-        with pg.connect(s.name, login="admin", dbname=pg.service.database) as conn:
+        pg.replication.wait_caught_up(s.name)
+        with pg.connections.connect(s.name, login="admin", dbname=pg.context.service.database) as conn:
             same = table_checksums(conn) == source
         drill.check(f"{s.name} holds the same data as {primaries[0].name}", same,
                     f"row counts and checksums of {len(source)} tables")

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..targets import host as hosts
-from ..targets.postgres import Postgres, TableSum, table_checksums
+from ..targets.postgres import Postgres
+from ..targets.postgres.backup import table_checksums
+from ..targets.postgres.results import TableSum
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 Sums = Mapping[str, TableSum]  # "schema.table" → rows and content checksum
@@ -82,12 +84,12 @@ def checksums(conn: Any) -> dict[str, TableSum]:
 
 
 def source_checksums(pg: Postgres, node: str) -> dict[str, TableSum]:
-    with pg.connect(node, login="admin", dbname=pg.service.database) as conn:
+    with pg.connections.connect(node, login="admin", dbname=pg.context.service.database) as conn:
         return checksums(conn)
 
 
 def scratch_checksums(pg: Postgres, scratch: Any) -> dict[str, TableSum]:
-    with scratch.connect(dbname=pg.service.database) as conn:
+    with scratch.connect(dbname=pg.context.service.database) as conn:
         return checksums(conn)
 
 
@@ -97,9 +99,9 @@ def summary(sums: Sums) -> str:
 
 def room_for_backup(pg: Postgres, node: str) -> tuple[bool, str]:
     """Is there room beside the data directory for a backup and a scratch copy of the cluster?"""
-    size = int(pg.query(node, "SELECT sum(pg_database_size(datname))::bigint FROM pg_database")[0][0])
-    parent = str(Path(pg.data_dir(node)).parent)
-    disk = hosts.disk(pg.shell(pg.node(node).host), parent)
+    size = int(pg.connections.query(node, "SELECT sum(pg_database_size(datname))::bigint FROM pg_database")[0][0])
+    parent = str(Path(pg.context.data_dir(node)).parent)
+    disk = hosts.disk(pg.servers.shell(pg.context.node(node).host), parent)
     need = int(size * 2.2)  # backup + scratch copy + WAL replayed at start
     return disk.free_kb * 1024 >= need, (f"{disk.free_kb // 1024} MiB free in {parent}, "
                                          f"need {need // (1024 * 1024) + 1} MiB (cluster {size // (1024 * 1024)} MiB)")
@@ -116,9 +118,9 @@ def scratch_port(port: int) -> int:
 
 def leftovers(pg: Postgres, node: str) -> list[str]:
     """Backups and scratch instances beside ``node``'s data directory (a drill must leave none)."""
-    parent = shlex.quote(str(Path(pg.data_dir(node)).parent))
-    out = pg.run(node, f"cd {parent} && for d in backups/* scratch/*; do [ -e \"$d\" ] && echo \"$d\"; done; true",
-                 what="list backups and scratch instances", check=False, timeout=30).stdout
+    parent = shlex.quote(str(Path(pg.context.data_dir(node)).parent))
+    script = f"cd {parent} && for d in backups/* scratch/*; do [ -e \"$d\" ] && echo \"$d\"; done; true"
+    out = pg.servers.run(node, script, what="list backups and scratch instances", check=False, timeout=30).stdout
     return [line for line in out.splitlines() if line.strip()]
 
 
@@ -128,7 +130,7 @@ def scratch_gone(pg: Postgres, scratch: Any) -> tuple[bool, str]:
         sock.settimeout(1.0)
         listening = sock.connect_ex((scratch.address, scratch.port)) == 0
     d = shlex.quote(scratch.data_dir)
-    exists = pg.run(scratch.node, f"test -e {d}", what="look for the scratch directory", check=False,
-                    timeout=30).exit_code == 0
+    exists = pg.servers.run(scratch.node, f"test -e {d}", what="look for the scratch directory", check=False,
+                            timeout=30).exit_code == 0
     return not listening and not exists, (f"port {scratch.port} {'still listening' if listening else 'closed'}, "
                                           f"{scratch.data_dir} {'still there' if exists else 'removed'}")

@@ -16,11 +16,16 @@ from typing import Any, Sequence
 import psycopg
 from psycopg import sql
 
-from .. import measure
 from ..errors import DrillbookError, NotFound
+from ..measure.compute import failed_probes, probe_resolution
+from ..measure.isolated import IsolatedLoad
+from ..measure.load import Load, clock
 from ..pki import public_line
 from ..targets import write_file_secret
-from ..targets.postgres import Postgres, PostgresError, ServedCert, alternate_login, is_refusal
+from ..targets.postgres import Postgres
+from ..targets.postgres.conventions import is_refusal
+from ..targets.postgres.results import PostgresError, ServedCert
+from ..targets.postgres.rotation import alternate_login
 
 
 class RotationFailed(DrillbookError):
@@ -30,15 +35,15 @@ class RotationFailed(DrillbookError):
 
 
 # ----------------------------------------------------------------------------- probes
-def probe_every_node(pg: Postgres, run: str, interval: float = 0.03) -> list[measure.Load]:
+def probe_every_node(pg: Postgres, run: str, interval: float = 0.03) -> list[Load]:
     """One availability probe per node (new connection + SELECT 1 as the application, TLS verified),
     each in a process of its own: a rotation that breaks any node, primary or standby, shows up
     as failed probes."""
-    loads: list[measure.Load] = []
+    loads: list[Load] = []
     try:
-        for node in pg.node_names:
-            loads.append(measure.IsolatedLoad(writer=None, probe=pg.portable_connector(node), run=f"{run}-{node}",
-                                              probe_interval=interval).start())
+        for node in pg.context.node_names:
+            loads.append(IsolatedLoad(writer=None, probe=pg.connections.portable_connector(node), run=f"{run}-{node}",
+                                      probe_interval=interval).start())
         for load in loads:
             load.wait_steady()
     except BaseException:
@@ -47,26 +52,26 @@ def probe_every_node(pg: Postgres, run: str, interval: float = 0.03) -> list[mea
     return loads
 
 
-def stop(loads: Sequence[measure.Load]) -> None:
+def stop(loads: Sequence[Load]) -> None:
     for load in loads:
         load.stop()
 
 
-def failed_between(loads: Sequence[measure.Load], start: float, end: float) -> tuple[int, int]:
+def failed_between(loads: Sequence[Load], start: float, end: float) -> tuple[int, int]:
     """(failed, total) probe attempts of every node that started within [start, end]."""
     probes = [p for load in loads for p in load.probes if start <= p.started <= end]
-    return measure.failed_probes(probes), len(probes)
+    return failed_probes(probes), len(probes)
 
 
-def resolution(loads: Sequence[measure.Load]) -> float:
-    return max((measure.probe_resolution(load.probes) for load in loads), default=0.0)
+def resolution(loads: Sequence[Load]) -> float:
+    return max((probe_resolution(load.probes) for load in loads), default=0.0)
 
 
-def record_window(drill: Any, what: str, loads: Sequence[measure.Load] | None, start: float) -> None:
+def record_window(drill: Any, what: str, loads: Sequence[Load] | None, start: float) -> None:
     """Record failed probe connections since ``start`` against the ``failed_probes`` objective."""
     if not loads:
         return
-    failed, total = failed_between(loads, start, measure.clock())
+    failed, total = failed_between(loads, start, clock())
     drill.measure(f"failed_probes_{what}", failed, unit="probes", objective="failed_probes",
                   detail=f"{failed} of {total} probe connections failed on {len(loads)} node(s) during the {what} rotation")
 
@@ -74,12 +79,12 @@ def record_window(drill: Any, what: str, loads: Sequence[measure.Load] | None, s
 # ----------------------------------------------------------------------------- database credentials
 def app_login_works(pg: Postgres) -> str:
     """The application's current login connects to every running node; returns who and where."""
-    user = pg.credentials("app").user
+    user = pg.connections.credentials("app").user
     reached = []
-    for node in pg.node_names:
-        if pg.role(node) == "down":
+    for node in pg.context.node_names:
+        if pg.replication.role(node) == "down":
             continue
-        with pg.connect(node) as conn:
+        with pg.connections.connect(node) as conn:
             conn.execute("SELECT 1")
         reached.append(node)
     if not reached:
@@ -89,8 +94,8 @@ def app_login_works(pg: Postgres) -> str:
 
 def alternate_exists(pg: Postgres) -> str:
     """The idle login role of the pair exists (the rotation gives it the new password)."""
-    idle = alternate_login(pg.credentials("app").user)
-    if not pg.query(pg.primary(), "SELECT 1 FROM pg_roles WHERE rolname = %s", (idle,)):
+    idle = alternate_login(pg.connections.credentials("app").user)
+    if not pg.connections.query(pg.replication.primary(), "SELECT 1 FROM pg_roles WHERE rolname = %s", (idle,)):
         raise PostgresError(f"login role {idle} does not exist", f"create it: CREATE ROLE {idle} NOLOGIN IN ROLE "
                             "<the application's group role>, then run this runbook again")
     return f"{idle} exists and is idle"
@@ -99,7 +104,7 @@ def alternate_exists(pg: Postgres) -> str:
 def login_refused(pg: Postgres, user: str, password: str) -> tuple[bool, str]:
     """Is this login refused by the primary now? (True, the server's reason) or (False, ...)."""
     try:
-        with pg.connect(pg.primary(), user=user, password=password):
+        with pg.connections.connect(pg.replication.primary(), user=user, password=password):
             return False, f"{user} still logs in"
     except psycopg.OperationalError as exc:
         why = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -108,12 +113,13 @@ def login_refused(pg: Postgres, user: str, password: str) -> tuple[bool, str]:
 
 def can_login(pg: Postgres, role: str) -> bool:
     """The role's LOGIN attribute, read from the catalog by the admin."""
-    rows = pg.query(pg.primary(), "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,))
+    rows = pg.connections.query(pg.replication.primary(), "SELECT rolcanlogin FROM pg_roles WHERE rolname = %s",
+                                (role,))
     return bool(rows and rows[0][0])
 
 
 def session_user(pg: Postgres) -> str:
-    with pg.connect() as conn:
+    with pg.connections.connect() as conn:
         return str(conn.execute(sql.SQL("SELECT session_user")).fetchone()[0])
 
 
@@ -143,12 +149,12 @@ def days_left(not_after_iso: str, now: datetime | None = None) -> float:
 
 
 def running_nodes(pg: Postgres) -> list[str]:
-    return [n for n in pg.node_names if pg.role(n) != "down"]
+    return [n for n in pg.context.node_names if pg.replication.role(n) != "down"]
 
 
 def served(pg: Postgres) -> dict[str, ServedCert]:
     """The certificate each running node serves now."""
-    return {node: pg.served_certificate(node) for node in running_nodes(pg)}
+    return {node: pg.rotation.served_certificate(node) for node in running_nodes(pg)}
 
 
 def describe_served(certs: dict[str, ServedCert]) -> str:
@@ -158,7 +164,7 @@ def describe_served(certs: dict[str, ServedCert]) -> str:
 
 
 def issue(pg: Postgres, days: int) -> Issued:
-    cert, key = pg.issue_server_certificate(days=days)
+    cert, key = pg.rotation.issue_server_certificate(days=days)
     return Issued(cert, key, fingerprint(cert), not_after(cert))
 
 
@@ -166,9 +172,9 @@ def install(pg: Postgres, nodes: Sequence[str], issued: Issued) -> str:
     """Install on every node, then reload each: new connections get the new certificate, open
     ones keep theirs (a reload drops nothing)."""
     for node in nodes:
-        pg.install_server_certificate(node, issued.cert, issued.key)
+        pg.rotation.install_server_certificate(node, issued.cert, issued.key)
     for node in nodes:
-        pg.reload(node)
+        pg.servers.reload(node)
     return f"installed and reloaded on {', '.join(nodes)}"
 
 
@@ -176,7 +182,7 @@ def wait_served(pg: Postgres, node: str, sha256: str, timeout: float = 10.0) -> 
     """The certificate ``node`` serves once it is ``sha256`` (a reload is asynchronous), or the last seen."""
     deadline = time.monotonic() + timeout
     while True:
-        cert = pg.served_certificate(node)
+        cert = pg.rotation.served_certificate(node)
         if cert.sha256 == sha256 or time.monotonic() > deadline:
             return cert
         time.sleep(0.1)
@@ -185,7 +191,7 @@ def wait_served(pg: Postgres, node: str, sha256: str, timeout: float = 10.0) -> 
 def check_new_certificates(drill: Any, pg: Postgres, before: dict[str, ServedCert]) -> None:
     """Independently of the runbook: each node serves another certificate than before, verified."""
     for node, old in before.items():
-        now = pg.served_certificate(node)
+        now = pg.rotation.served_certificate(node)
         drill.check(f"{node} serves a new certificate", now.sha256 != old.sha256,
                     f"sha256 {old.sha256[:16]}… → {now.sha256[:16]}…, expires {now.not_after}")
         drill.check(f"{node}'s new certificate verifies against the CA", now.verified, now.error or now.subject)
@@ -194,9 +200,10 @@ def check_new_certificates(drill: Any, pg: Postgres, before: dict[str, ServedCer
 def ca_client_connects(pg: Postgres, node: str) -> tuple[bool, str]:
     """A new application connection to ``node`` with the service's TLS settings (verify-full)."""
     try:
-        with pg.connect(node) as conn:
+        with pg.connections.connect(node) as conn:
             conn.execute("SELECT 1")
-            return bool(conn.pgconn.ssl_in_use), f"sslmode={pg.service.sslmode}, TLS in use: {bool(conn.pgconn.ssl_in_use)}"
+            tls = bool(conn.pgconn.ssl_in_use)
+            return tls, f"sslmode={pg.context.service.sslmode}, TLS in use: {tls}"
     except psycopg.OperationalError as exc:
         return False, str(exc).strip().splitlines()[-1]
 

@@ -23,7 +23,7 @@ class RunbookFailed(DrillbookError):
 def run(drill: Any, name: str, parameters: dict[str, Any] | None = None, load: Any = None) -> dict[str, Any]:
     """Run runbook ``name`` as part of ``drill``; adopt its checks; raise if it errored.
 
-    With a ``load`` (``measure.Load``), the runbook's start and end are marked on its clock as
+    With a ``load`` (``measure.load.Load``), the runbook's start and end are marked on its clock as
     ``"<name> start"`` and ``"<name> end"``, to measure what clients saw meanwhile.
     """
     if load is not None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .. import measure
 from ..errors import DrillbookError
-from ..targets.postgres import NodeState, Postgres, PostgresError
+from ..measure.compute import failed_probes, probe_resolution
+from ..measure.isolated import IsolatedLoad
+from ..measure.load import Load
+from ..targets.postgres import Postgres
+from ..targets.postgres.results import NodeState, PostgresError
 
 
 class NotSteady(DrillbookError):
@@ -61,7 +64,7 @@ def steady_state(drill: Any, pg: Postgres, *, standby: bool = True, all_up: bool
     (rotations must reach every node). Standbys must also catch up with the primary, so a fault
     injected next measures the failover, not replication that was already behind.
     """
-    states = drill.step("Read every node's role, timeline and lag", pg.states)
+    states = drill.step("Read every node's role, timeline and lag", pg.replication.states)
     print(describe(states))
     primaries = [s for s in states if s.role == "primary"]
     roles = ", ".join(f"{s.name}={s.role}" for s in states)
@@ -84,7 +87,7 @@ def steady_state(drill: Any, pg: Postgres, *, standby: bool = True, all_up: bool
 
 def _check_caught_up(drill: Any, pg: Postgres, name: str, timeout: float, failed: list[str]) -> None:
     try:
-        seconds = pg.wait_caught_up(name, timeout=timeout)
+        seconds = pg.replication.wait_caught_up(name, timeout=timeout)
         drill.check(f"{name} caught up with the primary", True, f"in {seconds:.2f} s")
     except PostgresError as exc:
         drill.check(f"{name} caught up with the primary", False, exc.message)
@@ -92,12 +95,13 @@ def _check_caught_up(drill: Any, pg: Postgres, name: str, timeout: float, failed
 
 
 # ----------------------------------------------------------------------------- the load under a drill
-def start_load(pg: Postgres, run: str, probe_interval: float = 0.03, writer: bool = True) -> measure.Load:
+def start_load(pg: Postgres, run: str, probe_interval: float = 0.03, writer: bool = True) -> Load:
     """A sequenced writer and an availability probe through whichever node accepts writes, in a
     process of their own (the kernel also runs the runbook); returns once writes are acknowledged
     and probes pass (a fault needs a steady state)."""
-    load = measure.IsolatedLoad(writer=pg.portable_connector() if writer else None, probe=pg.portable_connector(),
-                                run=run, probe_interval=probe_interval).start()
+    connector = pg.connections.portable_connector
+    load = IsolatedLoad(writer=connector() if writer else None, probe=connector(),
+                        run=run, probe_interval=probe_interval).start()
     try:
         load.wait_steady()
     except BaseException:
@@ -106,31 +110,31 @@ def start_load(pg: Postgres, run: str, probe_interval: float = 0.03, writer: boo
     return load
 
 
-def stop_load(pg: Postgres, load: measure.Load) -> str:
+def stop_load(pg: Postgres, load: Load) -> str:
     """Cleanup: stop the writer and the probe, and delete the run's rows when a primary answers
     (housekeeping: a drill that stopped early must not fail its cleanup for want of a primary)."""
     load.stop()
     try:
-        with pg.connect() as conn:
+        with pg.connections.connect() as conn:
             return f"stopped; {load.purge(conn)} sequenced rows deleted"
     except Exception as exc:  # e.g. no primary right now: the rows are harmless, `lab up` keeps them
         return f"stopped; rows not deleted ({type(exc).__name__})"
 
 
-def record_availability(drill: Any, pg: Postgres, load: measure.Load, start: str, end: str) -> None:
+def record_availability(drill: Any, pg: Postgres, load: Load, start: str, end: str) -> None:
     """Stop the load; record what clients saw between marks ``start`` and ``end`` (e.g. while a
     backup ran): failed probe connections against ``failed_probes``, writes and failed writes."""
     load.stop()
     t0, t1 = load.marks[start], load.marks[end]
-    failed = measure.failed_probes(load.probes, t0, t1)
+    failed = failed_probes(load.probes, t0, t1)
     probes = sum(1 for p in load.probes if t0 <= p.started <= t1)
     drill.measure("failed_probes", failed, unit="probes", objective="failed_probes",
                   detail=f"{failed} of {probes} probe connections failed between {start!r} and {end!r}")
     acked = sum(1 for a in load.acks if t0 <= a.at <= t1)
     errors = [e for at, e in (load.writer.errors if load.writer else []) if t0 <= at <= t1]
     drill.measure("writes_acknowledged", acked, unit="writes", detail=f"between {start!r} and {end!r}")
-    drill.measure("probe_resolution_seconds", measure.probe_resolution(load.probes),
+    drill.measure("probe_resolution_seconds", probe_resolution(load.probes),
                   detail="largest gap between two probes: nothing shorter can be seen")
     drill.check("no write failed meanwhile", not errors, errors[0] if errors else f"{acked} writes acknowledged")
-    with pg.connect() as conn:
+    with pg.connections.connect() as conn:
         load.purge(conn)

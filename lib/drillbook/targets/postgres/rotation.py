@@ -1,6 +1,6 @@
 """Rotations on a PostgreSQL service: the application's credentials and the servers' TLS certificates.
 
-``PostgresRotation`` sets passwords, rotates the application between its two login roles
+``Rotations`` sets passwords, rotates the application between its two login roles
 (dual credentials: no failed connection), retires the old login, and issues, installs and
 reads back server certificates.
 """
@@ -17,8 +17,10 @@ from pathlib import Path
 
 from psycopg import sql
 
-from .pg_replication import PostgresReplication
-from .pg_results import PostgresError, Rotation, ServedCert
+from .connect import Connections, PostgresContext
+from .replication import Replication
+from .results import PostgresError, Rotation, ServedCert
+from .server import Servers
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)  # the protocol's "let us talk TLS" message
 ALTERNATES = (("_blue", "_green"), ("_a", "_b"))  # login-role pairs for dual-credential rotation
@@ -40,7 +42,7 @@ def alternate_login(user: str) -> str:
 
 def fetch_served_certificate(address: str, port: int, cafile: str | None, timeout: float = 5.0) -> ServedCert:
     """The certificate a PostgreSQL server presents, read with the protocol's SSLRequest."""
-    from cryptography import x509
+    from cryptography import x509  # heavy: loaded only when a certificate is read
 
     def handshake(context: ssl.SSLContext) -> bytes:
         with socket.create_connection((address, port), timeout=timeout) as sock:
@@ -67,14 +69,21 @@ def fetch_served_certificate(address: str, port: int, cafile: str | None, timeou
                       verified=verified, error=error)
 
 
-class PostgresRotation(PostgresReplication):
+class Rotations:
     """Credential and certificate rotation on the service."""
+
+    def __init__(self, context: PostgresContext, connections: Connections, servers: Servers,
+                 replication: Replication) -> None:
+        self.context = context
+        self.connections = connections
+        self.servers = servers
+        self.replication = replication
 
     def set_password(self, role: str, password: str, *, login: bool = True) -> None:
         """Set a role's password on the primary, sent as a SCRAM verifier (never in clear text)."""
-        if self.redactor is not None:
-            self.redactor.add(f"{self.name}.{role} password", password)
-        with self.connect(self.primary(), login="admin") as conn:
+        if self.context.redactor is not None:
+            self.context.redactor.add(f"{self.context.name}.{role} password", password)
+        with self.connections.connect(self.replication.primary(), login="admin") as conn:
             verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
             conn.execute(sql.SQL("ALTER ROLE {} WITH {} PASSWORD {}").format(
                 sql.Identifier(role), sql.SQL("LOGIN" if login else "NOLOGIN"), sql.Literal(verifier)))
@@ -85,18 +94,18 @@ class PostgresRotation(PostgresReplication):
 
         The old login keeps working: retire it with ``retire_login`` once clients have moved.
         """
-        current = self.credentials("app").user
+        current = self.connections.credentials("app").user
         new_user = alternate_login(current)
         new_password = password or pysecrets.token_urlsafe(24)
         self.set_password(new_user, new_password)
-        for node in self.node_names:
-            if self.role(node) == "standby":
-                self.wait_caught_up(node)
-            if self.role(node) != "down":
-                with self.connect(node, user=new_user, password=new_password):
+        for node in self.context.node_names:
+            if self.replication.role(node) == "standby":
+                self.replication.wait_caught_up(node)
+            if self.replication.role(node) != "down":
+                with self.connections.connect(node, user=new_user, password=new_password):
                     pass
         time.sleep(grace)
-        self.publish_app_credentials(new_user, new_password)
+        self.connections.publish_app_credentials(new_user, new_password)
         return Rotation(old_user=current, new_user=new_user, published_at=time.time())
 
     def retire_login(self, role: str, grace: float = 2.0, terminate: bool = False) -> None:
@@ -105,35 +114,36 @@ class PostgresRotation(PostgresReplication):
         Clients that read the old credentials just before the switch get the grace period to
         connect; their open sessions keep running unless ``terminate``.
         """
-        if role == self.credentials("app").user:
+        if role == self.connections.credentials("app").user:
             raise PostgresError(f"{role!r} is the application's current login role; it cannot be retired",
                                 "rotate first (rotate_app_credentials), then retire the old one")
         time.sleep(grace)
-        with self.connect(self.primary(), login="admin") as conn:
+        with self.connections.connect(self.replication.primary(), login="admin") as conn:
             conn.execute(sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(sql.Identifier(role)))
             if terminate:
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
 
     def served_certificate(self, name: str) -> ServedCert:
         """The TLS certificate node ``name`` presents to a new connection now."""
-        node = self.node(name)
-        return fetch_served_certificate(node.address, node.port, self._rootcert())
+        node = self.context.node(name)
+        return fetch_served_certificate(node.address, node.port, self.context.rootcert())
 
     def issue_server_certificate(self, days: int = 90) -> tuple[str, str]:
         """A new server certificate (PEM) and key (PEM) from the environment's own CA (``ca_key``).
 
         Only a lab has its CA here; elsewhere get the certificate from your PKI.
         """
-        from ..pki import issue_server_certificate
+        from ...pki import issue_server_certificate
 
-        if not self.service.ca_key or not self._rootcert():
-            raise PostgresError(f"service {self.name!r} has no CA key to issue certificates with",
+        if not self.context.service.ca_key or not self.context.rootcert():
+            raise PostgresError(f"service {self.context.name!r} has no CA key to issue certificates with",
                                 "request a certificate from your PKI and pass it to install_server_certificate")
-        ca_cert = Path(self._rootcert() or "").read_text()
-        names = sorted({n.address for n in self.service.nodes} | {"localhost"})
-        cert, key = issue_server_certificate(ca_cert, self._secret(self.service.ca_key), names, days=days)
-        if self.redactor is not None:
-            self.redactor.add(f"{self.name}.server key (new)", key)
+        ca_cert = Path(self.context.rootcert() or "").read_text()
+        names = sorted({n.address for n in self.context.service.nodes} | {"localhost"})
+        ca_key = self.context.secret(self.context.service.ca_key)
+        cert, key = issue_server_certificate(ca_cert, ca_key, names, days=days)
+        if self.context.redactor is not None:
+            self.context.redactor.add(f"{self.context.name}.server key (new)", key)
         return cert, key
 
     def install_server_certificate(self, name: str, cert_pem: str, key_pem: str) -> str:
@@ -141,8 +151,8 @@ class PostgresRotation(PostgresReplication):
 
         Takes effect for new connections at the next ``reload``. Returns the certificate's path.
         """
-        rows = self.query(name, "SELECT current_setting('ssl_cert_file'), current_setting('ssl_key_file'), "
-                                "current_setting('data_directory')")
+        rows = self.connections.query(name, "SELECT current_setting('ssl_cert_file'), current_setting('ssl_key_file'), "
+                                            "current_setting('data_directory')")
         cert_file, key_file, data = rows[0]
         cert_file = cert_file if cert_file.startswith("/") else f"{data}/{cert_file}"
         key_file = key_file if key_file.startswith("/") else f"{data}/{key_file}"
@@ -150,5 +160,5 @@ class PostgresRotation(PostgresReplication):
         # The key travels on stdin; both files are replaced by rename, so a reload sees whole files.
         script = (f"umask 077 && cat > {k}.new && printf '%s' {shlex.quote(cert_pem)} > {c}.new && "
                   f"chmod 600 {k}.new && chmod 644 {c}.new && mv {k}.new {k} && mv {c}.new {c}")
-        self.run(name, script, what="install server certificate", input=key_pem, timeout=30)
+        self.servers.run(name, script, what="install server certificate", input=key_pem, timeout=30)
         return cert_file

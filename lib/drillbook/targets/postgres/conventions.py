@@ -7,8 +7,6 @@ binaries match a data directory. Nothing here touches a server.
 """
 from __future__ import annotations
 
-from typing import Any
-
 NODE_CONF = "drillbook.node.conf"  # per-node settings, included last from postgresql.conf
 PASSFILE = "drillbook.pgpass"  # the replication password for primary_conninfo (0600, in the data dir)
 FENCE_MARKER = "drillbook.fenced"  # why and when a node was fenced
@@ -30,7 +28,7 @@ def parse_lsn(text: str) -> int:
     return (int(high, 16) << 32) + int(low, 16)
 
 
-def conninfo(**params: Any) -> str:
+def conninfo(**params: object) -> str:
     """A libpq key=value string; values quoted as libpq wants (so paths may hold spaces)."""
     parts = []
     for key, value in params.items():

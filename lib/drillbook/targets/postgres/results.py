@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..errors import DrillbookError
+from ...errors import DrillbookError
 
 
 class PostgresError(DrillbookError):
