@@ -7,11 +7,11 @@ The runner copies it into ``record.json``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from . import files
 
 JOURNAL_NAME = "journal.json"
 STATUSES = ("passed", "failed", "error", "aborted")  # the closed set of run statuses
@@ -29,17 +29,7 @@ def parse_iso(text: str) -> datetime:
 
 def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
     """Write JSON so that readers see either the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=False, default=str)
-            handle.write("\n")
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_json_atomic(path, data, mode)
 
 
 def read_journal(run_dir: Path) -> dict[str, Any] | None:
