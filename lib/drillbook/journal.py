@@ -6,17 +6,32 @@ The runner copies it into ``record.json``.
 """
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import files
 
+RUN_DIR_VAR = "DRILLBOOK_RUN_DIR"  # the run's private folder, set by the runner for the kernel
 JOURNAL_NAME = "journal.json"
 STATUSES = ("passed", "failed", "error", "aborted")  # the closed set of run statuses
 # References (never values) of the secrets the kernel resolved: the runner resolves them again to scrub.
 SECRET_REFS = "secret_refs"
+
+
+def operator_name() -> str:
+    """Who runs this (``$DRILLBOOK_OPERATOR``, else the login name) and on which host."""
+    name = os.environ.get("DRILLBOOK_OPERATOR")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = "unknown"
+    return f"{name}@{socket.gethostname()}"
 
 
 def now_iso() -> str:

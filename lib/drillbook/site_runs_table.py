@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import posixpath
 
-from .render import PAGE_CSS
+from .runner.render import PAGE_CSS
 from .site_data import Archive, RunSummary
 from .site_files import PageTree
 from .site_md import when

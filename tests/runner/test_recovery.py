@@ -28,7 +28,8 @@ TOKEN = "tok-9d1c-default-secret-e07a"  # the value behind the notebook's defaul
 
 WRAPPER = '''
 import errno, os, signal, sys
-from drillbook import cli, evidence, inflight, ledger
+from drillbook import cli, evidence, ledger
+from drillbook.runner import inflight
 
 name, how = os.environ["DRILLBOOK_TEST_STOP_AT"].split(":")
 OWNERS = {"write_manifest": evidence, "append": ledger, "write_head": ledger, "_write_scrubbed": evidence}
@@ -242,7 +243,8 @@ def test_an_unsigned_marker_is_reported_and_never_acted_on(project: Project, tmp
 
 
 def test_a_signed_marker_edited_afterwards_is_refused(project: Project, tmp_path: Path, stray_pids: list) -> None:
-    from drillbook import inflight, keys
+    from drillbook import keys
+    from drillbook.runner import inflight
 
     victim, folder, _ = _victims(tmp_path, stray_pids)
     run_id = "20260101T000000Z-edited-local-000000"
@@ -259,7 +261,8 @@ def test_a_signed_marker_edited_afterwards_is_refused(project: Project, tmp_path
 
 def test_a_signed_marker_naming_a_folder_outside_the_run_root_is_refused(
         project: Project, tmp_path: Path, stray_pids: list) -> None:
-    from drillbook import inflight, keys
+    from drillbook import keys
+    from drillbook.runner import inflight
 
     victim, folder, _ = _victims(tmp_path, stray_pids)
     run_id = "20260101T000000Z-outside-local-000000"
@@ -270,7 +273,8 @@ def test_a_signed_marker_naming_a_folder_outside_the_run_root_is_refused(
 
 
 def test_a_run_folder_opened_to_others_is_refused(project: Project, tmp_path: Path, stray_pids: list) -> None:
-    from drillbook import inflight, keys
+    from drillbook import keys
+    from drillbook.runner import inflight
 
     victim, _, _ = _victims(tmp_path, stray_pids)
     folder = inflight.new_run_dir()
@@ -288,7 +292,8 @@ def test_a_marked_kernel_pid_is_signalled_only_if_it_is_that_runs_kernel(
         project: Project, tmp_path: Path, stray_pids: list) -> None:
     """A marker of ours whose kernel pid now names another process (a reused pid, say):
     that process is not signalled; the run's real kernel is found by its environment."""
-    from drillbook import inflight, keys
+    from drillbook import keys
+    from drillbook.runner import inflight
 
     proc, info, _ = _start_slow_secret(project, tmp_path, stray_pids)
     proc.kill()
@@ -333,7 +338,8 @@ def test_a_public_key_cut_short_by_a_full_disk_is_written_whole_later(tmp_path: 
 def test_a_marker_that_cannot_be_written_leaves_no_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from drillbook import inflight, journal, keys
+    from drillbook import journal, keys
+    from drillbook.runner import inflight
     from drillbook.secrets import Redactor
 
     def disk_full(*args: object, **kwargs: object) -> None:
