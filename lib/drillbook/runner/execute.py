@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from nbformat import NotebookNode
 
 from .. import evidence, journal, keys, notebooks, paths, record, scraps
 from ..errors import EvidenceError
@@ -36,7 +37,7 @@ class Outcome:
     record: dict[str, Any]
 
 
-def _load_output(output: Path, plan: Plan) -> Any:
+def _load_output(output: Path, plan: Plan) -> NotebookNode:
     try:
         return nbformat.read(str(output), as_version=4)
     except (OSError, ValueError):

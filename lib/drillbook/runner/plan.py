@@ -119,6 +119,10 @@ def refresh_redactor(redactor: Redactor, env: Environment, parameters: dict[str,
 
 def merge_parameters(request: RunRequest, declared: dict[str, notebooks.Parameter], name: str,
                       env: Environment, path: Path) -> dict[str, Any]:
+    """The values the notebook gets: the environment's for notebook ``name``, then the operator's
+    (``-p``, which win), each coerced to its declared type; then what the runner sets itself
+    (env, dry_run, approve, change), for the names the notebook declares. An undeclared name, or
+    one the runner sets, is bad input."""
     runner = {"env": env.name, "dry_run": request.dry_run, "approve": list(request.approve),
               "change": request.change}
     values: dict[str, Any] = {}
