@@ -24,7 +24,8 @@ def declared(source: str = SOURCE) -> dict[str, Parameter]:
 def merge(env_values: dict[str, Any] | None = None, given: dict[str, Any] | None = None,
           source: str = SOURCE, **request: Any) -> dict[str, Any]:
     env = Environment(name="staging", parameters={"drill": env_values or {}})
-    return merge_parameters(RunRequest("drill", "staging", given or {}, **request), declared(source), "drill", env, PATH)
+    request_ = RunRequest("drill", "staging", given or {}, **request)
+    return merge_parameters(request_, declared(source), "drill", env, PATH)
 
 
 def test_values_from_the_command_line_are_coerced_to_the_declared_types() -> None:

@@ -114,7 +114,8 @@ def _stop_run_processes(info: dict[str, Any], run_dir: Path) -> None:
     targets = _run_processes(run_dir)
     kernel = info.get("kernel_pid")
     if kernel in targets and targets[kernel] == info.get("kernel_start") and _leads_group(kernel):
-        files.kill(kernel, signal.SIGKILL, group=True)  # the kernel leads its own session: its group holds what it started
+        # The kernel leads its own session: its group holds what it started.
+        files.kill(kernel, signal.SIGKILL, group=True)
     for pid in targets:
         files.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + STOP_WAIT
@@ -125,7 +126,7 @@ def _stop_run_processes(info: dict[str, Any], run_dir: Path) -> None:
 def _leads_group(pid: int) -> bool:
     try:
         return os.getpgid(pid) == pid
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return False
 
 
