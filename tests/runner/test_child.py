@@ -37,3 +37,19 @@ def test_a_child_that_outlasts_its_timeout_is_interrupted_and_its_cleanups_run(p
     assert child["reason"] == "execution timeout: the notebook ran longer than 2 s"
     assert marker.read_text() == "cleaned"  # interrupted, not killed: the child's cleanup ran
     assert (bundle / "attachments" / "sleepy-child.ipynb").is_file()
+
+
+def test_a_parent_interrupted_while_its_child_runs_lets_the_childs_cleanups_run(project: Project,
+                                                                                tmp_path: Path) -> None:
+    marker = tmp_path / "child-cleaned"
+    _catalogue(project, "sleeps.ipynb", "sleepy-child", title="Sleepy child")
+    parent = _catalogue(project, "passes.ipynb", "parent", title="Runs a sleepy child")
+    parent.cells[3:] = [nbformat.v4.new_code_cell(
+        f'drill.run_notebook("sleepy-child", {{"marker_path": {str(marker)!r}, "seconds": 45.0}})'
+    ), nbformat.v4.new_code_cell("drill.finish()")]
+    (project.root / "notebooks" / "drills" / "parent.ipynb").write_text(nbformat.writes(parent))
+    result = cli(project, "run", "parent", "--env", "local", "--timeout", "3")
+    assert result.code == 1, result.output
+    record = json.loads((project.run_dirs()[0] / "record.json").read_text())
+    assert (record["status"], record["reason"]) == ("error", "execution timeout: the notebook ran longer than 3 s")
+    assert marker.read_text() == "cleaned"  # the child's kernel was interrupted, not left to be killed
