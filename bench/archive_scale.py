@@ -24,11 +24,11 @@ from common import REPO, scratch_project, summary  # noqa: E402
 
 def real_bundle(root: Path) -> Path:
     """One real run of the smoke drill in the scratch project, to copy from."""
-    from drillbook import executor
+    from drillbook.runner import execute, plan
 
     smoke = root / "notebooks" / "drills" / "smoke.ipynb"
     smoke.write_bytes((REPO / "notebooks" / "drills" / "smoke.ipynb").read_bytes())
-    outcome = executor.run(executor.RunRequest("smoke", "local"))
+    outcome = execute.run(plan.RunRequest("smoke", "local"))
     return outcome.bundle
 
 

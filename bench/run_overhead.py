@@ -29,10 +29,10 @@ def time_papermill(notebook: Path, out: Path) -> float:
 
 
 def time_drillbook(notebook: Path) -> float:
-    from drillbook import executor
+    from drillbook.runner import execute, plan
 
     t0 = time.perf_counter()
-    outcome = executor.run(executor.RunRequest(str(notebook), "local", {"x": "2"}))
+    outcome = execute.run(plan.RunRequest(str(notebook), "local", {"x": "2"}))
     assert outcome.status == "passed", outcome.reason
     return time.perf_counter() - t0
 
@@ -59,7 +59,7 @@ def main() -> None:
     ratio = statistics.median(ours) / statistics.median(bare)
     print("in-process, trivial notebook (3 cells):")
     print(f"  papermill.execute_notebook  {summary(bare)}")
-    print(f"  drillbook executor.run      {summary(ours)}")
+    print(f"  drillbook execute.run       {summary(ours)}")
     print(f"  ratio drillbook / papermill {ratio:.2f}x  (target <= 1.25x)")
 
     bin_dir = Path(sys.executable).parent

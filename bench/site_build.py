@@ -37,12 +37,11 @@ import nbformat
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drillbook.config import catalog, environments
-
-from drillbook import executor
 from drillbook.evidence import record
 from drillbook.evidence.archive import record_run
 from drillbook.drill import Drill
-from drillbook.render import HtmlRenderer
+from drillbook.runner.outcome import html_header
+from drillbook.runner.render import HtmlRenderer
 from drillbook.config.secrets import Redactor
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,7 +151,7 @@ class Writer:
         nb = nbformat.read(str(path), as_version=4)
         nb.cells.insert(0, nbformat.v4.new_markdown_cell("*Synthetic run: written through drillbook's evidence API "
                                                          "without a kernel (bench/site_build.py).*"))
-        html = self.renderer.render(nb, executor.html_header(done))
+        html = self.renderer.render(nb, html_header(done))
         with tempfile.TemporaryDirectory() as folder:
             for name, text in (attachments or {}).items():
                 (Path(folder) / name).parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from conftest import REPO, CliResult, cli
 from drillbook.lab import control
 from drillbook.lab.sshd import sshd_binary
 from drillbook.lab.state import NODES
-from drillbook.measure.compute import ProbeResult, probe_resolution
+from drillbook.measure.compute import probe_resolution
 from drillbook.measure.isolated import IsolatedLoad
 from drillbook.measure.load import Probe
 from drillbook.pki import issue_server_certificate, make_ca

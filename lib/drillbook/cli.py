@@ -37,7 +37,7 @@ def _archive(archive: Optional[Path]) -> Path:
 @app.callback()
 def _recover(ctx: typer.Context) -> None:
     """Every command first turns runs whose runner was killed into 'aborted' records."""
-    from . import inflight
+    from .runner import inflight
     from .errors import NotFound
 
     if ctx.resilient_parsing:
@@ -150,7 +150,7 @@ def run(
         raise typer.Exit(_run_due())
     if not name or not env:
         raise NotebookError("name a notebook and an environment", "drillbook run NAME --env ENV (see drillbook list / envs)")
-    from .executor import RunRequest
+    from .runner.plan import RunRequest
 
     request = RunRequest(name, env, _parse_parameters(param), dry_run, list(approve), change, timeout, wait,
                          preflight=not skip_preflight)
@@ -158,12 +158,13 @@ def run(
 
 
 def _run_one(request: Any) -> int:
-    from . import executor
-    from .progress import CellProgress
+    from .runner.execute import execute
+    from .runner.plan import prepare
+    from .runner.progress import CellProgress
 
-    plan = executor.prepare(request)
+    plan = prepare(request)
     err.print(f"running {plan.name} on {plan.env.name}{' (dry run)' if request.dry_run else ''}: run {plan.run_id}")
-    outcome = executor.execute(plan, CellProgress(f"{plan.name}@{plan.env.name}"))
+    outcome = execute(plan, CellProgress(f"{plan.name}@{plan.env.name}"))
     colour = {"passed": "green", "failed": "red", "error": "red", "aborted": "yellow"}[outcome.status]
     reason = f" — {outcome.reason}" if outcome.reason else ""
     out.print(f"[{colour}]{outcome.status.upper()}[/{colour}] {plan.name} on {plan.env.name}{reason}")
@@ -176,8 +177,8 @@ def _run_due() -> int:
 
     from .config import schedule
     from .evidence.archive import latest_runs
-    from .executor import RunRequest
     from .journal import parse_iso
+    from .runner.plan import RunRequest
 
     finished = {(e["drill"], e["env"]): parse_iso(e["finished_at"])
                 for e in latest_runs(paths.archive_root(), dry_runs=False)}
@@ -309,7 +310,7 @@ def _lag_text(node: Any) -> str | None:
 
 def _lab_lock(what: str) -> Any:
     """The lab is environment 'local': repairing or stopping it must wait for a drill acting on it."""
-    from . import locks
+    from .runner import locks
 
     return locks.hold(paths.state_dir(), "local", what,
                       hint=f"wait for that run to finish, then run drillbook {what} again")

@@ -15,17 +15,17 @@ Everything is journalled to ``$DRILLBOOK_RUN_DIR`` for the runner to archive.
 from __future__ import annotations
 
 import atexit
-import getpass
 import os
-import socket
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
-from . import journal, paths
 from .config import environments
+
+from . import journal, paths
+from .journal import RUN_DIR_VAR, operator_name
 from .config.environments import Environment
 from .errors import ChangeRequired, CheckFailed, DrillbookError, GateNotApproved, NotFound
 from .evidence.record import (RUNNING, ChildRun, Cleanup, CleanupOutcome, Gate, Journal, Measure, Results, Status,
@@ -33,18 +33,7 @@ from .evidence.record import (RUNNING, ChildRun, Cleanup, CleanupOutcome, Gate, 
 from .config.secrets import Redactor, SecretRef
 
 T = TypeVar("T")
-RUN_DIR_VAR = "DRILLBOOK_RUN_DIR"
 _current: Drill | None = None
-
-
-def operator_name() -> str:
-    name = os.environ.get("DRILLBOOK_OPERATOR")
-    if not name:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):
-            name = "unknown"
-    return f"{name}@{socket.gethostname()}"
 
 
 def _ipython() -> Any:
@@ -330,10 +319,12 @@ class Drill:
 
         The executed copy goes to attachments/; its journal is returned (status, steps, measures).
         """
-        from .executor import run_child
+        from .runner.child import ChildContext, run_child  # papermill's machinery: only a drill that runs one
 
         self._ensure_open()
-        child = run_child(self, name, parameters or {})
+        context = ChildContext(self.project, self.env, self.dry_run, sorted(self.approved), self.change,
+                               self.run_id, self.redactor, self.attachments_dir())
+        child = run_child(context, name, parameters or {})
         self.data["attachments"].append(child["notebook"])
         self._save()
         return child

@@ -6,17 +6,32 @@ The runner copies it into ``record.json``.
 """
 from __future__ import annotations
 
+import getpass
 import json
 import os
-import tempfile
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import files
+
+RUN_DIR_VAR = "DRILLBOOK_RUN_DIR"  # the run's private folder, set by the runner for the kernel
 JOURNAL_NAME = "journal.json"
 STATUSES = ("passed", "failed", "error", "aborted")  # the closed set of run statuses
 # References (never values) of the secrets the kernel resolved: the runner resolves them again to scrub.
 SECRET_REFS = "secret_refs"
+
+
+def operator_name() -> str:
+    """Who runs this (``$DRILLBOOK_OPERATOR``, else the login name) and on which host."""
+    name = os.environ.get("DRILLBOOK_OPERATOR")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = "unknown"
+    return f"{name}@{socket.gethostname()}"
 
 
 def now_iso() -> str:
@@ -29,17 +44,7 @@ def parse_iso(text: str) -> datetime:
 
 def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
     """Write JSON so that readers see either the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=False, default=str)
-            handle.write("\n")
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.write_json_atomic(path, data, mode)
 
 
 def read_journal(run_dir: Path) -> dict[str, Any] | None:

@@ -16,7 +16,8 @@ from typing import Any
 
 from . import journal
 from .config import environments
-from .drill import RUN_DIR_VAR, Drill
+from .drill import Drill
+from .journal import RUN_DIR_VAR
 
 
 def unattended() -> bool:

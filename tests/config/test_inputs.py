@@ -92,7 +92,7 @@ def test_scheduled_env_must_be_a_name(project: Project) -> None:
 
 
 def test_lock_refuses_a_path_for_a_name(tmp_path: Path) -> None:
-    from drillbook import locks
+    from drillbook.runner import locks
     from drillbook.errors import NotFound
 
     state = tmp_path / "state"

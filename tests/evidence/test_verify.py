@@ -18,7 +18,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A project with four archived runs, and the signing-key home that signed them."""
-    import os
 
     root = tmp_path_factory.mktemp("verify") / "project"
     home = root.parent / "home"

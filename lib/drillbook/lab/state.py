@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from ..errors import LabError
+from ..files import write_atomic
 
 LAB_ENV = "local"  # the environment file that describes the lab
 LAB_USER = "drillbook-lab"  # the unprivileged OS user the servers run as when we are root
@@ -103,6 +104,4 @@ def load_state(paths: LabPaths) -> LabState | None:
 
 
 def save_state(paths: LabPaths, state: LabState) -> None:
-    tmp = paths.state.with_suffix(".tmp")
-    tmp.write_text(state.to_json(), encoding="utf-8")
-    os.replace(tmp, paths.state)
+    write_atomic(paths.state, state.to_json(), mode=0o644)

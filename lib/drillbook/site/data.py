@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import EvidenceError
+from ..files import write_atomic
 from ..evidence import ledger
 from ..evidence.archive import load_record, run_dir
 from ..evidence.record import Measure as RecordedMeasure
@@ -129,10 +129,7 @@ class Cache:
         # no write at all when nothing changed.
         text = json.dumps(self.data, separators=(",", ":"))
         if text != self._saved:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(".tmp")
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, self.path)
+            write_atomic(self.path, text, mode=0o644)
             self._saved = text
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import posixpath
 
-from ..render import PAGE_CSS
+from ..runner.render import PAGE_CSS
 from .data import Archive, RunSummary
 from .files import PageTree
 from .md import when

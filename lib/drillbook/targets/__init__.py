@@ -8,11 +8,10 @@ This module also holds the one helper they share: publishing a new value of a ``
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import SecretError
+from ..files import write_atomic
 from ..config.secrets import SecretRef
 
 
@@ -29,15 +28,5 @@ def write_file_secret(ref: str, value: str, project: Path) -> Path:
             f"set {parsed.target} to the new value where drillbook runs, or use a file: reference",
         )
     path = parsed.path(project)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp creates it 0600
-            handle.write(value + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, value + "\n")
     return path

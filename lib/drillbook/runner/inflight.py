@@ -23,7 +23,6 @@ process group once its pid and start time match the marker).
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -37,13 +36,20 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import journal, paths
-from .errors import DrillbookError, EvidenceError
-from .evidence import keys, ledger, record
+from .. import files, journal, paths
+from ..config import environments
+from ..evidence import keys, ledger, record
+from ..evidence.archive import finish_archived, load_record, record_run
+from ..evidence.archive import run_dir as bundle_dir
+from ..errors import DrillbookError, EvidenceError
+from ..journal import RUN_DIR_VAR
+from ..config.secrets import Redactor
+from .outcome import html_header, keep_kernel_output, mark_failure
+from .render import HtmlRenderer
+from .supervise import KERNEL_LOG
 
 if TYPE_CHECKING:
-    from .executor import Plan
-    from .config.secrets import Redactor
+    from .plan import Plan
 
 SIGNED_AS = b"drillbook in-flight marker v1\n"  # a marker signature can never pass for a ledger one
 STOP_WAIT = 10.0  # how long recovery waits for a killed kernel to be gone (SIGKILL is not instant)
@@ -91,8 +97,6 @@ def _run_processes(run_dir: Path) -> dict[int, str]:
     """Live processes (pid → start time) whose environment names the run folder: its kernel,
     the kernel's children and child notebooks' kernels. The run folder is private and random,
     so no unrelated process carries it."""
-    from .drill import RUN_DIR_VAR
-
     wanted = f"{RUN_DIR_VAR}={run_dir}".encode()
     found: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -113,20 +117,21 @@ def _stop_run_processes(info: dict[str, Any], run_dir: Path) -> None:
     so nothing writes into the run folder while it is archived and removed."""
     targets = _run_processes(run_dir)
     kernel = info.get("kernel_pid")
-    if kernel in targets and targets[kernel] == info.get("kernel_start"):
-        try:  # the kernel leads its own session: its group holds what it started
-            if os.getpgid(kernel) == kernel:
-                os.killpg(kernel, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    if kernel in targets and targets[kernel] == info.get("kernel_start") and _leads_group(kernel):
+        # The kernel leads its own session: its group holds what it started.
+        files.kill(kernel, signal.SIGKILL, group=True)
     for pid in targets:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        files.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + STOP_WAIT
     while not all(_gone(pid, start) for pid, start in targets.items()) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def _leads_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 # --------------------------------------------------------------------------- run folders
@@ -258,8 +263,7 @@ def recover_aborted(project: Path | None = None) -> Recovery:
     report = Recovery()
     if not directory.is_dir() or not any(directory.glob("*.json")):
         return report
-    with open(state / ".recover.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two commands starting together must not archive twice
+    with files.flocked(state / ".recover.lock"):  # two commands starting together must not archive twice
         try:
             key = keys.load_or_create_signing_key()
         except DrillbookError as exc:
@@ -302,19 +306,17 @@ def _recover_marker(path: Path, key: Ed25519PrivateKey, project: Path | None, re
 
 def _recover_one(marker: Marker, project: Path | None) -> str:
     """Archive the run from where its runner stopped; return the status archived."""
-    from .evidence.archive import finish_archived, load_record, record_run, run_dir
-
     info = marker.info
     archive, run_id = Path(info["archive"]), info["run_id"]
-    if os.path.lexists(run_dir(archive, run_id)):  # stopped after the rename
+    if os.path.lexists(bundle_dir(archive, run_id)):  # stopped after the rename
         if not info.get("manifest_sha256"):
-            raise EvidenceError(f"bundle {run_dir(archive, run_id)} was not written by this run's runner",
+            raise EvidenceError(f"bundle {bundle_dir(archive, run_id)} was not written by this run's runner",
                                 "run drillbook verify, then look at the bundle")
         finish_archived(archive, marker.key, run_id, info["manifest_sha256"])
         return str(load_record(archive, run_id).get("status"))
     done, redactor, notebook, html, attachments = _record_to_archive(info, project)
     record_run(archive, marker.key, done, redactor, notebook=notebook, html=html,
-                        attachments=attachments, on_manifest=marker.note_manifest)
+               attachments=attachments, on_manifest=marker.note_manifest)
     return str(done["status"])
 
 
@@ -322,12 +324,9 @@ def _record_to_archive(info: dict[str, Any], project: Path | None) -> tuple[
         dict[str, Any], Redactor, dict[str, Any] | None, str | None, Path | None]:
     """The record (the finished one if the runner got that far, else ``aborted``), the redactor,
     and the partial notebook and attachments, scrubbed as the runner would have scrubbed them."""
-    import nbformat
+    import nbformat  # slow to import: only the recovery of a dead run needs it
 
-    from . import executor
-    from .config import environments
-    from .render import HtmlRenderer
-    from .config.secrets import Redactor
+    from . import plan  # imports nbformat (slow) at its top: only the recovery of a dead run needs it
 
     run_dir = Path(info["run_dir"])
     base = info["record"]
@@ -342,18 +341,18 @@ def _record_to_archive(info: dict[str, Any], project: Path | None) -> tuple[
     try:  # the partial notebook is archived only if we can scrub it of every secret
         root = paths.project_root(project)
         env = environments.load_environment(base["env"], project)
-        redactor = executor.build_redactor(env, info.get("scrub_parameters") or base.get("parameters", {}), root)
-        executor.refresh_redactor(redactor, env, base.get("parameters", {}), root, run_dir / "attachments",
+        redactor = plan.build_redactor(env, info.get("scrub_parameters") or base.get("parameters", {}), root)
+        plan.refresh_redactor(redactor, env, base.get("parameters", {}), root, run_dir / "attachments",
                                   journal.read_journal(run_dir))  # secrets a cell resolved itself
-        executor.keep_kernel_output(run_dir, redactor, run_dir / "attachments" / executor.KERNEL_LOG)
+        keep_kernel_output(run_dir, redactor, run_dir / "attachments" / KERNEL_LOG)
         if output.exists():
             nb = nbformat.read(str(output), as_version=4)
-            failing = executor.mark_failure(nb, done["status"], done["reason"],
+            failing = mark_failure(nb, done["status"], done["reason"],
                                             (done.get("failing_cell") or {}).get("index"))
             if info.get("outcome") is None:
                 done["failing_cell"] = failing
             notebook = redactor.scrub_obj(nb)
-            html = HtmlRenderer().render(nbformat.from_dict(notebook), executor.html_header(done))
+            html = HtmlRenderer().render(nbformat.from_dict(notebook), html_header(done))
         return done, redactor, notebook, html, run_dir / "attachments"
     except (DrillbookError, OSError, ValueError) as exc:
         done["reason"] = f"{done['reason'] or done['status']}; partial notebook not archived ({exc})"

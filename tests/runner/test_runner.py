@@ -5,7 +5,6 @@ Each case asserts the exit code, the message, and what is (and is not) on disk.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time

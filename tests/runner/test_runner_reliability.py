@@ -97,7 +97,7 @@ def test_worker_and_warm_up_importing_at_once_do_not_break_the_run(project: Proj
 # ----------------------------------------------------------------------------- a worker thread fails
 WARM_UP_FAILS = """
     import sys
-    from drillbook import render
+    from drillbook.runner import render
 
     def broken_warm_up(self):
         self._error = ImportError("cannot import name 'locate_profile' from partially initialized module 'IPython.paths'")
@@ -151,7 +151,7 @@ def test_a_runner_that_cannot_import_papermill_records_the_real_reason(project: 
 
 RENDER_FAILS = """
     import sys
-    from drillbook import render
+    from drillbook.runner import render
 
     def broken_render(self, nb, header):
         raise ValueError("unrenderable output")

@@ -5,7 +5,6 @@ never leaves an environment locked. The file names the current holder for the er
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
@@ -13,8 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .config.environments import validate_environment_name
-from .errors import LockBusy
+from ..config.environments import validate_environment_name
+from ..errors import LockBusy
+from ..files import try_flock, unflock
 
 
 @contextmanager
@@ -25,14 +25,10 @@ def hold(state: Path, env: str, run_id: str, wait: float = 0.0, hint: str | None
     directory.mkdir(parents=True, exist_ok=True)
     with open(path, "a+", encoding="utf-8") as handle:
         deadline = time.monotonic() + max(0.0, wait)
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockBusy(f"environment {env!r} is busy: {_holder(path)}", hint) from None
-                time.sleep(0.2)
+        while not try_flock(handle):
+            if time.monotonic() >= deadline:
+                raise LockBusy(f"environment {env!r} is busy: {_holder(path)}", hint) from None
+            time.sleep(0.2)
         try:
             handle.seek(0)
             handle.truncate()
@@ -42,7 +38,7 @@ def hold(state: Path, env: str, run_id: str, wait: float = 0.0, hint: str | None
         finally:
             handle.seek(0)
             handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            unflock(handle)
 
 
 def _holder(path: Path) -> str:

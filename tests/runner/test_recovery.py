@@ -28,8 +28,9 @@ TOKEN = "tok-9d1c-default-secret-e07a"  # the value behind the notebook's defaul
 
 WRAPPER = '''
 import errno, os, signal, sys
-from drillbook import cli, inflight
+from drillbook import cli
 from drillbook.evidence import archive, ledger
+from drillbook.runner import inflight
 
 name, how = os.environ["DRILLBOOK_TEST_STOP_AT"].split(":")
 OWNERS = {"write_manifest": archive, "append": ledger, "write_head": ledger, "_write_scrubbed": archive}
@@ -243,8 +244,8 @@ def test_an_unsigned_marker_is_reported_and_never_acted_on(project: Project, tmp
 
 
 def test_a_signed_marker_edited_afterwards_is_refused(project: Project, tmp_path: Path, stray_pids: list) -> None:
-    from drillbook import inflight
     from drillbook.evidence import keys
+    from drillbook.runner import inflight
 
     victim, folder, _ = _victims(tmp_path, stray_pids)
     run_id = "20260101T000000Z-edited-local-000000"
@@ -261,8 +262,8 @@ def test_a_signed_marker_edited_afterwards_is_refused(project: Project, tmp_path
 
 def test_a_signed_marker_naming_a_folder_outside_the_run_root_is_refused(
         project: Project, tmp_path: Path, stray_pids: list) -> None:
-    from drillbook import inflight
     from drillbook.evidence import keys
+    from drillbook.runner import inflight
 
     victim, folder, _ = _victims(tmp_path, stray_pids)
     run_id = "20260101T000000Z-outside-local-000000"
@@ -273,8 +274,8 @@ def test_a_signed_marker_naming_a_folder_outside_the_run_root_is_refused(
 
 
 def test_a_run_folder_opened_to_others_is_refused(project: Project, tmp_path: Path, stray_pids: list) -> None:
-    from drillbook import inflight
     from drillbook.evidence import keys
+    from drillbook.runner import inflight
 
     victim, _, _ = _victims(tmp_path, stray_pids)
     folder = inflight.new_run_dir()
@@ -292,8 +293,8 @@ def test_a_marked_kernel_pid_is_signalled_only_if_it_is_that_runs_kernel(
         project: Project, tmp_path: Path, stray_pids: list) -> None:
     """A marker of ours whose kernel pid now names another process (a reused pid, say):
     that process is not signalled; the run's real kernel is found by its environment."""
-    from drillbook import inflight
     from drillbook.evidence import keys
+    from drillbook.runner import inflight
 
     proc, info, _ = _start_slow_secret(project, tmp_path, stray_pids)
     proc.kill()
@@ -338,8 +339,10 @@ def test_a_public_key_cut_short_by_a_full_disk_is_written_whole_later(tmp_path: 
 def test_a_marker_that_cannot_be_written_leaves_no_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from drillbook import inflight, journal
+    from drillbook import journal
+
     from drillbook.evidence import keys
+    from drillbook.runner import inflight
     from drillbook.config.secrets import Redactor
 
     def disk_full(*args: object, **kwargs: object) -> None:

@@ -1,0 +1,193 @@
+"""One run, from a validated plan to its archived bundle.
+
+    execute()  lock the environment, run papermill in a private run folder under a supervisor
+               (the clock, signals), then archive the bundle whatever happened, and only then
+               report the status
+    run()      recover dead runners' runs, prepare, execute
+
+Statuses are a closed set: passed, failed (a check or objective failed), error (an exception,
+a dead kernel, a timeout), aborted (interrupted, or killed: see ``inflight``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbformat import NotebookNode
+
+from .. import journal, paths, scraps
+from ..config import notebooks
+from ..evidence import keys, record
+from ..evidence.archive import record_run
+from ..errors import EvidenceError
+from ..journal import operator_name
+from . import inflight, locks
+from .outcome import classify, html_header, keep_kernel_output, mark_failure
+from .plan import Plan, RunRequest, prepare, refresh_redactor
+from .render import HtmlRenderer
+from .supervise import KERNEL_LOG, KernelJob, ProgressFn, Supervisor, import_runner, run_supervised
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    status: str
+    reason: str | None
+    bundle: Path
+    record: dict[str, Any]
+
+
+def _load_output(output: Path, plan: Plan) -> NotebookNode:
+    try:
+        return nbformat.read(str(output), as_version=4)
+    except (OSError, ValueError):
+        return notebooks.read_notebook(plan.path)  # the kernel never started: archive the source
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _runner_error(status: str, reason: str | None, what: str, exc: BaseException) -> tuple[str, str]:
+    """A failure of the runner itself (not of the notebook) makes the run an error, keeping what
+    the notebook's own outcome said; an aborted run stays aborted."""
+    detail = f"{what}: {_describe(exc)}"
+    combined = f"{reason}; {detail}" if reason else detail
+    return ("aborted" if status == "aborted" else "error"), combined
+
+
+@dataclass
+class _Ran:
+    """What the execution phase left for the archive phase."""
+
+    failed_cells: list[int]
+    t0: float
+    exc: BaseException | None = None
+    renderer: HtmlRenderer | None = None  # None if not even its thread could be started
+
+
+def _run(plan: Plan, run_dir: Path, project: Path, supervisor: Supervisor, on_cell: ProgressFn,
+         ran: _Ran) -> None:
+    """Execute the notebook; the failure to record, if any, goes to ``ran.exc`` (never raised:
+    whatever happens, the run is archived). Everything is imported in this thread first, then
+    the HTML warm-up and the papermill worker start (see ``import_runner``)."""
+    try:
+        import_runner()
+    except Exception as exc:  # nothing can run; the page of the source notebook can still be built
+        ran.exc = exc
+    try:
+        ran.renderer = HtmlRenderer()
+        if ran.exc is None:
+            job = KernelJob(plan.path, run_dir / "output.ipynb", plan.parameters, plan.kernel_name, run_dir, project)
+            ran.exc = run_supervised(job, supervisor, on_cell)
+    except Exception as exc:  # e.g. no thread could be started
+        ran.exc = ran.exc or exc
+
+
+def _document(plan: Plan, base: dict[str, Any], run_dir: Path, status: str, reason: str | None,
+              kernel_journal: dict[str, Any] | None, ran: _Ran) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's record and its executed notebook (marked, scrubbed) for this status and reason."""
+    reason = plan.redactor.scrub(reason) if reason else reason  # it is printed and recorded
+    nb = _load_output(run_dir / "output.ipynb", plan)
+    failing = mark_failure(nb, status, reason, ran.failed_cells[0] if ran.failed_cells else None)
+    done = record.complete_record(
+        base, status=status, reason=reason, seconds=time.monotonic() - ran.t0, kernel_journal=kernel_journal,
+        failing_cell=failing, results=scraps.read_scraps(nb).get(scraps.RESULTS_SCRAP),
+    )
+    done["versions"] = {**done["versions"], "kernel_python": nb.metadata.get("language_info", {}).get("version")}
+    return done, plan.redactor.scrub_obj(nb)
+
+
+def _evidence(plan: Plan, base: dict[str, Any], run_dir: Path, supervisor: Supervisor, project: Path,
+              ran: _Ran) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """Classify the run and build what is archived: record, scrubbed notebook, HTML (if it renders)."""
+    # First, so the warm-up's last imports never overlap any this thread may do from here on.
+    warm_error = ran.renderer.wait() if ran.renderer is not None else None
+    kernel_journal = journal.read_journal(run_dir)
+    refresh_redactor(plan.redactor, plan.env, plan.parameters, project, run_dir / "attachments", kernel_journal)
+    status, reason = classify(ran.exc, supervisor.reason, kernel_journal, plan.timeout)
+    keep_kernel_output(run_dir, plan.redactor, run_dir / "attachments" / KERNEL_LOG)
+    if warm_error is not None:
+        status, reason = _runner_error(status, reason, "the HTML page could not be prepared", warm_error)
+    done, clean_nb = _document(plan, base, run_dir, status, reason, kernel_journal, ran)
+    if ran.renderer is None or warm_error is not None:
+        return done, clean_nb, None
+    try:
+        return done, clean_nb, ran.renderer.render(nbformat.from_dict(clean_nb), html_header(done))
+    except Exception as exc:  # the notebook is still archived, and the record says why the page is missing
+        status, reason = _runner_error(status, reason, "the notebook could not be rendered to HTML", exc)
+        done, clean_nb = _document(plan, base, run_dir, status, reason, kernel_journal, ran)
+        return done, clean_nb, None
+
+
+def _fallback_record(plan: Plan, base: dict[str, Any], ran: _Ran, exc: Exception) -> dict[str, Any]:
+    """The record of a run whose evidence could not be built: an error, with the runner's reason."""
+    reason = plan.redactor.scrub(_describe(exc))
+    return record.complete_record(base, status="error", reason=f"the runner failed while archiving the run: {reason}",
+                                  seconds=time.monotonic() - ran.t0, kernel_journal=None, failing_cell=None,
+                                  results=None)
+
+
+def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None = None,
+            archive: Path | None = None, state: Path | None = None) -> Outcome:
+    project = project or paths.project_root()
+    archive = archive or paths.archive_root(project)
+    state = state or paths.state_dir(project)
+    key = keys.load_or_create_signing_key()  # fail before running if the key is unusable
+    entry = plan.entry
+    base = record.base_record(
+        run_id=plan.run_id, drill=plan.name, kind=entry.kind if entry else "notebook",
+        title=entry.meta.title if entry else plan.path.stem, notebook=_relative(plan.path, project),
+        env=plan.env, parameters=plan.parameters, dry_run=plan.request.dry_run,
+        approve=list(plan.request.approve), change=plan.request.change,
+        controls=list(entry.meta.controls) if entry else [], source=record.source_info(plan.path, project),
+        operator=operator_name(),
+    )
+    with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait):
+        marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
+        run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet
+        supervisor = Supervisor(plan.timeout)
+        failed: list[int] = []
+
+        def on_cell(event: str, index: int, total: int, cell: Any) -> None:
+            if event == "start" and index == 0:
+                marker.note_kernel(supervisor.kernel_pid())
+            if event == "failed":
+                failed.append(index)
+            if progress is not None:
+                progress(event, index, total, cell)
+
+        ran = _Ran(failed, time.monotonic())
+        with supervisor.handling_signals():
+            _run(plan, run_dir, project, supervisor, on_cell, ran)
+            try:
+                done, clean_nb, html = _evidence(plan, base, run_dir, supervisor, project, ran)
+                attachments: Path | None = run_dir / "attachments"
+            except Exception as problem:  # whatever broke, the run still leaves its record
+                done, clean_nb, html, attachments = _fallback_record(plan, base, ran, problem), None, None, None
+            try:
+                marker.note_outcome(done)  # archiving may be cut short: the next command then finishes it
+                bundle = record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
+                                    attachments=attachments, on_manifest=marker.note_manifest)
+            except OSError as exc:  # e.g. a full disk: nothing half-written is left, the marker keeps the run
+                raise EvidenceError(f"run {plan.run_id} ended {done['status']} but could not be archived: {exc}",
+                                    "free space, then run any drillbook command: it archives the run "
+                                    "with this status") from None
+        marker.finish()
+    return Outcome(plan.run_id, done["status"], done["reason"], bundle, done)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return path.name
+
+
+def run(request: RunRequest, progress: ProgressFn | None = None, project: Path | None = None) -> Outcome:
+    project = project or paths.project_root()
+    inflight.recover_aborted(project)
+    return execute(prepare(request, project), progress, project)
