@@ -18,13 +18,12 @@ import atexit
 import getpass
 import os
 import socket
-import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
-from . import journal, paths
+from . import journal, kernel, paths
 from .config import environments
 from .config.environments import Environment
 from .errors import ChangeRequired, CheckFailed, DrillbookError, GateNotApproved, NotFound
@@ -45,11 +44,6 @@ def operator_name() -> str:
         except (KeyError, OSError):
             name = "unknown"
     return f"{name}@{socket.gethostname()}"
-
-
-def _ipython() -> Any:
-    module = sys.modules.get("IPython")
-    return module.get_ipython() if module else None
 
 
 class Drill:
@@ -381,7 +375,7 @@ class Drill:
                              seconds=round(time.monotonic() - self._t0, 3))
             self._save()
             self._scrub_attachments()
-            _unhook()
+            kernel.unhook()
 
     def finish(self) -> Results:
         """Run the cleanups, record and glue the results, print the summary; raise if the run did not pass."""
@@ -453,11 +447,10 @@ class Drill:
 
 
 # --------------------------------------------------------------------- lifecycle hooks
-def _post_run_cell(result: Any) -> None:
-    """IPython hook: a cell raised (or was interrupted) → close the run and run the cleanups now."""
+def _cell_failed(error: BaseException) -> None:
+    """A cell raised (or was interrupted; the kernel's hook says) → close the run and run the cleanups now."""
     drill = _current
-    error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
-    if drill is not None and error is not None and not drill._closed:
+    if drill is not None and not drill._closed:
         drill.fail(error)
 
 
@@ -470,58 +463,7 @@ def _at_exit() -> None:
         drill._close("passed", None)
 
 
-def _hook() -> None:
-    ip = _ipython()
-    if ip is not None and _post_run_cell not in ip.events.callbacks["post_run_cell"]:
-        ip.events.register("post_run_cell", _post_run_cell)
-
-
-def _unhook() -> None:
-    ip = _ipython()
-    if ip is not None and _post_run_cell in ip.events.callbacks["post_run_cell"]:
-        ip.events.unregister("post_run_cell", _post_run_cell)
-
-
 atexit.register(_at_exit)
-
-# Every drill started in this kernel: its secrets stay scrubbed from the kernel's output even after
-# it closed (a later cell may still print a value it resolved).
-_output_redactors: list[Redactor] = []
-
-
-def _scrub_output(data: object) -> object:
-    for redactor in _output_redactors:
-        data = redactor.scrub_obj(data)
-    return data
-
-
-def _scrub_kernel_output(redactor: Redactor) -> None:
-    """Scrub every message this kernel sends (stream output, display data, results, errors and
-    replies) with ``redactor`` as well as the redactors of earlier drills.
-
-    The kernel's session is the one way out for everything a cell prints or displays, so a
-    secret a drill resolved never reaches the notebook even when the runner cannot scrub it
-    afterwards: its value changed before the runner resolved it again (a rotation), or the
-    runner never heard of it (a key made in the kernel), or no runner is involved (JupyterLab).
-    Outside a kernel (plain Python, tests) there is nothing to scrub here.
-    """
-    session = getattr(getattr(_ipython(), "kernel", None), "session", None)
-    if session is None:
-        return
-    _output_redactors.append(redactor)
-    original = session.send
-    if getattr(original, "drillbook_scrubs", False):
-        return
-
-    def send(stream: object, msg_or_type: dict[str, object] | str | None, content: object = None,
-             *args: object, **kwargs: object) -> object:
-        if isinstance(msg_or_type, dict):  # a message built before sending (streams, displays)
-            msg_or_type = {**msg_or_type, "content": _scrub_output(msg_or_type.get("content")),
-                           "metadata": _scrub_output(msg_or_type.get("metadata", {}))}
-        return original(stream, msg_or_type, _scrub_output(content), *args, **kwargs)
-
-    send.drillbook_scrubs = True  # type: ignore[attr-defined]
-    session.send = send
 
 
 def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[str, ...] | None = None,
@@ -538,8 +480,8 @@ def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[s
     drill = Drill(environment, dry_run=dry_run, approve=list(approve or []), run_id=run_id,
                   change=change, run_dir=run_dir, project=project)
     _current = drill
-    _hook()
-    _scrub_kernel_output(drill.redactor)
+    kernel.hook(_cell_failed)
+    kernel.scrub_kernel_output(drill.redactor)
     mode = "DRY RUN (nothing will be changed)" if drill.dry_run else "LIVE"
     prod = " — PRODUCTION" if environment.production else ""
     drill._say(f"drillbook run {drill.run_id} on {environment.name}{prod}: {mode}")
