@@ -23,11 +23,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
-from . import journal, kernel, paths
+from . import gates, journal, kernel, paths
 from .config import environments
 from .config.environments import Environment
-from .errors import ChangeRequired, CheckFailed, DrillbookError, GateNotApproved, NotFound
-from .evidence.record import (RUNNING, ChildRun, Cleanup, CleanupOutcome, Gate, Journal, Measure, Results, Status,
+from .errors import ChangeRequired, CheckFailed, DrillbookError, NotFound
+from .evidence.record import (RUNNING, ChildRun, Cleanup, CleanupOutcome, Journal, Measure, Results, Status,
                               Step, verdict)
 from .config.secrets import Redactor, SecretRef
 
@@ -164,7 +164,7 @@ class Drill:
             if mutating:
                 self._require_change(title)
             if gate:
-                self._pass_gate(gate, title)
+                gates.pass_gate(self, gate, title)
             self._say(f"▶ {title}")
             self._save()
             result = fn()
@@ -189,50 +189,14 @@ class Drill:
         self._save()
         self._say(f"– {title} — not applicable: {reason}")
 
-    def _change_missing(self, what: str) -> str | None:
-        """Why ``what`` (a mutating step or cleanup) may not run, or None when it may: production
-        changes need a change reference."""
-        if self.env.production and not self.change:
-            return f"{what} changes production environment {self.env.name!r} and no change reference was given"
-        return None
-
     def _require_change(self, title: str) -> None:
-        refusal = self._change_missing(f"step {title!r}")
+        refusal = gates.change_missing(self, f"step {title!r}")
         if refusal:
             raise ChangeRequired(refusal)
 
-    def _pass_gate(self, gate: str, title: str) -> None:
-        at = journal.now_iso()  # when the step asked, not when someone answered
-        if gate in self.approved:
-            how = "approved in advance (approve parameter or confirmation panel)"
-        elif self.unattended:
-            raise GateNotApproved(
-                f"gate {gate!r} (step {title!r}) is not approved; an unattended run never waits for input",
-                f"re-run with --approve {gate} once you are sure",
-            )
-        else:
-            how = f"confirmed interactively by {self.data['operator']}"
-            self._ask(gate, title)
-            self.approved.add(gate)
-        self.data["gates"].append(Gate(gate=gate, step=title, at=at, how=how))
-
-    def _ask(self, gate: str, title: str) -> None:
-        try:
-            answer = input(f"Step {title!r} is dangerous. Type {gate} to proceed: ")
-        except Exception as exc:  # StdinNotImplementedError under bare papermill, EOF without a tty
-            raise GateNotApproved(
-                f"gate {gate!r} (step {title!r}) needs confirmation and no one can answer ({type(exc).__name__})",
-                f"pass approve=['{gate}'] as a parameter, or run interactively",
-            ) from None
-        if answer.strip() != gate:
-            raise GateNotApproved(f"gate {gate!r} not confirmed (typed {answer.strip()!r})",
-                                  f"type exactly {gate} to proceed")
-
     def approve_gate(self, gate: str, how: str | None = None) -> None:
         """Approve a gate ahead of its step (the confirmation panel does), journalling who and how."""
-        self.approved.add(gate)
-        self.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(),
-                                   "how": how or f"approved in advance by {self.data['operator']}"})
+        gates.approve(self, gate, how)
         self._save()
 
     # ----------------------------------------------------------------- checks and measures
@@ -344,7 +308,7 @@ class Drill:
 
     def _run_cleanup(self, title: str, fn: Callable[[], Any], mutating: bool) -> CleanupOutcome:
         """Run one cleanup unless the guards of a mutating step forbid it; its status and detail."""
-        refusal = self._change_missing(f"cleanup {title!r}") if mutating else None
+        refusal = gates.change_missing(self, f"cleanup {title!r}") if mutating else None
         if mutating and self.dry_run:
             self._say(f"○ cleanup {title} — DRY RUN, not run")
             return {"status": "dry-run"}
