@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
 from . import gates, journal, kernel, paths
+from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
 from .errors import ChangeRequired, CheckFailed, DrillbookError, NotFound
-from .evidence.record import (RUNNING, ChildRun, Cleanup, CleanupOutcome, Journal, Measure, Results, Status,
+from .evidence.record import (RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status,
                               Step, verdict)
 from .config.secrets import Redactor, SecretRef
 
@@ -61,7 +62,7 @@ class Drill:
         self.run_id = run_id or f"interactive-{time.strftime('%Y%m%dT%H%M%S')}"
         self.redactor = Redactor()
         self._know_secrets()
-        self._cleanups: list[tuple[str, Callable[[], Any], bool]] = []
+        self._cleanups = Cleanups()
         self._closed = False
         self._t0 = time.monotonic()
         self.data: Journal = {
@@ -239,7 +240,7 @@ class Drill:
     def cleanup(self, fn: Callable[[], Any], title: str | None = None, *, mutating: bool = True) -> None:
         """Register ``fn`` to run at the end, whatever happens (last registered runs first)."""
         self._ensure_open()
-        self._cleanups.append((title or getattr(fn, "__name__", "cleanup"), fn, mutating))
+        self._cleanups.add(title or getattr(fn, "__name__", "cleanup"), fn, mutating)
 
     def attachments_dir(self) -> Path | None:
         if self.run_dir is None:
@@ -298,30 +299,12 @@ class Drill:
 
     # ----------------------------------------------------------------- the end
     def _run_cleanups(self) -> None:
-        while self._cleanups:
-            title, fn, mutating = self._cleanups.pop()
-            started = journal.now_iso()
-            outcome = self._run_cleanup(title, fn, mutating)
-            entry: Cleanup = {"title": title, "started_at": started, **outcome, "ended_at": journal.now_iso()}
-            self.data["cleanups"].append(entry)
-            self._save()
+        self._cleanups.run(dry_run=self.dry_run, refusal=lambda what: gates.change_missing(self, what),
+                           say=self._say, record=self._record_cleanup)
 
-    def _run_cleanup(self, title: str, fn: Callable[[], Any], mutating: bool) -> CleanupOutcome:
-        """Run one cleanup unless the guards of a mutating step forbid it; its status and detail."""
-        refusal = gates.change_missing(self, f"cleanup {title!r}") if mutating else None
-        if mutating and self.dry_run:
-            self._say(f"○ cleanup {title} — DRY RUN, not run")
-            return {"status": "dry-run"}
-        if refusal:  # a mutating cleanup obeys the same guard as a mutating step: reported, never run
-            self._say(f"✗ cleanup {title} not run: {refusal}")
-            return {"status": "refused", "detail": refusal}
-        try:
-            fn()
-        except BaseException as exc:  # a failing cleanup must not stop the others
-            self._say(f"✗ cleanup {title} failed: {type(exc).__name__}: {exc}")
-            return {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}
-        self._say(f"✓ cleanup {title}")
-        return {"status": "passed"}
+    def _record_cleanup(self, entry: Cleanup) -> None:
+        self.data["cleanups"].append(entry)
+        self._save()
 
     def _verdict(self) -> tuple[Status, str | None]:
         return verdict(self.data["checks"], self.data["measures"], self.data["cleanups"])
