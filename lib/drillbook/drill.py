@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
-from . import gates, journal, kernel, paths
+from . import attachments, gates, journal, kernel, paths
 from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
@@ -243,46 +243,17 @@ class Drill:
         self._cleanups.add(title or getattr(fn, "__name__", "cleanup"), fn, mutating)
 
     def attachments_dir(self) -> Path | None:
-        if self.run_dir is None:
-            return None
-        path = self.run_dir / "attachments"
-        path.mkdir(exist_ok=True)
-        return path
+        return attachments.directory(self.run_dir)
 
     def attach(self, name: str, content: str | bytes) -> Path | None:
         """Store a file (log, plot, output) in the run's evidence bundle under attachments/."""
         directory = self.attachments_dir()
         if directory is None:
             return None
-        safe = Path(name).name
-        target = directory / safe
-        target.write_bytes(self._scrubbed_bytes(content))
-        self.data["attachments"].append(safe)
+        target = attachments.write(directory, name, content, self.redactor)
+        self.data["attachments"].append(target.name)
         self._save()
         return target
-
-    def _scrubbed_bytes(self, content: str | bytes) -> bytes:
-        """Text scrubbed by this kernel before it is written (a secret may have changed by the
-        time the runner resolves it again); binary content as it is."""
-        if isinstance(content, str):
-            return self.redactor.scrub(content).encode("utf-8")
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError:
-            return content
-        return self.redactor.scrub(text).encode("utf-8")
-
-    def _scrub_attachments(self) -> None:
-        """Scrub, in place, the text files cells wrote into attachments/ themselves (``attach``
-        scrubs what it writes): the runner cannot scrub a secret whose value is gone by then."""
-        directory = self.run_dir / "attachments" if self.run_dir is not None else None
-        if directory is None or not directory.is_dir() or not self.redactor:
-            return
-        for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()):
-            data = path.read_bytes()
-            clean = self._scrubbed_bytes(data)
-            if clean != data:
-                path.write_bytes(clean)
 
     def run_notebook(self, name: str, parameters: dict[str, Any] | None = None) -> ChildRun:
         """Execute another catalogued notebook (a runbook) with papermill as part of this run.
@@ -321,7 +292,7 @@ class Drill:
             self.data.update(status=status, reason=reason, finished_at=journal.now_iso(),
                              seconds=round(time.monotonic() - self._t0, 3))
             self._save()
-            self._scrub_attachments()
+            attachments.scrub_in_place(self.run_dir, self.redactor)
             kernel.unhook()
 
     def finish(self) -> Results:
