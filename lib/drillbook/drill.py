@@ -23,14 +23,14 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
-from . import attachments, gates, journal, kernel, paths
+from . import attachments, gates, journal, kernel, paths, runsecrets
 from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
-from .errors import ChangeRequired, CheckFailed, DrillbookError, NotFound
+from .errors import ChangeRequired, CheckFailed, DrillbookError
 from .evidence.record import (RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status,
                               Step, verdict)
-from .config.secrets import Redactor, SecretRef
+from .config.secrets import Redactor
 
 T = TypeVar("T")
 RUN_DIR_VAR = "DRILLBOOK_RUN_DIR"
@@ -61,7 +61,7 @@ class Drill:
         self.unattended = run_dir is not None  # started by `drillbook run`: never wait for a person
         self.run_id = run_id or f"interactive-{time.strftime('%Y%m%dT%H%M%S')}"
         self.redactor = Redactor()
-        self._know_secrets()
+        runsecrets.learn(self.redactor, env, project)
         self._cleanups = Cleanups()
         self._closed = False
         self._t0 = time.monotonic()
@@ -72,16 +72,6 @@ class Drill:
             "cleanups": [], "attachments": [], "gates": [], "secret_refs": [],  # journal.SECRET_REFS
         }
         self._save()
-
-    def _know_secrets(self) -> None:
-        """Learn the environment's secret values up front, so everything this kernel prints or
-        journals is scrubbed even before (or without) a ``secret()`` call. A secret missing here
-        is reported by ``secret()`` when a step needs it."""
-        for name, ref in self.env.secret_refs().items():
-            try:
-                self.redactor.add(name, ref.resolve(self.project))
-            except DrillbookError:
-                pass
 
     # ----------------------------------------------------------------- journal
     def _save(self) -> None:
@@ -98,18 +88,9 @@ class Drill:
         The value is registered with the redactor, so it is scrubbed from this run's journal
         (and the runner scrubs it from everything else it archives).
         """
-        refs = self.env.secret_refs()
-        if name_or_ref in refs:
-            ref = refs[name_or_ref]
-        else:
-            try:
-                ref = SecretRef.parse(name_or_ref)
-            except DrillbookError:
-                known = ", ".join(sorted(refs)) or "none"
-                raise NotFound(f"environment {self.env.name!r} has no secret {name_or_ref!r}",
-                               f"known secrets: {known}") from None
+        label, ref = runsecrets.lookup(self.env, name_or_ref)
         value = ref.resolve(self.project)
-        self.redactor.add(name_or_ref if name_or_ref in refs else str(ref), value)
+        self.redactor.add(label, value)
         self._journal_secret_ref(str(ref))
         return value
 
