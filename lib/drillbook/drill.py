@@ -23,14 +23,16 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
-from . import attachments, gates, journal, kernel, paths, runsecrets
+from . import attachments, gates, journal, kernel, paths, runsecrets, scraps
 from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
-from .errors import ChangeRequired, CheckFailed, DrillbookError
+from .errors import ChangeRequired, CheckFailed, DrillbookError, UnreachableHost
 from .evidence.record import (RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status,
                               Step, verdict)
 from .config.secrets import Redactor
+from .shells.base import Shell
+from .shells.open import open_shell
 
 T = TypeVar("T")
 RUN_DIR_VAR = "DRILLBOOK_RUN_DIR"
@@ -102,17 +104,13 @@ class Drill:
             known.append(ref)
             self._save()
 
-    def shell(self, host: str) -> Any:
+    def shell(self, host: str) -> Shell:
         """A shell on one of the environment's hosts (local subprocess or SSH), redacting secrets."""
-        from .shells.open import open_shell
-
         return open_shell(self.env, host, self.secret, self.redactor, self.project)
 
-    def optional_shell(self, host: str, purpose: str) -> Any:
+    def optional_shell(self, host: str, purpose: str) -> Shell | None:
         """A shell on ``host``, or None when the host is marked ``optional`` and cannot be reached:
         then ``purpose`` is recorded as not applicable, with the reason (never as passed)."""
-        from .errors import UnreachableHost
-
         try:
             return self.shell(host)
         except UnreachableHost as exc:
@@ -282,8 +280,6 @@ class Drill:
             return self.results()
         self._close("passed", None)
         results = self.results()
-        from . import scraps
-
         scraps.glue_results(results)
         self._say(self.summary())
         if self.data["status"] == "failed":
