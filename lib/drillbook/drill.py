@@ -11,6 +11,10 @@
 Cleanups run when ``finish()`` is called, and also after any cell fails or is interrupted
 (an IPython ``post_run_cell`` hook), at kernel exit, or on leaving ``with drill:``.
 Everything is journalled to ``$DRILLBOOK_RUN_DIR`` for the runner to archive.
+
+``Drill`` composes small helpers that never import it back: ``kernel`` (the IPython hook, the
+scrubbed kernel output), ``gates`` (approvals, the production change guard), ``cleanups``,
+``attachments`` and ``runsecrets``.
 """
 from __future__ import annotations
 
