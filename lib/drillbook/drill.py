@@ -11,34 +11,37 @@
 Cleanups run when ``finish()`` is called, and also after any cell fails or is interrupted
 (an IPython ``post_run_cell`` hook), at kernel exit, or on leaving ``with drill:``.
 Everything is journalled to ``$DRILLBOOK_RUN_DIR`` for the runner to archive.
+
+``Drill`` composes small helpers that never import it back: ``kernel`` (the IPython hook, the
+scrubbed kernel output), ``gates`` (approvals, the production change guard), ``cleanups``,
+``attachments`` and ``runsecrets``.
 """
 from __future__ import annotations
 
 import atexit
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, TypeVar, cast
 
+from . import attachments, gates, journal, kernel, paths, runsecrets, scraps
+from .cleanups import Cleanups
 from .config import environments
 
-from . import journal, paths
 from .journal import RUN_DIR_VAR, operator_name
 from .config.environments import Environment
-from .errors import ChangeRequired, CheckFailed, DrillbookError, GateNotApproved, NotFound
-from .evidence.record import (RUNNING, ChildRun, Cleanup, CleanupOutcome, Gate, Journal, Measure, Results, Status,
+from .errors import ChangeRequired, CheckFailed, DrillbookError, UnreachableHost
+from .evidence.record import (RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status,
                               Step, verdict)
-from .config.secrets import Redactor, SecretRef
+from .config.secrets import Redactor
+from .shells.base import Shell
+from .shells.open import open_shell
 
 T = TypeVar("T")
 _current: Drill | None = None
 
 
-def _ipython() -> Any:
-    module = sys.modules.get("IPython")
-    return module.get_ipython() if module else None
 
 
 class Drill:
@@ -55,8 +58,8 @@ class Drill:
         self.unattended = run_dir is not None  # started by `drillbook run`: never wait for a person
         self.run_id = run_id or f"interactive-{time.strftime('%Y%m%dT%H%M%S')}"
         self.redactor = Redactor()
-        self._know_secrets()
-        self._cleanups: list[tuple[str, Callable[[], Any], bool]] = []
+        runsecrets.learn(self.redactor, env, project)
+        self._cleanups = Cleanups()
         self._closed = False
         self._t0 = time.monotonic()
         self.data: Journal = {
@@ -66,16 +69,6 @@ class Drill:
             "cleanups": [], "attachments": [], "gates": [], "secret_refs": [],  # journal.SECRET_REFS
         }
         self._save()
-
-    def _know_secrets(self) -> None:
-        """Learn the environment's secret values up front, so everything this kernel prints or
-        journals is scrubbed even before (or without) a ``secret()`` call. A secret missing here
-        is reported by ``secret()`` when a step needs it."""
-        for name, ref in self.env.secret_refs().items():
-            try:
-                self.redactor.add(name, ref.resolve(self.project))
-            except DrillbookError:
-                pass
 
     # ----------------------------------------------------------------- journal
     def _save(self) -> None:
@@ -92,18 +85,9 @@ class Drill:
         The value is registered with the redactor, so it is scrubbed from this run's journal
         (and the runner scrubs it from everything else it archives).
         """
-        refs = self.env.secret_refs()
-        if name_or_ref in refs:
-            ref = refs[name_or_ref]
-        else:
-            try:
-                ref = SecretRef.parse(name_or_ref)
-            except DrillbookError:
-                known = ", ".join(sorted(refs)) or "none"
-                raise NotFound(f"environment {self.env.name!r} has no secret {name_or_ref!r}",
-                               f"known secrets: {known}") from None
+        label, ref = runsecrets.lookup(self.env, name_or_ref)
         value = ref.resolve(self.project)
-        self.redactor.add(name_or_ref if name_or_ref in refs else str(ref), value)
+        self.redactor.add(label, value)
         self._journal_secret_ref(str(ref))
         return value
 
@@ -115,17 +99,13 @@ class Drill:
             known.append(ref)
             self._save()
 
-    def shell(self, host: str) -> Any:
+    def shell(self, host: str) -> Shell:
         """A shell on one of the environment's hosts (local subprocess or SSH), redacting secrets."""
-        from .shells.open import open_shell
-
         return open_shell(self.env, host, self.secret, self.redactor, self.project)
 
-    def optional_shell(self, host: str, purpose: str) -> Any:
+    def optional_shell(self, host: str, purpose: str) -> Shell | None:
         """A shell on ``host``, or None when the host is marked ``optional`` and cannot be reached:
         then ``purpose`` is recorded as not applicable, with the reason (never as passed)."""
-        from .errors import UnreachableHost
-
         try:
             return self.shell(host)
         except UnreachableHost as exc:
@@ -159,7 +139,7 @@ class Drill:
             if mutating:
                 self._require_change(title)
             if gate:
-                self._pass_gate(gate, title)
+                gates.pass_gate(self, gate, title)
             self._say(f"▶ {title}")
             self._save()
             result = fn()
@@ -184,50 +164,14 @@ class Drill:
         self._save()
         self._say(f"– {title} — not applicable: {reason}")
 
-    def _change_missing(self, what: str) -> str | None:
-        """Why ``what`` (a mutating step or cleanup) may not run, or None when it may: production
-        changes need a change reference."""
-        if self.env.production and not self.change:
-            return f"{what} changes production environment {self.env.name!r} and no change reference was given"
-        return None
-
     def _require_change(self, title: str) -> None:
-        refusal = self._change_missing(f"step {title!r}")
+        refusal = gates.change_missing(self, f"step {title!r}")
         if refusal:
             raise ChangeRequired(refusal)
 
-    def _pass_gate(self, gate: str, title: str) -> None:
-        at = journal.now_iso()  # when the step asked, not when someone answered
-        if gate in self.approved:
-            how = "approved in advance (approve parameter or confirmation panel)"
-        elif self.unattended:
-            raise GateNotApproved(
-                f"gate {gate!r} (step {title!r}) is not approved; an unattended run never waits for input",
-                f"re-run with --approve {gate} once you are sure",
-            )
-        else:
-            how = f"confirmed interactively by {self.data['operator']}"
-            self._ask(gate, title)
-            self.approved.add(gate)
-        self.data["gates"].append(Gate(gate=gate, step=title, at=at, how=how))
-
-    def _ask(self, gate: str, title: str) -> None:
-        try:
-            answer = input(f"Step {title!r} is dangerous. Type {gate} to proceed: ")
-        except Exception as exc:  # StdinNotImplementedError under bare papermill, EOF without a tty
-            raise GateNotApproved(
-                f"gate {gate!r} (step {title!r}) needs confirmation and no one can answer ({type(exc).__name__})",
-                f"pass approve=['{gate}'] as a parameter, or run interactively",
-            ) from None
-        if answer.strip() != gate:
-            raise GateNotApproved(f"gate {gate!r} not confirmed (typed {answer.strip()!r})",
-                                  f"type exactly {gate} to proceed")
-
     def approve_gate(self, gate: str, how: str | None = None) -> None:
         """Approve a gate ahead of its step (the confirmation panel does), journalling who and how."""
-        self.approved.add(gate)
-        self.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(),
-                                   "how": how or f"approved in advance by {self.data['operator']}"})
+        gates.approve(self, gate, how)
         self._save()
 
     # ----------------------------------------------------------------- checks and measures
@@ -270,49 +214,20 @@ class Drill:
     def cleanup(self, fn: Callable[[], Any], title: str | None = None, *, mutating: bool = True) -> None:
         """Register ``fn`` to run at the end, whatever happens (last registered runs first)."""
         self._ensure_open()
-        self._cleanups.append((title or getattr(fn, "__name__", "cleanup"), fn, mutating))
+        self._cleanups.add(title or getattr(fn, "__name__", "cleanup"), fn, mutating)
 
     def attachments_dir(self) -> Path | None:
-        if self.run_dir is None:
-            return None
-        path = self.run_dir / "attachments"
-        path.mkdir(exist_ok=True)
-        return path
+        return attachments.directory(self.run_dir)
 
     def attach(self, name: str, content: str | bytes) -> Path | None:
         """Store a file (log, plot, output) in the run's evidence bundle under attachments/."""
         directory = self.attachments_dir()
         if directory is None:
             return None
-        safe = Path(name).name
-        target = directory / safe
-        target.write_bytes(self._scrubbed_bytes(content))
-        self.data["attachments"].append(safe)
+        target = attachments.write(directory, name, content, self.redactor)
+        self.data["attachments"].append(target.name)
         self._save()
         return target
-
-    def _scrubbed_bytes(self, content: str | bytes) -> bytes:
-        """Text scrubbed by this kernel before it is written (a secret may have changed by the
-        time the runner resolves it again); binary content as it is."""
-        if isinstance(content, str):
-            return self.redactor.scrub(content).encode("utf-8")
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError:
-            return content
-        return self.redactor.scrub(text).encode("utf-8")
-
-    def _scrub_attachments(self) -> None:
-        """Scrub, in place, the text files cells wrote into attachments/ themselves (``attach``
-        scrubs what it writes): the runner cannot scrub a secret whose value is gone by then."""
-        directory = self.run_dir / "attachments" if self.run_dir is not None else None
-        if directory is None or not directory.is_dir() or not self.redactor:
-            return
-        for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()):
-            data = path.read_bytes()
-            clean = self._scrubbed_bytes(data)
-            if clean != data:
-                path.write_bytes(clean)
 
     def run_notebook(self, name: str, parameters: dict[str, Any] | None = None) -> ChildRun:
         """Execute another catalogued notebook (a runbook) with papermill as part of this run.
@@ -331,30 +246,12 @@ class Drill:
 
     # ----------------------------------------------------------------- the end
     def _run_cleanups(self) -> None:
-        while self._cleanups:
-            title, fn, mutating = self._cleanups.pop()
-            started = journal.now_iso()
-            outcome = self._run_cleanup(title, fn, mutating)
-            entry: Cleanup = {"title": title, "started_at": started, **outcome, "ended_at": journal.now_iso()}
-            self.data["cleanups"].append(entry)
-            self._save()
+        self._cleanups.run(dry_run=self.dry_run, refusal=lambda what: gates.change_missing(self, what),
+                           say=self._say, record=self._record_cleanup)
 
-    def _run_cleanup(self, title: str, fn: Callable[[], Any], mutating: bool) -> CleanupOutcome:
-        """Run one cleanup unless the guards of a mutating step forbid it; its status and detail."""
-        refusal = self._change_missing(f"cleanup {title!r}") if mutating else None
-        if mutating and self.dry_run:
-            self._say(f"○ cleanup {title} — DRY RUN, not run")
-            return {"status": "dry-run"}
-        if refusal:  # a mutating cleanup obeys the same guard as a mutating step: reported, never run
-            self._say(f"✗ cleanup {title} not run: {refusal}")
-            return {"status": "refused", "detail": refusal}
-        try:
-            fn()
-        except BaseException as exc:  # a failing cleanup must not stop the others
-            self._say(f"✗ cleanup {title} failed: {type(exc).__name__}: {exc}")
-            return {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}
-        self._say(f"✓ cleanup {title}")
-        return {"status": "passed"}
+    def _record_cleanup(self, entry: Cleanup) -> None:
+        self.data["cleanups"].append(entry)
+        self._save()
 
     def _verdict(self) -> tuple[Status, str | None]:
         return verdict(self.data["checks"], self.data["measures"], self.data["cleanups"])
@@ -371,8 +268,8 @@ class Drill:
             self.data.update(status=status, reason=reason, finished_at=journal.now_iso(),
                              seconds=round(time.monotonic() - self._t0, 3))
             self._save()
-            self._scrub_attachments()
-            _unhook()
+            attachments.scrub_in_place(self.run_dir, self.redactor)
+            kernel.unhook()
 
     def finish(self) -> Results:
         """Run the cleanups, record and glue the results, print the summary; raise if the run did not pass."""
@@ -380,8 +277,6 @@ class Drill:
             return self.results()
         self._close("passed", None)
         results = self.results()
-        from . import scraps
-
         scraps.glue_results(results)
         self._say(self.summary())
         if self.data["status"] == "failed":
@@ -444,11 +339,10 @@ class Drill:
 
 
 # --------------------------------------------------------------------- lifecycle hooks
-def _post_run_cell(result: Any) -> None:
-    """IPython hook: a cell raised (or was interrupted) → close the run and run the cleanups now."""
+def _cell_failed(error: BaseException) -> None:
+    """A cell raised (or was interrupted; the kernel's hook says) → close the run and run the cleanups now."""
     drill = _current
-    error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
-    if drill is not None and error is not None and not drill._closed:
+    if drill is not None and not drill._closed:
         drill.fail(error)
 
 
@@ -461,58 +355,7 @@ def _at_exit() -> None:
         drill._close("passed", None)
 
 
-def _hook() -> None:
-    ip = _ipython()
-    if ip is not None and _post_run_cell not in ip.events.callbacks["post_run_cell"]:
-        ip.events.register("post_run_cell", _post_run_cell)
-
-
-def _unhook() -> None:
-    ip = _ipython()
-    if ip is not None and _post_run_cell in ip.events.callbacks["post_run_cell"]:
-        ip.events.unregister("post_run_cell", _post_run_cell)
-
-
 atexit.register(_at_exit)
-
-# Every drill started in this kernel: its secrets stay scrubbed from the kernel's output even after
-# it closed (a later cell may still print a value it resolved).
-_output_redactors: list[Redactor] = []
-
-
-def _scrub_output(data: object) -> object:
-    for redactor in _output_redactors:
-        data = redactor.scrub_obj(data)
-    return data
-
-
-def _scrub_kernel_output(redactor: Redactor) -> None:
-    """Scrub every message this kernel sends (stream output, display data, results, errors and
-    replies) with ``redactor`` as well as the redactors of earlier drills.
-
-    The kernel's session is the one way out for everything a cell prints or displays, so a
-    secret a drill resolved never reaches the notebook even when the runner cannot scrub it
-    afterwards: its value changed before the runner resolved it again (a rotation), or the
-    runner never heard of it (a key made in the kernel), or no runner is involved (JupyterLab).
-    Outside a kernel (plain Python, tests) there is nothing to scrub here.
-    """
-    session = getattr(getattr(_ipython(), "kernel", None), "session", None)
-    if session is None:
-        return
-    _output_redactors.append(redactor)
-    original = session.send
-    if getattr(original, "drillbook_scrubs", False):
-        return
-
-    def send(stream: object, msg_or_type: dict[str, object] | str | None, content: object = None,
-             *args: object, **kwargs: object) -> object:
-        if isinstance(msg_or_type, dict):  # a message built before sending (streams, displays)
-            msg_or_type = {**msg_or_type, "content": _scrub_output(msg_or_type.get("content")),
-                           "metadata": _scrub_output(msg_or_type.get("metadata", {}))}
-        return original(stream, msg_or_type, _scrub_output(content), *args, **kwargs)
-
-    send.drillbook_scrubs = True  # type: ignore[attr-defined]
-    session.send = send
 
 
 def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[str, ...] | None = None,
@@ -529,8 +372,8 @@ def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[s
     drill = Drill(environment, dry_run=dry_run, approve=list(approve or []), run_id=run_id,
                   change=change, run_dir=run_dir, project=project)
     _current = drill
-    _hook()
-    _scrub_kernel_output(drill.redactor)
+    kernel.hook(_cell_failed)
+    kernel.scrub_kernel_output(drill.redactor)
     mode = "DRY RUN (nothing will be changed)" if drill.dry_run else "LIVE"
     prod = " — PRODUCTION" if environment.production else ""
     drill._say(f"drillbook run {drill.run_id} on {environment.name}{prod}: {mode}")

@@ -1,0 +1,72 @@
+"""What a drill must have before it changes anything: an approved gate, and on production a change
+reference.
+
+The functions read and write the run's own public state (``approved``, ``unattended``, the
+journal's ``gates``), passed in as a :class:`Gated`, so a drill and its helpers never disagree
+about what is approved.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from . import journal
+from .config.environments import Environment
+from .errors import GateNotApproved
+from .evidence.record import Gate, Journal
+
+
+class Gated(Protocol):
+    """The parts of a run the guards read (a ``Drill``)."""
+
+    env: Environment
+    change: str | None
+    approved: set[str]
+    unattended: bool
+    data: Journal
+
+
+def change_missing(run: Gated, what: str) -> str | None:
+    """Why ``what`` (a mutating step or cleanup) may not run, or None when it may: production
+    changes need a change reference."""
+    if run.env.production and not run.change:
+        return f"{what} changes production environment {run.env.name!r} and no change reference was given"
+    return None
+
+
+def pass_gate(run: Gated, gate: str, title: str) -> None:
+    """Let step ``title`` through ``gate``: approved in advance, or confirmed by a person at a prompt
+    (never in an unattended run). Journals how; raises ``GateNotApproved`` otherwise."""
+    at = journal.now_iso()  # when the step asked, not when someone answered
+    if gate in run.approved:
+        how = "approved in advance (approve parameter or confirmation panel)"
+    elif run.unattended:
+        raise GateNotApproved(
+            f"gate {gate!r} (step {title!r}) is not approved; an unattended run never waits for input",
+            f"re-run with --approve {gate} once you are sure",
+        )
+    else:
+        how = f"confirmed interactively by {run.data['operator']}"
+        ask(gate, title)
+        run.approved.add(gate)
+    run.data["gates"].append(Gate(gate=gate, step=title, at=at, how=how))
+
+
+def ask(gate: str, title: str) -> None:
+    """Ask the person at the keyboard to type the gate's name; anything else refuses the step."""
+    try:
+        answer = input(f"Step {title!r} is dangerous. Type {gate} to proceed: ")
+    except Exception as exc:  # StdinNotImplementedError under bare papermill, EOF without a tty
+        raise GateNotApproved(
+            f"gate {gate!r} (step {title!r}) needs confirmation and no one can answer ({type(exc).__name__})",
+            f"pass approve=['{gate}'] as a parameter, or run interactively",
+        ) from None
+    if answer.strip() != gate:
+        raise GateNotApproved(f"gate {gate!r} not confirmed (typed {answer.strip()!r})",
+                              f"type exactly {gate} to proceed")
+
+
+def approve(run: Gated, gate: str, how: str | None = None) -> None:
+    """Approve ``gate`` ahead of its step, journalling who and how (the caller saves the journal)."""
+    run.approved.add(gate)
+    run.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(),
+                              "how": how or f"approved in advance by {run.data['operator']}"})
