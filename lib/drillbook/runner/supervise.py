@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -125,6 +126,26 @@ def _private_kernel_config(run_dir: Path) -> Config:
     return Config({"KernelManager": {"transport": "ipc", "ip": str(run_dir / "kernel")}})
 
 
+# papermill imports pyarrow (and with it numpy) when installed, for hdfs:// paths: about 100 ms
+# of a run's start-up, for a backend a run never uses (it reads and writes local files only).
+UNUSED_PAPERMILL_BACKENDS = ("pyarrow.fs",)
+
+
+@contextmanager
+def _absent(modules: tuple[str, ...]) -> Iterator[None]:
+    """While papermill is imported, ``import`` of these raises ImportError, which papermill takes
+    as the backend not being installed; afterwards they import normally again."""
+    blocked = [name for name in modules if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not importable"
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, "") is None:
+                del sys.modules[name]
+
+
 def import_runner() -> None:
     """Import, in the calling (main) thread, every module the papermill worker needs.
 
@@ -135,7 +156,8 @@ def import_runner() -> None:
     'AsyncKernelManager' from partially initialized module 'jupyter_client.manager'"). So the
     worker and the warm-up start only once these are imported.
     """
-    import papermill  # noqa: F401
+    with _absent(UNUSED_PAPERMILL_BACKENDS):
+        import papermill  # noqa: F401
 
     from . import engine  # noqa: F401  (imports papermill's engines: slow, and only a run needs them)
 
