@@ -33,9 +33,9 @@ def real_bundle(root: Path) -> Path:
 
 
 def fill_archive(archive: Path, template: Path, runs: int) -> float:
+    from drillbook.config.secrets import Redactor
     from drillbook.evidence import keys
     from drillbook.evidence.archive import record_run
-    from drillbook.config.secrets import Redactor
 
     key = keys.load_or_create_signing_key()
     record = json.loads((template / "record.json").read_text())

@@ -35,14 +35,13 @@ from typing import Any
 
 import nbformat
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from drillbook.config import catalog, environments
+from drillbook.config.secrets import Redactor
+from drillbook.drill import Drill
 from drillbook.evidence import record
 from drillbook.evidence.archive import record_run
-from drillbook.drill import Drill
 from drillbook.runner.outcome import html_header
 from drillbook.runner.render import HtmlRenderer
-from drillbook.config.secrets import Redactor
 
 REPO = Path(__file__).resolve().parent.parent
 DRILLBOOK = Path(sys.executable).parent / "drillbook"

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from drillbook.config import environments
 from drillbook.config.environments import Environment
 from drillbook.lab import control

@@ -9,13 +9,11 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 import drillbook
+import pytest
+from conftest import Project
 from drillbook import ui
 from drillbook.errors import ChangeRequired, CheckFailed, GateNotApproved
-from conftest import Project
-
 
 pytestmark = pytest.mark.filterwarnings("ignore:No kernel detected:UserWarning")
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-
 from conftest import REPO, CliResult, cli
 from drillbook.lab import control
 from drillbook.lab.sshd import sshd_binary

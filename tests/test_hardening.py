@@ -7,28 +7,27 @@ made by bench/site_build.py (the same one tests/site/test_site.py publishes), th
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import os
 import re
 import secrets
-import functools
 import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from html.parser import HTMLParser
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
+import drillbook
 import markupsafe
 import pytest
-
-import drillbook
 from conftest import FIXTURES, Project, cli
-from drillbook.errors import ChangeRequired
 from drillbook.config.secrets import Redactor
+from drillbook.errors import ChangeRequired
 from sitesupport import CHROMIUM, CHROMIUM_FLAGS, QuietHandler, require_browser, site_build
 
 MARKER = "[REDACTED:db]"

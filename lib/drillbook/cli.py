@@ -37,8 +37,8 @@ def _archive(archive: Optional[Path]) -> Path:
 @app.callback()
 def _recover(ctx: typer.Context) -> None:
     """Every command first turns runs whose runner was killed into 'aborted' records."""
-    from .runner import inflight
     from .errors import NotFound
+    from .runner import inflight
 
     if ctx.resilient_parsing:
         return

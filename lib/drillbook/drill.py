@@ -28,13 +28,11 @@ from typing import Any, Callable, TypeVar, cast
 from . import attachments, gates, journal, kernel, paths, runsecrets, scraps
 from .cleanups import Cleanups
 from .config import environments
-
-from .journal import RUN_DIR_VAR, operator_name
 from .config.environments import Environment
-from .errors import ChangeRequired, CheckFailed, DrillbookError, UnreachableHost
-from .evidence.record import (RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status,
-                              Step, verdict)
 from .config.secrets import Redactor
+from .errors import ChangeRequired, CheckFailed, DrillbookError, UnreachableHost
+from .evidence.record import RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status, Step, verdict
+from .journal import RUN_DIR_VAR, operator_name
 from .shells.base import Shell
 from .shells.open import open_shell
 

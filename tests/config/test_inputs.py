@@ -6,7 +6,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import CliResult, Project, cli
 
 # Bounded so that a regression fails the test instead of running (and swelling) for minutes.
@@ -92,8 +91,8 @@ def test_scheduled_env_must_be_a_name(project: Project) -> None:
 
 
 def test_lock_refuses_a_path_for_a_name(tmp_path: Path) -> None:
-    from drillbook.runner import locks
     from drillbook.errors import NotFound
+    from drillbook.runner import locks
 
     state = tmp_path / "state"
     with pytest.raises(NotFound, match="not an environment name"):
@@ -219,7 +218,6 @@ def test_oversized_secret_file_is_refused(project: Project, tmp_path: Path) -> N
 
 def test_binary_known_hosts_file_is_refused(tmp_path: Path) -> None:
     import paramiko
-
     from drillbook.errors import UnreachableHost
     from drillbook.shells.ssh import SSHShell
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-
 from drillbook.config.schedule import Cron, Entry, due_entries, is_due
 from drillbook.errors import ConfigError
 

@@ -13,7 +13,6 @@ import secrets
 from pathlib import Path
 
 import pytest
-
 from conftest import Project, cli
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from drillbook.config.notebooks import Parameter, coerce_parameter
 from drillbook.config.schedule import Cron
 from drillbook.config.secrets import Redactor, SecretRef

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from drillbook.evidence import ledger
 
 
@@ -18,7 +17,6 @@ def test_entry_hash_ignores_hash_and_signature_but_covers_everything_else() -> N
 
 def test_ledger_append_chains_and_signs(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from drillbook.evidence.verify import verify_archive
 
     key = Ed25519PrivateKey.generate()

@@ -6,20 +6,17 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from conftest import Project
-
-from drillbook.config import environments
-
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from drillbook import journal
+from drillbook.config import environments
+from drillbook.config.secrets import Redactor
 from drillbook.drill import Drill
 from drillbook.evidence import ledger, record
 from drillbook.evidence.archive import load_record, record_run
 from drillbook.evidence.record import Check, Cleanup, Measure, verdict
 from drillbook.evidence.status import FROM_LEDGER
 from drillbook.evidence.verify import verify_archive
-from drillbook.config.secrets import Redactor
 
 
 def _keys_fit(entry: dict[str, Any], schema: type, what: str) -> None:

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import Project, cli
 
 pytestmark = pytest.mark.integration
@@ -134,7 +133,6 @@ def test_altered_ledger_entry_is_named(copy: Project) -> None:
 
 def test_only_the_given_public_key_is_trusted(copy: Project, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from drillbook.evidence.keys import public_pem
 
     other = tmp_path / "other.pem"

@@ -9,12 +9,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from conftest import Project, cli
 from drillbook.config import environments
 from drillbook.errors import LabError
 from drillbook.lab import control
-from drillbook.lab.binaries import REQUIRED_TOOLS, binary_candidates, choose_binaries, select_binaries, supports_tls, wheel_binaries
+from drillbook.lab.binaries import (
+    REQUIRED_TOOLS,
+    binary_candidates,
+    choose_binaries,
+    select_binaries,
+    supports_tls,
+    wheel_binaries,
+)
 from drillbook.lab.environment import environment_data, environment_yaml
 from drillbook.lab.oslevel import lab_user, port_open
 from drillbook.lab.pg import SAMPLE_ROWS, render_hba, render_server_conf

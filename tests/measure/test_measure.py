@@ -5,9 +5,19 @@ import threading
 import time
 
 import pytest
-
-from drillbook.measure.compute import (Ack, ProbeResult, Rpo, failed_probes, first_write_after, longest_outage,
-                                       node_before, percentiles, probe_resolution, rpo, rto)
+from drillbook.measure.compute import (
+    Ack,
+    ProbeResult,
+    Rpo,
+    failed_probes,
+    first_write_after,
+    longest_outage,
+    node_before,
+    percentiles,
+    probe_resolution,
+    rpo,
+    rto,
+)
 from drillbook.measure.load import Load, Probe, clock
 
 OLD, NEW = "127.0.0.1:1", "127.0.0.1:2"

@@ -6,7 +6,6 @@ import signal
 import time
 
 import pytest
-
 from drillbook.errors import DrillbookError, LoadProcessError, LoadTimeout, MeasureError, ProbeIntervalError
 from drillbook.measure.isolated import IsolatedLoad
 from drillbook.measure.load import Load, Probe

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import FIXTURES, Project, cli
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,6 @@ from typing import Any
 
 import nbformat
 import pytest
-
 from drillbook.runner.outcome import classify, html_header, mark_failure
 
 

@@ -6,10 +6,9 @@ from typing import Any
 
 import nbformat
 import pytest
-
 from drillbook.config.environments import Environment
-from drillbook.errors import NotebookError
 from drillbook.config.notebooks import Parameter, declared_parameters
+from drillbook.errors import NotebookError
 from drillbook.runner.plan import RunRequest, merge_parameters, with_defaults
 
 SOURCE = 'env = "local"\ndry_run = True\napprove = []\nreplicas = 2\nratio = 0.5\nlabel = "x"\nstrict = False'

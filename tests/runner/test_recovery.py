@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import DRILLBOOK, Project, cli
 from test_runner import ledger_lines, only_record, proc_stat, process_stops
 
@@ -340,10 +339,9 @@ def test_a_marker_that_cannot_be_written_leaves_no_run_folder(tmp_path: Path, mo
     from types import SimpleNamespace
 
     from drillbook import journal
-
+    from drillbook.config.secrets import Redactor
     from drillbook.evidence import keys
     from drillbook.runner import inflight
-    from drillbook.config.secrets import Redactor
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

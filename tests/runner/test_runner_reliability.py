@@ -18,7 +18,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import FIXTURES, CliResult, Project, cli
 
 pytestmark = pytest.mark.integration

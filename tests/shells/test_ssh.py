@@ -5,12 +5,11 @@ import time
 from pathlib import Path
 
 import pytest
-
+from drillbook.config.secrets import Redactor, SecretRef
 from drillbook.errors import UnreachableHost
 from drillbook.lab.oslevel import lab_user
 from drillbook.lab.sshd import known_hosts_line
 from drillbook.pki import make_ssh_key
-from drillbook.config.secrets import Redactor, SecretRef
 from drillbook.shells import ssh
 from drillbook.shells.base import CommandFailed
 from drillbook.shells.open import open_shell

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import cli
 from sitesupport import CHROMIUM, CHROMIUM_FLAGS, QuietHandler, require_browser
 from test_site import build_fixture

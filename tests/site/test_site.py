@@ -19,13 +19,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, REPO, cli
-from sitesupport import site_build
-
 from drillbook.evidence import ledger
-from drillbook.site import data as site_data, files as site_files, history as site_history, md as site_md
+from drillbook.site import data as site_data
+from drillbook.site import files as site_files
+from drillbook.site import history as site_history
+from drillbook.site import md as site_md
 from drillbook.site import status as site_status
+from sitesupport import site_build
 
 pytestmark = pytest.mark.integration
 

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from drillbook.lab import control
 from drillbook.lab.binaries import pg_major
 from drillbook.lab.oslevel import lab_user, port_open
 from drillbook.lab.pg import SAMPLE_ROWS
-from drillbook.pki import make_ca
 from drillbook.measure.compute import failed_probes
 from drillbook.measure.load import Load
+from drillbook.pki import make_ca
 from drillbook.targets.postgres import Postgres
 from drillbook.targets.postgres.backup import table_checksums
 from drillbook.targets.postgres.conventions import conninfo, is_refusal, parse_lsn, pgpass_line, render_node_conf

@@ -19,8 +19,8 @@ from typing import Any, Callable, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..errors import EvidenceError
 from ..config.secrets import Redactor
+from ..errors import EvidenceError
 from . import ledger
 from .record import Record
 

@@ -16,7 +16,15 @@ from ..targets.postgres.results import NodeState, PostgresError
 from .binaries import select_binaries
 from .environment import env_warnings, lab_postgres
 from .oslevel import check_access, ensure_os_user, make_dirs, require_free_port, stop_pid
-from .pg import bring_up_primary, create_roles_and_schema, disk_facts, ensure_app_login, ensure_secrets, ensure_standby, init_primary
+from .pg import (
+    bring_up_primary,
+    create_roles_and_schema,
+    disk_facts,
+    ensure_app_login,
+    ensure_secrets,
+    ensure_standby,
+    init_primary,
+)
 from .sshd import ensure_ssh_files, ssh_availability, sshd_binary, sshd_pid, start_sshd
 from .state import LAB_USER, NODES, LabPaths, LabPorts, LabState, Say, load_state, save_state
 from .tls import ensure_tls

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..config.environments import load_environment, validate_environment
-from ..errors import DrillbookError
 from ..config.secrets import Redactor, SecretRef
+from ..config.yamlfile import dump_yaml
+from ..errors import DrillbookError
 from ..shells.local import LocalShell
 from ..targets.postgres import Postgres
-from ..config.yamlfile import dump_yaml
 from .state import LAB_ENV, LAB_USER, NODES, LabPaths, LabPorts, LabState
 
 

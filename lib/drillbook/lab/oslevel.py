@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import LabError
 from .state import LAB_ENV, LAB_USER, LabPaths
 
+
 # ----------------------------------------------------------------------------- the OS user
 def lab_user() -> str:
     """Who the servers run as: ``drillbook-lab`` when we are root, else ourselves."""

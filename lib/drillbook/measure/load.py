@@ -32,8 +32,19 @@ import time
 from typing import Callable, Protocol, Sequence
 
 from ..errors import LoadTimeout, ProbeIntervalError
-from .compute import (Ack, Outcome, ProbeResult, failed_probes, first_write_after, longest_outage, node_before,
-                      percentiles, probe_resolution, rpo, rto)
+from .compute import (
+    Ack,
+    Outcome,
+    ProbeResult,
+    failed_probes,
+    first_write_after,
+    longest_outage,
+    node_before,
+    percentiles,
+    probe_resolution,
+    rpo,
+    rto,
+)
 
 clock = time.monotonic  # one clock for faults, writes and probes
 WRITES_TABLE = "drillbook.writes"

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import catalog, notebooks
-
 from .. import journal
+from ..config import catalog, notebooks
 from ..config.environments import Environment
 from ..config.secrets import Redactor
 from .outcome import classify, judge, keep_kernel_output

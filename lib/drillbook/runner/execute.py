@@ -20,9 +20,9 @@ from nbformat import NotebookNode
 
 from .. import journal, paths, scraps
 from ..config import notebooks
+from ..errors import EvidenceError
 from ..evidence import keys, record
 from ..evidence.archive import record_run
-from ..errors import EvidenceError
 from ..journal import operator_name
 from . import inflight, locks
 from .outcome import classify, html_header, keep_kernel_output, mark_failure

@@ -38,12 +38,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import files, journal, paths
 from ..config import environments
+from ..config.secrets import Redactor
+from ..errors import DrillbookError, EvidenceError
 from ..evidence import keys, ledger, record
 from ..evidence.archive import finish_archived, load_record, record_run
 from ..evidence.archive import run_dir as bundle_dir
-from ..errors import DrillbookError, EvidenceError
 from ..journal import RUN_DIR_VAR
-from ..config.secrets import Redactor
 from .outcome import html_header, keep_kernel_output, mark_failure
 from .render import HtmlRenderer
 from .supervise import KERNEL_LOG

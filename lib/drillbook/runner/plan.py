@@ -15,12 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..config import catalog, environments, notebooks
-
 from .. import journal, paths
+from ..config import catalog, environments, notebooks
 from ..config.environments import Environment
-from ..errors import DrillbookError, NotebookError, UnreachableHost
 from ..config.secrets import Redactor, SecretRef, is_secret_ref
+from ..errors import DrillbookError, NotebookError, UnreachableHost
 
 DEFAULT_TIMEOUT = 1800.0
 

@@ -44,12 +44,12 @@ CONTENT_POLICY = "default-src 'none'; script-src 'none'; style-src 'unsafe-inlin
 def import_exporter() -> None:
     """Import everything the warm-up needs, in the calling thread (see the module docstring)."""
     import nbformat  # noqa: F401
-    from nbconvert import HTMLExporter  # noqa: F401
-    from pygments.formatters import HtmlFormatter  # noqa: F401
 
     # nbconvert's highlight filter imports IPython's lexers at its first use, which imports all of
     # IPython: the papermill worker imports parts of it too (IPython.paths, to find the kernel).
     from IPython.lib import lexers  # noqa: F401
+    from nbconvert import HTMLExporter  # noqa: F401
+    from pygments.formatters import HtmlFormatter  # noqa: F401
 
 
 class HtmlRenderer:

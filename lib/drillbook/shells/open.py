@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import NotFound
 from ..config.secrets import Redactor
+from ..errors import NotFound
 from .base import Shell
 from .local import LocalShell
 

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import paramiko
 
+from ..config.secrets import Redactor
 from ..errors import UnreachableHost
 from ..pki import make_ssh_key
-from ..config.secrets import Redactor
 from .base import Result, Shell, command_text
 
 if TYPE_CHECKING:  # annotations only: a host's settings come from the environment model

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import catalog, schedule
-
 from .. import paths
+from ..config import catalog, schedule
 from ..errors import ConfigError, DrillbookError
 from .data import Cache, cache_path, full_page_runs, load_archive
 from .evidence import write_evidence

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EvidenceError
-from ..files import write_atomic
 from ..evidence import ledger
 from ..evidence.archive import load_record, run_dir
 from ..evidence.record import Measure as RecordedMeasure
 from ..evidence.record import Record
 from ..evidence.verify import verify_archive
+from ..files import write_atomic
 from .md import parse_time
 
 CACHE_VERSION = 1

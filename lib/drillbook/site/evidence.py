@@ -19,8 +19,17 @@ from ..evidence.record import Record
 from .data import Archive, RunSummary
 from .files import PageTree
 from .md import admonition, badge, code, esc, front_matter, link, number, rel, table, when
-from .paths import (EVIDENCE_INDEX, HISTORY_INDEX, VERIFY_GUIDE, history_page, key_file, run_file,
-                         run_html, run_page, runbook_page)
+from .paths import (
+    EVIDENCE_INDEX,
+    HISTORY_INDEX,
+    VERIFY_GUIDE,
+    history_page,
+    key_file,
+    run_file,
+    run_html,
+    run_page,
+    runbook_page,
+)
 
 PAGE_SUFFIXES = (".md", ".markdown")  # would be built as pages; published with .txt appended
 # A browser runs the scripts these hold, in the site's origin: published with .txt appended too,

@@ -15,8 +15,16 @@ from ..config import catalog, schedule
 from ..errors import ConfigError
 from .data import Archive, RunSummary
 from .md import admonition, age, badge, code, esc, flag, front_matter, link, number, table, when
-from .paths import (COMPLIANCE, DASHBOARD, EVIDENCE_INDEX, HISTORY_INDEX, RUNBOOKS_INDEX, history_page,
-                         run_page, runbook_page)
+from .paths import (
+    COMPLIANCE,
+    DASHBOARD,
+    EVIDENCE_INDEX,
+    HISTORY_INDEX,
+    RUNBOOKS_INDEX,
+    history_page,
+    run_page,
+    runbook_page,
+)
 
 
 @dataclass(frozen=True)

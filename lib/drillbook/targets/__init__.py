@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config.secrets import SecretRef
 from ..errors import SecretError
 from ..files import write_atomic
-from ..config.secrets import SecretRef
 
 
 def write_file_secret(ref: str, value: str, project: Path) -> Path:

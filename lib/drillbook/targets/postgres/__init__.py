@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from ...config.environments import Environment, PostgresService
-from ...errors import NotFound
 from ...config.secrets import Redactor, SecretRef
+from ...errors import NotFound
 from ...shells.base import Shell
 from ...shells.open import open_shell
 from .backup import Backups

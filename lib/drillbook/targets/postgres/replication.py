@@ -12,8 +12,16 @@ import psycopg
 
 from ...errors import DrillbookError
 from .connect import Connections, PostgresContext
-from .conventions import (FENCE_MARKER, PASSFILE, conninfo, first_line, is_refusal, parse_lsn, pgpass_line,
-                          render_node_conf)
+from .conventions import (
+    FENCE_MARKER,
+    PASSFILE,
+    conninfo,
+    first_line,
+    is_refusal,
+    parse_lsn,
+    pgpass_line,
+    render_node_conf,
+)
 from .results import Lag, NodeState, PostgresError
 from .server import Servers
 
