@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .. import paths
 from ..errors import EvidenceError
+from ..files import write_atomic
 
 PRIVATE_NAME = "signing-key.pem"
 
@@ -68,23 +68,10 @@ def export_public_key(key: Ed25519PrivateKey, archive: Path) -> str:
     kid = key_id(public)
     target = archive / "keys" / f"{kid}.pem"
     if not target.exists():
-        _write_atomic(target, public_pem(public))
+        # All of it or no file: a key cut short by a full disk would never be rewritten (it exists)
+        # and would fail every later verify. 0644: it is published with the archive and the site.
+        write_atomic(target, public_pem(public), mode=0o644)
     return kid
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    """All of ``data`` or no file: a key cut short by a full disk would never be rewritten
-    (it exists) and would fail every later verify."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # published with the archive and the site
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_public_keys(archive: Path, trusted: list[Path] | None = None) -> dict[str, Ed25519PublicKey]:

@@ -7,7 +7,6 @@ ledger is detected too. Appends hold an exclusive lock, so concurrent runs canno
 """
 # No ``from __future__ import annotations``: RunFields' NotRequired keys must stay introspectable.
 
-import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import journal
 from ..errors import EvidenceError
+from ..files import flocked
 from . import keys
 
 LEDGER_NAME = "ledger.jsonl"
@@ -53,12 +53,8 @@ def entry_hash(entry: dict[str, Any]) -> str:
 @contextmanager
 def locked(archive: Path) -> Iterator[None]:
     archive.mkdir(parents=True, exist_ok=True)
-    with open(archive / ".ledger.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with flocked(archive / ".ledger.lock"):
+        yield
 
 
 def read_entries(archive: Path) -> list[dict[str, Any]]:

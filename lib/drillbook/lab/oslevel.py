@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabError
+from ..files import kill
 from .state import LAB_ENV, LAB_USER, LabPaths
 
 
@@ -96,9 +97,7 @@ def write_private(path: Path, text: str, owner: str | None = None) -> None:
 # ----------------------------------------------------------------------------- processes and loopback ports
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
     """SIGTERM ``pid`` and wait up to ``timeout`` seconds for it to exit."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    if not kill(pid, signal.SIGTERM):
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
