@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import paths
-from .errors import DrillbookError, NotebookError
+from .errors import DrillbookError, EvidenceError, NotebookError, NotFound
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -37,7 +37,6 @@ def _archive(archive: Optional[Path]) -> Path:
 @app.callback()
 def _recover(ctx: typer.Context) -> None:
     """Every command first turns runs whose runner was killed into 'aborted' records."""
-    from .errors import NotFound
     from .runner import inflight
 
     if ctx.resilient_parsing:
@@ -242,7 +241,6 @@ def publish(
 ) -> None:
     """Generate the site's pages from the catalog and the archive, then build it with `mkdocs build --strict`."""
     from . import site
-    from .errors import EvidenceError
 
     if archive is not None and not archive.exists():  # a mistyped --archive must not publish an empty site
         raise EvidenceError(f"no evidence archive at {archive}", "check --archive (or run a drill first)")

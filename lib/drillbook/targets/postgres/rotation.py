@@ -17,6 +17,7 @@ from pathlib import Path
 
 from psycopg import sql
 
+from ... import pki
 from .connect import Connections, PostgresContext
 from .replication import Replication
 from .results import PostgresError, Rotation, ServedCert
@@ -133,15 +134,13 @@ class Rotations:
 
         Only a lab has its CA here; elsewhere get the certificate from your PKI.
         """
-        from ...pki import issue_server_certificate
-
         if not self.context.service.ca_key or not self.context.rootcert():
             raise PostgresError(f"service {self.context.name!r} has no CA key to issue certificates with",
                                 "request a certificate from your PKI and pass it to install_server_certificate")
         ca_cert = Path(self.context.rootcert() or "").read_text()
         names = sorted({n.address for n in self.context.service.nodes} | {"localhost"})
         ca_key = self.context.secret(self.context.service.ca_key)
-        cert, key = issue_server_certificate(ca_cert, ca_key, names, days=days)
+        cert, key = pki.issue_server_certificate(ca_cert, ca_key, names, days=days)
         if self.context.redactor is not None:
             self.context.redactor.add(f"{self.context.name}.server key (new)", key)
         return cert, key
