@@ -137,8 +137,9 @@ def _in_lab(module: str, package: str) -> bool:
 
 
 def lab_importers(graph: Graph, package: str) -> list[str]:
-    """Modules outside the lab, other than the CLI, that import it."""
-    outside = [m for m in graph if not _in_lab(m, package) and m != f"{package}.{CLI}"]
+    """Modules outside the lab, other than the CLI's, that import it."""
+    cli = f"{package}.{CLI}"
+    outside = [m for m in graph if not _in_lab(m, package) and m != cli and not m.startswith(cli + ".")]
     return [f"module {m} imports the lab ({', '.join(sorted(t for t in graph[m] if _in_lab(t, package)))})"
             for m in sorted(outside) if any(_in_lab(t, package) for t in graph[m])]
 
@@ -182,7 +183,8 @@ def test_each_check_finds_its_problem_in_a_synthetic_package(tmp_path: Path) -> 
         "lab/__init__.py": "from . import up\n",
         "lab/up.py": "from .. import b\n",  # the lab may import the rest
         "user.py": "def g() -> None:\n    from .lab import up\n",
-        "cli.py": "from . import lab\n",  # the CLI may import the lab
+        "cli/__init__.py": "from . import lab\n",  # the CLI may import the lab
+        "cli/lab.py": "from .. import lab\n",
     })
     modules = module_files(pkg)
     graph = import_graph(modules)

@@ -1,0 +1,77 @@
+"""The Typer application, its two consoles and what every verb shares: tables, the archive option, errors.
+
+Every command first turns runs whose runner was killed into 'aborted' records (the callback below).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import paths
+from ..errors import DrillbookError, NotFound
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    pretty_exceptions_enable=False,  # a real bug prints a plain traceback, never local variables
+    help="Executable runbooks and recovery drills with signed, verifiable evidence.\n\n"
+         "Start with `drillbook list` (what can run), `drillbook envs` (where), "
+         "`drillbook run NAME --env ENV --dry-run` (try it safely), then `drillbook status` and `drillbook verify`.",
+)
+# In logs (cron, CI, make) there is no terminal width: be wide rather than wrap run ids.
+_WIDTH = None if sys.stdout.isatty() else max(160, int(os.environ.get("COLUMNS", "0") or 0))
+out = Console(highlight=False, width=_WIDTH)
+err = Console(stderr=True, highlight=False, width=_WIDTH)
+
+STATUS_COLOURS = {"passed": "green", "failed": "red", "error": "red", "aborted": "yellow"}
+
+
+def archive_path(archive: Optional[Path]) -> Path:
+    """The --archive option, or the project's archive."""
+    return archive.resolve() if archive else paths.archive_root()
+
+
+@app.callback()
+def _recover(ctx: typer.Context) -> None:
+    """Every command first turns runs whose runner was killed into 'aborted' records."""
+    from ..runner import inflight
+
+    if ctx.resilient_parsing:
+        return
+    try:
+        recovery = inflight.recover_aborted()
+    except NotFound:  # not inside a project: nothing can be in flight
+        return
+    for run_id, status in recovery.recovered.items():
+        if status == "aborted":
+            err.print(f"recorded run {run_id} as aborted: its runner was killed before it finished")
+        else:
+            err.print(f"recorded run {run_id} as {status}: its runner stopped before it finished archiving")
+    for problem in recovery.problems:
+        err.print(f"warning: {problem}", markup=False, soft_wrap=True)
+
+
+def table(title: str, columns: list[str], rows: Sequence[Sequence[object]]) -> Table:
+    """A left-titled table; None cells print empty."""
+    result = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        result.add_column(column, overflow="fold")
+    for row in rows:
+        result.add_row(*("" if v is None else str(v) for v in row))
+    return result
+
+
+def print_error(exc: DrillbookError) -> None:
+    """One line for the error and one for the hint, never a traceback."""
+    from rich.text import Text
+
+    # Messages may contain brackets (e.g. [REDACTED:name]): never interpret them as markup.
+    err.print(Text.assemble(("error: ", "bold red"), exc.message), soft_wrap=True)
+    if exc.hint:
+        err.print(Text(f"hint: {exc.hint}"), soft_wrap=True)
