@@ -11,8 +11,10 @@ from __future__ import annotations
 import sys
 
 from ..errors import DrillbookError
-from . import catalog, evidence, lab, publish, run  # noqa: F401  (each registers its verbs on the app)
 from .app import app, print_error
+
+# Each module registers its verbs on the app; --help lists them in this order.
+from . import catalog, run, evidence, publish, lab  # noqa: E402, F401, I001
 
 __all__ = ["app", "main"]
 
