@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import Project
 
 
 def _modules_after(code: str) -> set[str]:
@@ -45,3 +46,26 @@ def test_runner_imports_leave_out_papermills_hdfs_backend() -> None:
             "import pyarrow.fs  # kept out of papermill's import only: importable again afterwards")
     loaded = _modules_after(code)
     assert {"papermill", "pyarrow.fs"} <= loaded
+
+
+def test_run_launches_the_kernel_before_importing_papermill_and_nbconvert(project: Project) -> None:
+    """The kernel boots in its own process while the runner imports papermill and nbconvert:
+    at the moment the kernel's process is started, neither is imported yet (and the run passes)."""
+    notebook = project.add_notebook("trivial.ipynb")
+    code = (
+        "import subprocess, sys\n"
+        "seen = []\n"
+        "class Probe(subprocess.Popen):\n"
+        "    def __init__(self, args, *a, **kw):\n"
+        "        if any('ipykernel' in str(arg) for arg in args):\n"
+        "            seen.append(sorted(m for m in ('papermill', 'nbconvert') if m in sys.modules))\n"
+        "        super().__init__(args, *a, **kw)\n"
+        "subprocess.Popen = Probe\n"
+        "from drillbook import cli\n"
+        "try:\n"
+        f"    cli.main(['run', {str(notebook)!r}, '--env', 'local', '-p', 'x=2'])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code, 'imported at launch', seen)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=project.root, capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines()[-1] == "exit 0 imported at launch [[]]", done.stdout + done.stderr

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 from nbformat import NotebookNode
@@ -28,7 +28,10 @@ from . import inflight, locks
 from .outcome import classify, html_header, keep_kernel_output, mark_failure
 from .plan import Plan, RunRequest, prepare, refresh_redactor
 from .render import HtmlRenderer
-from .supervise import KERNEL_LOG, KernelJob, ProgressFn, Supervisor, import_runner, run_supervised
+from .supervise import KERNEL_LOG, KernelJob, ProgressFn, Supervisor, import_runner, launched_kernel, run_supervised
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import AsyncKernelManager as KernelManagerType
 
 
 @dataclass
@@ -72,8 +75,21 @@ class _Ran:
 def _run(plan: Plan, run_dir: Path, project: Path, supervisor: Supervisor, on_cell: ProgressFn,
          ran: _Ran) -> None:
     """Execute the notebook; the failure to record, if any, goes to ``ran.exc`` (never raised:
-    whatever happens, the run is archived). Everything is imported in this thread first, then
-    the HTML warm-up and the papermill worker start (see ``import_runner``)."""
+    whatever happens, the run is archived). The kernel is launched first, so it boots while this
+    thread imports everything the papermill worker and the HTML warm-up need; only then do they
+    start (see ``import_runner``)."""
+    job = KernelJob(plan.path, run_dir / "output.ipynb", plan.parameters, plan.kernel_name, run_dir, project)
+    try:
+        with launched_kernel(job) as kernel:
+            _run_in(kernel, job, supervisor, on_cell, ran)
+    except Exception as exc:  # the kernel could not be started (or stopped)
+        ran.exc = ran.exc or exc
+    if ran.renderer is None:  # the page of the source notebook can still be built
+        ran.renderer = HtmlRenderer()
+
+
+def _run_in(kernel: KernelManagerType, job: KernelJob, supervisor: Supervisor, on_cell: ProgressFn,
+            ran: _Ran) -> None:
     try:
         import_runner()
     except Exception as exc:  # nothing can run; the page of the source notebook can still be built
@@ -81,8 +97,7 @@ def _run(plan: Plan, run_dir: Path, project: Path, supervisor: Supervisor, on_ce
     try:
         ran.renderer = HtmlRenderer()
         if ran.exc is None:
-            job = KernelJob(plan.path, run_dir / "output.ipynb", plan.parameters, plan.kernel_name, run_dir, project)
-            ran.exc = run_supervised(job, supervisor, on_cell)
+            ran.exc = run_supervised(job, supervisor, on_cell, kernel)
     except Exception as exc:  # e.g. no thread could be started
         ran.exc = ran.exc or exc
 

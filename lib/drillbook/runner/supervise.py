@@ -15,12 +15,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .. import files
 from ..journal import RUN_DIR_VAR
 
 if TYPE_CHECKING:
+    from jupyter_client.manager import AsyncKernelManager as KernelManagerType
     from traitlets.config import Config
 
 KERNEL_LOG = "kernel.log"  # the kernel process's stdout and stderr, in the private run folder
@@ -51,12 +52,13 @@ class Supervisor:
         self.timeout, self.grace = timeout, grace
         self.reason: str | None = None  # "timeout" or "aborted"
         self.client: object | None = None  # the notebook client, once papermill has built it
+        self.kernel: KernelManagerType | None = None  # the kernel's manager, once it is launched
         self._deadline = time.monotonic() + timeout
         self._kill_at: float | None = None
         self._finished = False  # the worker has ended: a signal now only waits for the archive
 
     def kernel_pid(self) -> int | None:
-        km = getattr(self.client, "km", None)
+        km = self.kernel or getattr(self.client, "km", None)
         provisioner = getattr(km, "provisioner", None)
         return getattr(provisioner, "pid", None)
 
@@ -169,7 +171,7 @@ def import_runner() -> None:
 
 
 def _run_papermill(job: KernelJob, supervisor: Supervisor, on_cell: ProgressFn | None,
-                   kernel_output: IO[bytes]) -> BaseException | None:
+                   kernel: KernelManagerType) -> BaseException | None:
     try:  # every failure still produces evidence, with its real reason
         # papermill is imported here, not at the top: it is slow to import and most commands never run a kernel
         import papermill
@@ -178,10 +180,9 @@ def _run_papermill(job: KernelJob, supervisor: Supervisor, on_cell: ProgressFn |
 
         papermill.execute_notebook(
             str(job.source), str(job.output), parameters=job.parameters, engine_name=engine.ENGINE_NAME,
-            kernel_name=job.kernel_name, progress_bar=False,
-            log_output=False, cwd=str(job.source.parent), start_timeout=60, on_cell=on_cell,
-            on_client=lambda client: setattr(supervisor, "client", client),
-            config=_private_kernel_config(job.run_dir), kernel_output=kernel_output,
+            kernel_name=job.kernel_name, progress_bar=False, log_output=False, cwd=str(job.source.parent),
+            start_timeout=60, on_cell=on_cell, on_client=lambda client: setattr(supervisor, "client", client),
+            km=kernel,
         )
         return None
     except BaseException as exc:
@@ -189,26 +190,73 @@ def _run_papermill(job: KernelJob, supervisor: Supervisor, on_cell: ProgressFn |
 
 
 def _execute_in_thread(job: KernelJob, supervisor: Supervisor, on_cell: ProgressFn | None,
-                       kernel_output: IO[bytes]) -> BaseException | None:
+                       kernel: KernelManagerType) -> BaseException | None:
     """Run papermill in a worker thread, so the main thread stays free to supervise and
     to receive signals (nbclient would otherwise install its own SIGINT/SIGTERM handlers)."""
     result: list[BaseException | None] = []
+    supervisor.kernel = kernel
     worker = threading.Thread(
-        target=lambda: result.append(_run_papermill(job, supervisor, on_cell, kernel_output)),
+        target=lambda: result.append(_run_papermill(job, supervisor, on_cell, kernel)),
         name="drillbook-papermill", daemon=True,
     )
     worker.start()
-    supervisor.watch(worker)
+    try:
+        supervisor.watch(worker)
+    finally:
+        # nbclient leaves the client of a kernel it does not own connected: close its sockets.
+        client = getattr(supervisor.client, "kc", None)
+        if client is not None:
+            client.stop_channels()
     return result[0] if result else RuntimeError("the papermill worker ended without a result")
 
 
-def run_supervised(job: KernelJob, supervisor: Supervisor, on_cell: ProgressFn | None = None) -> BaseException | None:
-    """Execute ``job`` under ``supervisor``: the kernel gets the run's variables, the private
-    transport and a log file of its own (``KERNEL_LOG``) for its stdout and stderr. Returns the
-    failure to record, never raises one (``import_runner`` must have run in this thread)."""
-    with _patched_environ(_kernel_env(job.run_dir, job.project)), \
-            open(job.run_dir / KERNEL_LOG, "wb") as kernel_output:
-        return _execute_in_thread(job, supervisor, on_cell, kernel_output)
+@contextmanager
+def launched_kernel(job: KernelJob) -> Iterator[KernelManagerType]:
+    """Start ``job``'s kernel now, from this thread, and shut it down (gracefully: its exit-time
+    cleanups run) when the block ends. The kernel boots in its own process, so whatever this
+    thread does meanwhile (importing papermill and nbconvert, see ``import_runner``) costs no time.
+
+    The kernel gets the run's variables, the private transport and a log file of its own
+    (``KERNEL_LOG``) for its stdout and stderr."""
+    from jupyter_client.manager import AsyncKernelManager  # with jupyter's start-up cost: only when a kernel starts
+    from jupyter_core.utils import run_sync
+
+    kernel = AsyncKernelManager(kernel_name=job.kernel_name or "python3", config=_private_kernel_config(job.run_dir))
+    with open(job.run_dir / KERNEL_LOG, "wb") as kernel_output:
+        with _patched_environ(_kernel_env(job.run_dir, job.project)):
+            # As nbclient would start it: history in memory, the notebook's folder as working directory.
+            run_sync(kernel.start_kernel)(extra_arguments=["--HistoryManager.hist_file=:memory:"],
+                                          cwd=str(job.source.parent), stdout=kernel_output, stderr=kernel_output)
+        try:
+            yield kernel
+        finally:
+            run_sync(_shutdown)(kernel)
+
+
+async def _shutdown(kernel: KernelManagerType) -> None:
+    """What nbclient does for a kernel it owns: a graceful shutdown, if it still runs."""
+    try:
+        if await kernel.is_alive():
+            await kernel.shutdown_kernel(now=False)
+    except RuntimeError as exc:  # already gone
+        if "No kernel is running!" not in str(exc):
+            raise
+    finally:
+        await kernel.cleanup_resources()
+
+
+def run_supervised(job: KernelJob, supervisor: Supervisor, on_cell: ProgressFn | None = None,
+                   kernel: KernelManagerType | None = None) -> BaseException | None:
+    """Execute ``job`` under ``supervisor`` in ``kernel`` (from ``launched_kernel``; one is launched
+    here if not given). Returns the failure to record, never raises one (``import_runner`` must
+    have run in this thread)."""
+    if kernel is None:
+        try:
+            with launched_kernel(job) as started:
+                return _execute_in_thread(job, supervisor, on_cell, started)
+        except Exception as exc:  # the kernel could not be started or stopped
+            return exc
+    return _execute_in_thread(job, supervisor, on_cell, kernel)
 
 
 def _kernel_env(run_dir: Path, project: Path) -> dict[str, str]:
