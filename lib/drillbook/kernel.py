@@ -54,7 +54,7 @@ def _pre_run_cell(info: object) -> None:
     _quiet.clear()
     ip = ipython()
     if _on_cell_start is not None and ip is not None:
-        _on_cell_start(str(getattr(info, "raw_cell", "") or ""), ip.execution_count)
+        _on_cell_start(str(getattr(info, "raw_cell", "") or ""), _running_count(ip))
 
 
 def _post_run_cell(result: ExecutionResult) -> None:
@@ -108,7 +108,12 @@ def current_cell() -> tuple[str, int | None]:
     if ip is None:
         return "", None
     history = ip.user_ns.get("_ih") or [""]
-    return str(history[-1]), ip.execution_count
+    return str(history[-1]), _running_count(ip)
+
+
+def _running_count(ip: InteractiveShell) -> int:
+    """The execution count of the cell running now: IPython (9) counts a cell before it runs it."""
+    return int(ip.execution_count) - 1
 
 
 def unhook() -> None:
