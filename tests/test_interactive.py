@@ -19,8 +19,11 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import REPO, Project, cli
+from labsupport import lab_project  # noqa: F401  (the session's lab)
 from drillbook import journal
+from drillbook.errors import LockBusy
 from drillbook.incidentfile import IncidentError, load_incident_file, validate_incident, validate_severity
+from drillbook.runner import locks
 from jupyter_client import KernelManager
 
 CANARY = "c4nary-Interactive-s3cret"
@@ -80,10 +83,11 @@ class Kernel:
     def run(self, code: str, answer: Any = None) -> Cell:
         return self.collect(self.send(code), answer)
 
-    def stop(self) -> None:
+    def stop(self, now: bool = False) -> None:
+        """Shut the kernel down as JupyterLab does (``now``: kill it, the test is over)."""
         self.kc.stop_channels()
         if self.km.has_kernel:
-            self.km.shutdown_kernel(now=False)
+            self.km.shutdown_kernel(now=now)
 
 
 def _runbook(project: Project, name: str = "tiny") -> Path:
@@ -117,7 +121,7 @@ def person(project: Project, tmp_path_factory: pytest.TempPathFactory):
 
     yield start
     for kernel in kernels:
-        kernel.stop()
+        kernel.stop(now=True)
 
 
 def _bundle(project: Project) -> tuple[Path, dict[str, Any]]:
@@ -128,6 +132,15 @@ def _bundle(project: Project) -> tuple[Path, dict[str, Any]]:
 def db(project: Project, *args: str) -> Any:
     """The real drillbook command, with the environment the kernel had (the secret resolves)."""
     return cli(project, *args, env={"T_CANARY": CANARY, "DRILLBOOK_OPERATOR": "alice"})
+
+
+def _lock_is_free(project: Project) -> bool:
+    """The environment's lock can be taken now (what ``drillbook run`` does first)."""
+    try:
+        with locks.hold(project.state, "local", "probe"):
+            return True
+    except LockBusy:
+        return False
 
 
 def _everything(bundle: Path) -> bytes:
@@ -172,8 +185,7 @@ def test_finish_archives_a_signed_interactive_bundle(project: Project, person: A
     status = db(project, "status")
     assert status.code == 0 and "tiny" in status.stdout
     assert not list((project.state / "inflight").glob("*.json"))
-    # the lock is released: drillbook run may now use the environment
-    assert db(project, "run", "tiny", "--env", "local", "--dry-run").code == 0
+    assert _lock_is_free(project)
 
 
 # --------------------------------------------------------------------------- one run per environment
@@ -190,7 +202,7 @@ def test_a_second_run_on_the_environment_is_refused_while_one_is_open(project: P
     assert ran.code == 2 and "busy" in ran.stderr and "alice@" in ran.stderr and run_id in ran.stderr
     assert other.run("drill = drillbook.start(env='staging')").error is None  # another environment is free
     first.run("drill.finish()")
-    assert db(project, "run", "tiny", "--env", "local", "--dry-run").code == 0
+    assert _lock_is_free(project)
 
 
 def test_picker_and_start_again_keep_the_environment_of_the_open_run(project: Project, person: Any) -> None:
@@ -283,7 +295,7 @@ def test_a_killed_kernel_is_archived_as_aborted_by_the_next_command(project: Pro
     nb = json.loads((bundle / "notebook.ipynb").read_text())
     assert "drill.step('Fence a'" in json.dumps(nb)
     assert db(project, "verify").code == 0
-    assert db(project, "run", "tiny", "--env", "local", "--dry-run").code == 0  # the lock died with it
+    assert _lock_is_free(project)  # the lock died with the kernel
 
 
 def test_a_kernel_shut_down_before_finish_archives_its_run(project: Project, person: Any) -> None:
@@ -331,3 +343,33 @@ def test_incident_json_and_the_operator_rule(tmp_path: Path, monkeypatch: pytest
 def test_the_runbooks_last_cells_say_what_is_true() -> None:
     text = (REPO / "runbooks" / "postgres-failover.ipynb").read_text()
     assert "evidence bundle" in text
+
+
+# --------------------------------------------------------------------------- the real failover runbook
+def test_the_failover_runbook_cell_by_cell_in_dry_run_on_the_lab(lab_project: Any, tmp_path: Path,
+                                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The real runbook's cells, run one by one against the lab in dry-run: a passed interactive
+    bundle that changed nothing. Its archive and state are this test's own, not the lab project's."""
+    copy = tmp_path / "postgres-failover.ipynb"
+    copy.write_bytes((REPO / "runbooks" / "postgres-failover.ipynb").read_bytes())
+    where = {"DRILLBOOK_PROJECT": str(lab_project.root), "DRILLBOOK_ARCHIVE": str(tmp_path / "archive"),
+             "DRILLBOOK_STATE": str(tmp_path / "state")}
+    before = lab_project.postgres().replication.roles()
+    k = Kernel(tmp_path, {"DRILLBOOK_OPERATOR": "alice", "JPY_SESSION_NAME": str(copy),
+                          "DRILLBOOK_HOME": os.environ["DRILLBOOK_HOME"], **where}, tmp_path_factory.mktemp("kernel"))
+    try:
+        for cell in nbformat.read(str(copy), as_version=4).cells:
+            if cell.cell_type == "code":
+                ran = k.run(cell.source)
+                assert ran.error is None, ran.text
+                tagged = [line for line in ran.text.splitlines() if " │ " in line]
+                assert all(line.startswith("local · DRY-RUN │ ") for line in tagged), ran.text
+    finally:
+        k.stop(now=True)
+    assert lab_project.postgres().replication.roles() == before  # a dry run changes nothing
+    (bundle,) = (tmp_path / "archive" / "runs").iterdir()
+    rec = json.loads((bundle / "record.json").read_text())
+    assert (rec["drill"], rec["kind"], rec["mode"], rec["status"]) == ("postgres-failover", "runbook", "interactive", "passed")
+    assert [s["status"] for s in rec["steps"] if s["mutating"]] == ["dry-run"] * 3
+    assert "Changed: nothing" in (bundle / "notebook.ipynb").read_text()
+    assert cli(lab_project.root, "verify", env=where).code == 0
