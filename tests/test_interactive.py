@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from drillbook import journal
 from drillbook.errors import LockBusy
 from drillbook.incidentfile import IncidentError, load_incident_file, validate_incident, validate_severity
 from drillbook.runner import locks
+from drillbook.site import build as site_build
 from jupyter_client import KernelManager
 
 CANARY = "c4nary-Interactive-s3cret"
@@ -186,6 +188,17 @@ def test_finish_archives_a_signed_interactive_bundle(project: Project, person: A
     assert status.code == 0 and "tiny" in status.stdout
     assert not list((project.state / "inflight").glob("*.json"))
     assert _lock_is_free(project)
+    _site_shows_the_person(project, run_id)
+
+
+def _site_shows_the_person(project: Project, run_id: str) -> None:
+    """The site's page of the run (generated, as publish does before MkDocs) says who, how, which incident."""
+    shutil.copy(REPO / "mkdocs.yml", project.root / "mkdocs.yml")
+    (project.root / "docs").mkdir()
+    site_build.generate(project.root, project.archive, state=project.state)
+    page = (project.root / "docs" / "evidence" / "runs" / run_id / "index.md").read_text()
+    assert "interactive (a person in a notebook)" in page and "(from DRILLBOOK\\_OPERATOR)" in page
+    assert "INC-42" in page and "P1" in page and CANARY not in page
 
 
 # --------------------------------------------------------------------------- one run per environment
@@ -340,11 +353,6 @@ def test_incident_json_and_the_operator_rule(tmp_path: Path, monkeypatch: pytest
     assert journal.operator_identity()[1] == "os-user"
 
 
-def test_the_runbooks_last_cells_say_what_is_true() -> None:
-    text = (REPO / "runbooks" / "postgres-failover.ipynb").read_text()
-    assert "evidence bundle" in text
-
-
 # --------------------------------------------------------------------------- the real failover runbook
 def test_the_failover_runbook_cell_by_cell_in_dry_run_on_the_lab(lab_project: Any, tmp_path: Path,
                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -357,10 +365,12 @@ def test_the_failover_runbook_cell_by_cell_in_dry_run_on_the_lab(lab_project: An
     before = lab_project.postgres().replication.roles()
     k = Kernel(tmp_path, {"DRILLBOOK_OPERATOR": "alice", "JPY_SESSION_NAME": str(copy),
                           "DRILLBOOK_HOME": os.environ["DRILLBOOK_HOME"], **where}, tmp_path_factory.mktemp("kernel"))
+    shown = ""
     try:
         for cell in nbformat.read(str(copy), as_version=4).cells:
             if cell.cell_type == "code":
                 ran = k.run(cell.source)
+                shown += ran.text
                 assert ran.error is None, ran.text
                 tagged = [line for line in ran.text.splitlines() if " │ " in line]
                 assert all(line.startswith("local · DRY-RUN │ ") for line in tagged), ran.text
@@ -372,4 +382,6 @@ def test_the_failover_runbook_cell_by_cell_in_dry_run_on_the_lab(lab_project: An
     assert (rec["drill"], rec["kind"], rec["mode"], rec["status"]) == ("postgres-failover", "runbook", "interactive", "passed")
     assert [s["status"] for s in rec["steps"] if s["mutating"]] == ["dry-run"] * 3
     assert "Changed: nothing" in (bundle / "notebook.ipynb").read_text()
+    assert "Post this run's evidence bundle" in shown or "Nothing was changed" in shown
+    assert f"Evidence: {bundle}" in shown  # the bundle the last cell tells the person to post exists
     assert cli(lab_project.root, "verify", env=where).code == 0
