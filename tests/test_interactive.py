@@ -236,10 +236,14 @@ def test_picker_and_start_again_keep_the_environment_of_the_open_run(project: Pr
     refused = k.run("drillbook.start(env='local')")
     assert refused.error is not None and refused.error["ename"] == "RunOpen" and "finish()" in refused.text
     assert len(refused.error["traceback"]) == 2
-    assert k.run("print(drill.run_id, drill.env.name)").text.split() == [run_id, "staging"]  # still open
+    bad = k.run("drillbook.start(env=picker.value, dry_run=True, severity='P7')")
+    assert bad.error is not None and bad.error["ename"] == "IncidentError"
+    still = k.run("print(drill.run_id, drill.env.name, drill.data['status'])").text.split()
+    assert still == [run_id, "staging", "running"]  # refusals leave the open run alone
     k.run("drill.finish()")
     _, rec = _bundle(project)
     assert rec["env"] == "staging" and rec["run_id"] == run_id and rec["dry_run"] is True
+    assert rec["status"] == "passed"
 
 
 # --------------------------------------------------------------------------- gates

@@ -344,9 +344,10 @@ class Drill:
 
 # --------------------------------------------------------------------- lifecycle hooks
 def _cell_failed(error: BaseException) -> None:
-    """A cell raised (or was interrupted; the kernel's hook says) → close the run and run the cleanups now."""
+    """A cell raised (or was interrupted; the kernel's hook says) → close the run and run the cleanups now,
+    unless start() refused to change the open run: then the run is untouched and goes on."""
     drill = _current
-    if drill is not None and not drill._closed:
+    if drill is not None and not drill._closed and not isinstance(error, opening.REFUSALS):
         drill.fail(error)
 
 
@@ -389,10 +390,9 @@ def start(env: str | None = None, dry_run: bool = True, approve: list[str] | tup
     if run_dir is None and kernel.in_kernel():  # a person's run: it is a run like any other
         drill._adopt(opening.open_interactive(environment, project, want, drill.dry_run, sorted(drill.approved),
                                               drill.change, run_id, drill.redactor))
-    _current = drill
+    previous, _current = (_current.run_id if _current is not None else None), drill
     kernel.hook(_cell_failed)
-    prod, mode = " — PRODUCTION" if environment.production else "", "LIVE" if not drill.dry_run else "DRY RUN"
-    drill._say(f"drillbook run {drill.run_id} on {environment.name}{prod}: {mode}" + " (nothing will be changed)" * drill.dry_run)
+    opening.announce(drill, previous)
     return drill
 
 

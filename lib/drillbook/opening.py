@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # annotations only: the runner's pieces load once a person op
     from .runner.interactive import InteractiveRun
 
 DEFAULT_ENV = "local"
+# What start() raises before it changes anything: an open run stays open (the cell hook lets it be).
+REFUSALS = (RunOpen, incidentfile.IncidentError)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,16 @@ def keep(run: OpenRun, want: Wanted, dry_run: bool, approve: list[str], change: 
         if gate not in run.approved:
             run.approve_gate(gate, "approved when the run was started again (approve parameter)", "approve")
     run._say(f"run {run.run_id} is still open on {run.env.name} ({mode}): kept, nothing restarted")
+
+
+def announce(run: OpenRun, previous: str | None) -> None:
+    """The run's first line; after an earlier run in this kernel, which outputs are stale."""
+    prod = " — PRODUCTION" if run.env.production else ""
+    mode = "DRY RUN (nothing will be changed)" if run.dry_run else "LIVE"
+    run._say(f"drillbook run {run.run_id} on {run.env.name}{prod}: {mode}")
+    if previous and previous != run.run_id:
+        run._say(f"outputs still on screen that end with [run {previous}], or with no run id, are from an "
+                 "earlier run: only those ending with this run's id belong to it")
 
 
 def open_interactive(env: Environment, project: Path, want: Wanted, dry_run: bool, approve: list[str],

@@ -112,7 +112,7 @@ class InteractiveRun:
             mode="interactive", severity=opening.severity, incident=opening.incident)
         self._lock = ExitStack()
         self._lock.enter_context(locks.hold(state, opening.env.name, self.run_id, operator=opening.operator,
-                                            hint="finish that run first (drill.finish()), or wait for it"))
+                                            hint="wait until that run is finished (drill.finish() in its notebook), then start again"))
         try:
             self.marker = inflight.Marker.open(state, self.run_id, redactor, dict(self.base), self.archive_root,
                                                self.key, {})
@@ -187,7 +187,7 @@ def _fold_traceback(nb: Any, kernel_journal: Journal, failing: dict[str, Any] | 
         f"<details><summary>Full traceback ({html.escape(str(error.get('type')))})</summary>"
         f"<pre>{text}</pre></details>")
     cell.metadata["tags"] = ["drillbook-traceback"]
-    nb.cells.insert(failing["index"] + 1, cell)
+    nb.cells.insert(failing["index"] + 2, cell)  # mark_failure put its banner on top: the cell moved down one
 
 
 def open_run(opening: Opening, run_id: str | None, redactor: Redactor) -> InteractiveRun:
