@@ -168,8 +168,9 @@ class Drill:
         if isinstance(result, (str, int, float, bool)) and result is not None:
             record["detail"] = str(result)
         self._save()
-        self._say(f"✓ {title} ({record['seconds']:.2f} s)" + (f": {result}" if isinstance(result, (int, float)) else ""))
-        kernel.quiet(result)  # shown on the line above, never echoed bare under the cell
+        shown = isinstance(result, (int, float)) or (isinstance(result, str) and len(result) <= 120 and "\n" not in result)
+        self._say(f"✓ {title} ({record['seconds']:.2f} s)" + (f": {result}" if shown else ""))
+        kernel.quiet(result if shown else None)  # on the line above: never echoed bare under the cell
         return result
 
     def not_applicable(self, title: str, reason: str) -> None:
@@ -370,9 +371,8 @@ atexit.register(_at_exit)
 def start(env: str | None = None, dry_run: bool = True, approve: list[str] | tuple[str, ...] | None = None,
           run_id: str | None = None, change: str | None = None, severity: str | None = None,
           incident: str | None = None) -> Drill:
-    """Begin a run against environment ``env`` (default: the working copy's ``incident.json``, else
-    ``local``). Safe defaults: ``dry_run=True``, nothing approved. In a kernel no runner started, the
-    run is opened here and archived at its end; calling this again while it is open keeps it."""
+    """Begin a run against ``env`` (default: ``incident.json``'s, else ``local``); ``dry_run=True``, nothing
+    approved. In a kernel no runner started it is opened and archived here; again while open: kept."""
     global _current
     approve = [approve] if isinstance(approve, str) else approve
     want = opening.wanted(env, severity, incident, Path.cwd())
