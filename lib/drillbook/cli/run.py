@@ -83,7 +83,8 @@ def _run_due() -> int:
                 for e in latest_runs(paths.archive_root(), dry_runs=False)}
     worst = 0
     for entry in schedule.due_entries(schedule.load_schedule(), finished, datetime.now(timezone.utc)):
-        request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve))
+        request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve),
+                             approved_by="schedule")
         try:
             worst = max(worst, run_one(request))
         except DrillbookError as exc:  # one bad entry must not stop the others

@@ -98,6 +98,9 @@ def _document(plan: Plan, base: dict[str, Any], run_dir: Path, status: str, reas
         failing_cell=failing, results=scraps.read_scraps(nb).get(scraps.RESULTS_SCRAP),
     )
     done["versions"] = {**done["versions"], "kernel_python": nb.metadata.get("language_info", {}).get("version")}
+    for gate in done["gates"]:  # the kernel knows only that approvals came with the run; the runner knows whence
+        if gate.get("method") == "approve" and plan.request.approved_by == "schedule":
+            gate.update(method="schedule", how="approved by the schedule entry's approve list")
     return done, plan.redactor.scrub_obj(nb)
 
 

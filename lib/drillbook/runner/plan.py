@@ -36,6 +36,7 @@ class RunRequest:
     wait: float = 0.0
     preflight: bool = True
     severity: str | None = None  # P0–P3, when the run serves an incident
+    approved_by: str = "approve"  # how ``approve`` was given: "approve" (--approve) or "schedule"
     incident: str | None = None  # the incident's id
 
 
