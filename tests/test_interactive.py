@@ -20,13 +20,13 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import REPO, Project, cli
-from labsupport import lab_project  # noqa: F401  (the session's lab)
 from drillbook import journal
 from drillbook.errors import LockBusy
 from drillbook.incidentfile import IncidentError, load_incident_file, validate_incident, validate_severity
 from drillbook.runner import locks
 from drillbook.site import build as site_build
 from jupyter_client import KernelManager
+from labsupport import LabProject, lab_project  # noqa: F401  (the session's lab)
 
 CANARY = "c4nary-Interactive-s3cret"
 WAIT = 120.0  # a bound for the truth to arrive, never a pass/fail timing
@@ -358,7 +358,7 @@ def test_incident_json_and_the_operator_rule(tmp_path: Path, monkeypatch: pytest
 
 
 # --------------------------------------------------------------------------- the real failover runbook
-def test_the_failover_runbook_cell_by_cell_in_dry_run_on_the_lab(lab_project: Any, tmp_path: Path,
+def test_the_failover_runbook_cell_by_cell_in_dry_run_on_the_lab(lab_project: LabProject, tmp_path: Path,
                                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
     """The real runbook's cells, run one by one against the lab in dry-run: a passed interactive
     bundle that changed nothing. Its archive and state are this test's own, not the lab project's."""

@@ -32,7 +32,7 @@ from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
 from .config.secrets import Redactor
-from .errors import ChangeRequired, CheckFailed, DrillbookError, RunOpen, UnreachableHost
+from .errors import ChangeRequired, CheckFailed, DrillbookError, UnreachableHost
 from .evidence.record import RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status, Step, measured, verdict
 from .journal import RUN_DIR_VAR, operator_identity
 from .shells.base import Shell
