@@ -163,6 +163,8 @@ class Drill:
             record.update(status="failed", detail=f"{type(exc).__name__}: {exc}",
                           ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
             self._save()
+            if self.interactive is not None:  # a person sees one line; the evidence keeps the traceback
+                kernel.one_line(exc, f"step {title!r} {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'failed'}")
             raise
         record.update(status="passed", ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
         if isinstance(result, (str, int, float, bool)) and result is not None:
@@ -328,10 +330,8 @@ class Drill:
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise DrillbookError(
-                f"run {self.run_id} is already closed ({self.data['status']})",
-                "re-run the cell that calls drillbook.start() to begin a new run",
-            )
+            raise DrillbookError(f"run {self.run_id} is already closed ({self.data['status']})",
+                                 "re-run the cell that calls drillbook.start() to begin a new run")
 
     def __enter__(self) -> Drill:
         return self

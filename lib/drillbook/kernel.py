@@ -126,6 +126,21 @@ def unhook() -> None:
             ip.events.unregister(event, fn)
 
 
+# --------------------------------------------------------------------- errors on one line
+def one_line(exc: BaseException, what: str) -> None:
+    """Have IPython show ``exc`` as one line and a hint, as it shows a ``DrillbookError`` (IPython
+    honours ``_render_traceback_``); the run's evidence keeps the full traceback."""
+    if hasattr(exc, "_render_traceback_") or not in_kernel():
+        return
+    detail = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    lines = [f"\x1b[31merror: {what}: {detail}\x1b[0m",
+             "hint: the full traceback is in this run's evidence, folded under this cell"]
+    try:
+        exc._render_traceback_ = lambda: lines  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type without instance attributes: the usual traceback
+        pass
+
+
 # --------------------------------------------------------------------- no echoed values
 def quiet(value: object) -> None:
     """Do not echo ``value`` if it ends up the running cell's result (a drill call returned it)."""
