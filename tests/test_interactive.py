@@ -328,13 +328,21 @@ def test_a_kernel_shut_down_before_finish_archives_its_run(project: Project, per
 
 
 # --------------------------------------------------------------------------- bad input, operator
-def test_bad_severity_or_incident_is_one_line(project: Project, person: Any) -> None:
+def test_severity_and_incident_come_from_the_call_or_incident_json(project: Project, person: Any) -> None:
     k = person()
     bad = k.run("import drillbook\ndrillbook.start(env='local', severity='P9')")
     assert bad.error["ename"] == "IncidentError" and len(bad.error["traceback"]) == 2
     assert not project.run_dirs() and not (project.state / "inflight").exists()
     ran = db(project, "run", "tiny", "--env", "local", "--incident", "../x")
     assert ran.code == 2 and "bad incident id" in ran.stderr and not project.run_dirs()
+    # a per-incident working copy: incident.json next to the notebook says where and what for
+    (project.root / "incident.json").write_text(json.dumps({"runbook": "tiny", "env": "staging", "severity": "P2",
+                                                            "incident": "INC-7", "source_sha256": "0" * 64}))
+    other = k.run("drillbook.start(env='local')")
+    assert other.error["ename"] == "IncidentError" and "staging" in other.text and len(other.error["traceback"]) == 2
+    k.run("drill = drillbook.start()\ndrill.finish()")
+    _, rec = _bundle(project)
+    assert (rec["env"], rec["severity"], rec["incident"], rec["drill"]) == ("staging", "P2", "INC-7", "tiny")
 
 
 def test_incident_json_and_the_operator_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -107,7 +107,8 @@ def open_interactive(env: Environment, project: Path, want: Wanted, dry_run: boo
     operator, source = journal.operator_identity()
     opening = interactive.Opening(env=env, project=project, dry_run=dry_run, approve=approve, change=change,
                                   severity=want.severity, incident=want.incident, operator=operator,
-                                  operator_source=source, notebook=interactive.notebook_path(project, want.runbook))
+                                  operator_source=source, notebook=interactive.notebook_path(project, want.runbook),
+                                  runbook=want.runbook)
     return interactive.open_run(opening, run_id, redactor)
 
 

@@ -55,12 +55,13 @@ class Opening:
     operator: str
     operator_source: str
     notebook: Path | None  # the notebook being run, when the kernel can tell
+    runbook: str | None = None  # the catalog name it is a working copy of (incident.json)
 
 
 def notebook_path(project: Path, named: str | None = None) -> Path | None:
-    """The notebook this kernel runs: ``named`` (an incident's working copy names its runbook),
-    else what the Jupyter server told the kernel; None when neither names a file."""
-    for candidate in (named, os.environ.get(SESSION_VAR)):
+    """The notebook this kernel runs: what the Jupyter server told the kernel, else ``named`` (the
+    runbook an incident's working copy names); None when neither names a file."""
+    for candidate in (os.environ.get(SESSION_VAR), named):
         if not candidate:
             continue
         path = Path(candidate)
@@ -85,10 +86,11 @@ def _describe(opening: Opening) -> tuple[str, str, str, str, list[str], record.S
         entry = catalog.load_optional_entry(path)
     except DrillbookError:
         entry = None
-    source = record.source_info(path, opening.project)
+    source = record.source_info(path, opening.project)  # the file as saved: a working copy is what ran
+    name = opening.runbook or (entry.name if entry else path.stem)  # a working copy counts as its runbook
     if entry is None:
-        return path.stem, "notebook", path.stem, source["path"], [], source
-    return entry.name, entry.kind, entry.meta.title, source["path"], list(entry.meta.controls), source
+        return name, "notebook", path.stem, source["path"], [], source
+    return name, entry.kind, entry.meta.title, source["path"], list(entry.meta.controls), source
 
 
 class InteractiveRun:
