@@ -105,7 +105,9 @@ def test_interactive_gate_asks_for_the_gate_name(run_dir: Path, monkeypatch: pyt
         drill.step("Roll back", lambda: "done", mutating=True, gate="ROLLBACK")
     drill = drillbook.start(env="local", dry_run=False)
     assert drill.step("Roll back", lambda: "done", mutating=True, gate="ROLLBACK") == "done"
-    assert drill.data["gates"][0]["how"].startswith("confirmed interactively by ")
+    gate = drill.data["gates"][0]
+    assert gate["how"].startswith("confirmed at the prompt by ") and gate["method"] == "prompt"
+    assert gate["asked_at"] <= gate["at"]
 
 
 def test_production_needs_a_change_reference(project: Project, run_dir: Path) -> None:
@@ -154,3 +156,6 @@ def test_gate_panel_approves_only_the_exact_name(run_dir: Path) -> None:
     assert "promote" in drill.approved and button.disabled
     assert drill.data["gates"][0]["how"].startswith("approved in the gate panel by ")
     assert drill.step("Promote", lambda: "ok", mutating=True, gate="promote") == "ok"
+    pressed, passed = drill.data["gates"]  # the step's entry: confirmed in the panel, when it was pressed
+    assert passed["method"] == pressed["method"] == "panel" and passed["at"] == pressed["at"]
+    assert "in advance" not in passed["how"]

@@ -35,20 +35,33 @@ def change_missing(run: Gated, what: str) -> str | None:
 
 def pass_gate(run: Gated, gate: str, title: str) -> None:
     """Let step ``title`` through ``gate``: approved in advance, or confirmed by a person at a prompt
-    (never in an unattended run). Journals how; raises ``GateNotApproved`` otherwise."""
-    at = journal.now_iso()  # when the step asked, not when someone answered
+    (never in an unattended run). Journals when it was confirmed and how; raises ``GateNotApproved``
+    otherwise."""
     if gate in run.approved:
-        how = "approved in advance (approve parameter or confirmation panel)"
+        entry = _approved(run, gate, title)
     elif run.unattended:
         raise GateNotApproved(
             f"gate {gate!r} (step {title!r}) is not approved; an unattended run never waits for input",
             f"re-run with --approve {gate} once you are sure",
         )
     else:
-        how = f"confirmed interactively by {run.data['operator']}"
+        asked = journal.now_iso()
         ask(gate, title)
-        run.approved.add(gate)
-    run.data["gates"].append(Gate(gate=gate, step=title, at=at, how=how))
+        run.approved.add(gate)  # the confirmation is when the person answered, not when asked
+        entry = Gate(gate=gate, step=title, at=journal.now_iso(), how=f"confirmed at the prompt by {run.data['operator']}",
+                     method="prompt", asked_at=asked)
+    run.data["gates"].append(entry)
+
+
+def _approved(run: Gated, gate: str, title: str) -> Gate:
+    """The entry of a step let through by an approval given before it: in the panel (when the
+    button was pressed) or with the run (``--approve``/the approve parameter: when the run began)."""
+    for earlier in reversed(run.data["gates"]):
+        if earlier["gate"] == gate and earlier["step"] is None and earlier.get("method", "panel") != "approve":
+            return Gate(gate=gate, step=title, at=earlier["at"], how=earlier["how"],
+                        method=earlier.get("method", "panel"))
+    return Gate(gate=gate, step=title, at=run.data["started_at"], method="approve",
+                how="approved when the run was started (--approve or the approve parameter)")
 
 
 def ask(gate: str, title: str) -> None:
@@ -65,8 +78,8 @@ def ask(gate: str, title: str) -> None:
                               f"type exactly {gate} to proceed")
 
 
-def approve(run: Gated, gate: str, how: str | None = None) -> None:
-    """Approve ``gate`` ahead of its step, journalling who and how (the caller saves the journal)."""
+def approve(run: Gated, gate: str, how: str | None = None, method: str = "panel") -> None:
+    """Approve ``gate`` ahead of its step, now, journalling who and how (the caller saves the journal)."""
     run.approved.add(gate)
-    run.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(),
-                              "how": how or f"approved in advance by {run.data['operator']}"})
+    run.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(), "method": method,
+                              "how": how or f"approved in the gate panel by {run.data['operator']}"})
