@@ -2,28 +2,63 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from .. import paths
 from .app import STATUS_COLOURS, app, archive_path, out, table
+
+if TYPE_CHECKING:  # annotations only: the evidence modules load cryptography
+    from ..evidence.anchors import Anchor
+
+
+def _anchors(archive: Path, against: list[str], required: bool) -> list[Anchor]:
+    """The sites named, and the project's git anchors: always with --anchors, else when the archive
+    is the project's own (a HEAD older than the newest anchor is then caught by plain verify)."""
+    from ..evidence import anchors
+    from ..evidence.anchors import AnchorError
+
+    found = [anchors.site_anchor(source) for source in against]
+    if required:
+        found.extend(anchors.git_anchors(paths.project_root()))
+    else:
+        found.extend(anchors.anchors_of(archive))
+    if required and not any(a.where.startswith("git") for a in found):
+        raise AnchorError(f"no anchors on the {anchors.BRANCH} branch of the project's git repository",
+                          "run drillbook anchor first (it commits the ledger's head to that branch)")
+    return found
 
 
 @app.command()
 def verify(
-    archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
+    archive: Optional[Path] = typer.Option(None, help="Evidence archive, or a published site's folder (default: reports/evidence)."),
     public_key: list[Path] = typer.Option([], "--public-key", help="Trust only this public key (PEM); repeatable."),
+    against: list[str] = typer.Option([], "--against", help="A published site (folder or URL) whose anchor the ledger must still hold; repeatable."),
+    anchors: bool = typer.Option(False, "--anchors", help="Hold the ledger to every anchor on the project's evidence-anchors git branch."),
 ) -> None:
-    """Recompute every hash and signature; name each run changed, removed, reordered or added outside the ledger."""
+    """Recompute every hash and signature against the pinned keys (parameters/trust.yaml) and any anchors;
+    name each run changed, removed, reordered, added outside the ledger or signed by an untrusted key."""
+    from ..evidence import published
     from ..evidence.verify import verify_archive
 
-    report = verify_archive(archive_path(archive), public_key or None)
+    root = archive_path(archive)
+    found = _anchors(root, against, anchors)
+    report = verify_archive(root, public_key or None, anchors=found)
     for problem in report.problems:
-        out.print(f"[red]✗[/red] {problem}")
+        out.print(f"[red]✗[/red] {problem}", markup=True, highlight=False, soft_wrap=True)
     if not report.ok:
         out.print(f"verify: {len(report.problems)} problem(s) in an archive of {report.runs} run(s)")
         raise typer.Exit(1)
-    out.print(f"verify: {report.runs} run(s), ledger chain, signatures and every file intact")
+    held = f", held to {len(found)} anchor(s)" if found else ""
+    site = published.site_archive(root)
+    if site is not None:
+        from ..evidence.ledger import read_entries
+
+        out.print(f"verify: published site with {report.runs} run(s) ({published.published_bundles(site, read_entries(site))} "
+                  f"bundle(s) published): ledger chain, signatures and every published file intact{held}")
+        return
+    out.print(f"verify: {report.runs} run(s), ledger chain, signatures and every file intact{held}")
 
 
 @app.command()

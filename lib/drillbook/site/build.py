@@ -23,6 +23,7 @@ from pathlib import Path
 from .. import paths
 from ..config import catalog, schedule
 from ..errors import ConfigError, DrillbookError
+from .anchoring import anchor_note
 from .data import Cache, cache_path, full_page_runs, load_archive
 from .evidence import write_evidence
 from .files import GENERATED, PageTree, TreeStats
@@ -98,7 +99,7 @@ def generate(project: Path, archive: Path, full_runs: int = DEFAULT_FULL_RUNS, n
     write_history(tree, data, {e.name: e for e in entries}, cache)
     write_runbooks(tree, project, entries, skipped, data, pages, plan, cache)
     rows = dashboard_rows(entries, plan, data, now)
-    tree.write(DASHBOARD, dashboard_page(rows, data, catalogued, pages, now))
+    tree.write(DASHBOARD, dashboard_page(rows, data, catalogued, pages, now) + anchor_note(data))
     tree.write(COMPLIANCE, compliance_page(entries, rows, data, pages))
     stats = tree.prune()
     cache.save()

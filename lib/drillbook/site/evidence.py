@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EvidenceError
-from ..evidence import keys, ledger
+from ..evidence import anchors, keys, ledger
 from ..evidence.archive import MANIFEST_NAME, RECORD_NAME, load_record, run_dir
 from ..evidence.record import Record
 from .data import Archive, RunSummary
@@ -282,6 +282,9 @@ def evidence_index(tree: PageTree, archive: Archive, full: set[str], published: 
     for name in (ledger.LEDGER_NAME, ledger.HEAD_NAME):
         if (archive.root / name).is_file():
             tree.copy(f"evidence/{name}", archive.root / name)
+    anchor = anchors.site_document(archive.root)  # the head this publish saw: `verify --against` holds to it
+    if anchor is not None:
+        tree.write(anchors.SITE_FILE, anchor)
     if (archive.root / ledger.LEDGER_NAME).is_file():
         head = ledger.read_head(archive.root) or {}
         out.append(f"{link('ledger.jsonl', page, 'evidence/ledger.jsonl')} ({len(archive.entries)} entries) and "
