@@ -139,6 +139,13 @@ def _append_locked(archive: Path, key: Ed25519PrivateKey, kid: str, fields: Mapp
     return entry
 
 
+def append_event(archive: Path, key: Ed25519PrivateKey, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Enter a signed entry that is not a run (an approval: ``fields["type"]`` says which)."""
+    kid = keys.export_public_key(key, archive)
+    with locked(archive):
+        return _append_locked(archive, key, kid, fields)
+
+
 def append_transition(archive: Path, old: Ed25519PrivateKey, new: Ed25519PrivateKey) -> dict[str, Any]:
     """Hand signing over from ``old`` to ``new``: one entry signed by both; HEAD signed by the new key."""
     keys.export_public_key(new, archive)

@@ -21,7 +21,7 @@ from nbformat import NotebookNode
 from .. import journal, paths, scraps
 from ..config import notebooks
 from ..errors import EvidenceError
-from ..evidence import keys, record
+from ..evidence import approvals, keys, record
 from ..evidence.archive import record_run
 from ..journal import operator_name
 from . import inflight, locks
@@ -146,6 +146,9 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
         controls=list(entry.meta.controls) if entry else [], source=record.source_info(plan.path, project),
         operator=operator_name(),
     )
+    base["plan"] = approvals.plan_hash(plan.path, plan.parameters, Path(plan.env.source))  # what an approval binds
+    if plan.approvals:
+        base["approvals"] = list(plan.approvals)
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait):
         marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
         run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet

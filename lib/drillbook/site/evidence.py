@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import EvidenceError
 from ..evidence import anchors, keys, ledger
@@ -115,9 +115,21 @@ def _cleanups_and_gates(rec: Record) -> str:
     out = []
     cleanups = [[esc(c.get("title")), esc(c.get("status")), esc(c.get("detail") or "")] for c in rec.get("cleanups") or []]
     out.append(table(["Cleanup", "Status", "Detail"], cleanups) if cleanups else "No cleanups were registered.\n")
-    gates = [[code(g.get("gate")), esc(g.get("step")), esc(g.get("how")), when(g.get("at"))] for g in rec.get("gates") or []]
-    out.append(table(["Gate", "Step", "How it was passed", "At"], gates) if gates else "No gate was passed.\n")
+    approved = {str(a.get("gate")): a for a in rec.get("approvals") or []}
+    gates = [[code(g.get("gate")), esc(g.get("step")), esc(g.get("how")), when(g.get("at")),
+              _approval_cell(approved.get(str(g.get("gate"))))] for g in rec.get("gates") or []]
+    out.append(table(["Gate", "Step", "How it was passed", "At", "Approval"], gates) if gates else "No gate was passed.\n")
     return "\n".join(out)
+
+
+def _approval_cell(approval: Mapping[str, Any] | None) -> str:
+    """Who approved the gate, with which key, for which plan (four eyes; ``evidence/approvals.py``)."""
+    if not approval:
+        return "—"
+    return (f"{code(approval.get('id'))} by **{esc(approval.get('approver'))}** "
+            f"(key {code(str(approval.get('key_fingerprint'))[:23])}…) at {when(approval.get('approved_at'))}<br>"
+            f"plan {code(str(approval.get('plan_sha256'))[:16])} of dry run {code(approval.get('dry_run'))}, "
+            f"valid until {when(approval.get('expires_at'))}")
 
 
 def _parameters(rec: Record) -> str:
