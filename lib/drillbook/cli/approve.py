@@ -37,4 +37,5 @@ def approve(
                   "(access.approvers): a run will refuse this approval", soft_wrap=True)
     out.print(f"approval {doc['id']}: gate {gate} of dry run {dry_run_id} (plan {doc['plan']['sha256'][:16]}) "
               f"by {name or 'an unlisted key'}, expires {doc['expires_at']}", soft_wrap=True)
-    out.print(f"run it with: drillbook run {doc['drill']} --env {env.name} --approval {doc['id']}", soft_wrap=True)
+    out.print(f"run it with the dry run's parameters: drillbook run {doc['drill']} --env {env.name} "
+              f"--approval {doc['id']} ...", soft_wrap=True)

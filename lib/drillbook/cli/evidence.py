@@ -67,8 +67,11 @@ def status(
     env: Optional[str] = typer.Option(None, "--env", "-e", help="Only this environment."),
     only: Optional[str] = typer.Option(None, "--status", help="Only runs with this status (passed, failed, error, aborted)."),
     archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
+    stale: bool = typer.Option(False, "--stale", help="List runbooks changed since (or never exercised by) their last passing drill; exit 1 when any (for CI)."),
 ) -> None:
-    """Show the latest run of each notebook on each environment."""
+    """Show the latest run of each notebook on each environment (or, with --stale, the runbooks that need a drill)."""
+    if stale:
+        raise typer.Exit(_stale(archive_path(archive)))
     from ..evidence import status as status_mod
 
     frame = status_mod.latest_table(archive_path(archive), drill=drill, env=env, status=only)
@@ -78,3 +81,21 @@ def status(
     rows = [[r.drill, r.env, f"[{STATUS_COLOURS.get(r.status, 'white')}]{r.status}[/]" + (" (dry run)" if r.dry_run else ""),
              r.finished, r.age, r.run_id] for r in frame.itertuples()]
     out.print(table("Latest runs", ["drill", "env", "status", "finished (UTC)", "age", "run id"], rows))
+
+
+def _stale(archive: Path) -> int:
+    from ..config import catalog
+    from ..evidence.freshness import last_drills
+
+    runbooks = {e.name: e.path for e in catalog.load_catalog(paths.project_root(), strict=False) if e.kind == "runbook"}
+    found = sorted(last_drills(archive, runbooks).values(), key=lambda d: d.runbook)
+    stale = [d for d in found if d.stale]
+    if not stale:
+        out.print(f"every runbook ({len(found)}) is unchanged since its last passing drill")
+        return 0
+    rows = [[d.runbook, d.reason(), d.drill or "", d.run_id or "", (d.finished_at or "")[:16].replace("T", " "),
+             f"{d.rto_seconds:g} s" if d.rto_seconds is not None else ""] for d in stale]
+    out.print(table(f"Stale runbooks ({len(stale)} of {len(found)})",
+                    ["runbook", "why", "last drill", "run id", "finished (UTC)", "measured RTO"], rows))
+    return 1
+
