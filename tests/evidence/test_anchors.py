@@ -176,3 +176,16 @@ def test_anchor_outside_a_git_repository_is_refused_in_one_line(tmp_path: Path) 
     assert result.code == 2 and "not a git repository" in result.stderr and "Traceback" not in result.output
     required = cli(project, "verify", "--anchors", env={"GIT_CEILING_DIRECTORIES": str(tmp_path)})
     assert required.code == 2 and "no anchors on the evidence-anchors branch" in required.stderr
+
+
+def test_plain_verify_leaves_another_ledgers_anchors_to_verify_anchors(anchored: Anchored, tmp_path: Path) -> None:
+    project = anchored.copy(tmp_path / "copy")  # another checkout of the repository, with an archive of its own
+    shutil.rmtree(project.archive)
+    add_runs(project.archive, 2, key=anchored.key, drill="failover_sim")
+    assert json.loads(git(project.root, "show", "evidence-anchors:anchor.json"))["genesis"] != \
+        ledger.read_entries(project.archive)[0]["hash"]
+    plain = cli(project, "verify")
+    assert plain.code == 0 and "held to" not in plain.stdout, plain.output
+    insisted = cli(project, "verify", "--anchors")
+    assert insisted.code == 1 and "sequence number(s) 3, 4, 5, 6 missing" in insisted.stdout
+    assert "rewritten from seq 1: the ledger's first entry is not the one anchored" in insisted.stdout

@@ -42,9 +42,10 @@ class Anchor:
     recorded_at: str | None  # when the anchored entry was recorded
     anchored_at: str | None  # when the anchor was taken
     where: str = ""  # for messages: "git evidence-anchors 1a2b3c4d", "site …/anchor.json"
+    genesis: str | None = None  # the hash of the ledger's first entry: which archive it anchors
 
     def document(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "where"}
+        return {k: v for k, v in asdict(self).items() if k != "where" and (k != "genesis" or v)}
 
 
 class AnchorError(EvidenceError):
@@ -58,16 +59,18 @@ def current_head(archive: Path) -> Anchor | None:
     if not head or not isinstance(head.get("seq"), int):
         return None
     recorded = head.get("recorded_at")
+    entries = ledger.read_entries(archive)
     if recorded is None:  # a HEAD written before HEAD carried its time: take the entry's
-        entry = next((e for e in ledger.read_entries(archive) if e.get("seq") == head["seq"]), {})
-        recorded = entry.get("recorded_at")
-    return Anchor(head["seq"], str(head.get("hash")), recorded, journal.now_iso())
+        recorded = next((e for e in entries if e.get("seq") == head["seq"]), {}).get("recorded_at")
+    first = entries[0].get("hash") if entries else None
+    return Anchor(head["seq"], str(head.get("hash")), recorded, journal.now_iso(), genesis=first)
 
 
 def _parse(raw: bytes, where: str) -> Anchor:
     try:
         data = json.loads(raw)
-        return Anchor(int(data["seq"]), str(data["hash"]), data.get("recorded_at"), data.get("anchored_at"), where)
+        return Anchor(int(data["seq"]), str(data["hash"]), data.get("recorded_at"), data.get("anchored_at"), where,
+                      data.get("genesis"))
     except (ValueError, KeyError, TypeError):
         raise AnchorError(f"{where} is not a drillbook anchor", "it must hold seq, hash and recorded_at") from None
 
@@ -166,7 +169,7 @@ def write_git_anchor(project: Path, archive: Path) -> Anchor:
                   env=_identity()).decode().strip()
     # Compare-and-swap: two anchors at once cannot drop one another's commit.
     _git(project, "update-ref", "-m", "drillbook anchor", REF, commit, parent or "0" * 40)
-    return Anchor(head.seq, head.hash, head.recorded_at, head.anchored_at, f"git {BRANCH} {commit[:8]}")
+    return Anchor(head.seq, head.hash, head.recorded_at, head.anchored_at, f"git {BRANCH} {commit[:8]}", head.genesis)
 
 
 def project_of(archive: Path) -> Path | None:
@@ -184,8 +187,20 @@ def project_of(archive: Path) -> Path | None:
 
 
 def anchors_of(archive: Path) -> list[Anchor]:
+    """The git anchors plain ``verify`` holds ``archive`` to: those of this ledger (same first entry).
+
+    Checkouts of one repository share its branches, and each may hold an archive of its own (reports/
+    is not committed): an anchor of another ledger is left to ``verify --anchors``, which takes them all.
+    """
     project = project_of(archive)
-    return git_anchors(project) if project is not None else []
+    if project is None:
+        return []
+    found = git_anchors(project)
+    if not found:
+        return []
+    entries = ledger.read_entries(archive)
+    first = entries[0].get("hash") if entries else None
+    return [a for a in found if a.genesis is None or a.genesis == first]
 
 
 # --------------------------------------------------------------------------- checking
@@ -211,6 +226,11 @@ def check(entries: list[dict[str, Any]], head: dict[str, Any] | None, anchors: l
     if missing:
         problems.append(f"truncated since the anchor of {newest.anchored_at} ({newest.where}, seq {newest.seq}): "
                         f"sequence number(s) {seq_list(missing)} missing")
+    first = by_seq.get(1, {}).get("hash")
+    other = next((a for a in anchors if a.genesis and first and a.genesis != first), None)
+    if other is not None:
+        problems.append(f"rewritten from seq 1: the ledger's first entry is not the one anchored at "
+                        f"{other.anchored_at} ({other.where}), or this is another archive")
     for anchor in sorted(anchors, key=lambda a: a.seq):
         entry = by_seq.get(anchor.seq)
         if entry is not None and entry.get("hash") != anchor.hash:

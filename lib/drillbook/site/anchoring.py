@@ -6,7 +6,7 @@ from ..evidence import anchors
 from .data import Archive
 from .md import admonition, code, esc, when
 
-ANCHOR_WORDS = ("truncated since the anchor", "rewritten:", "HEAD put back")
+ANCHOR_WORDS = ("truncated since the anchor", "rewritten", "HEAD put back")
 
 
 def anchor_note(archive: Archive) -> str:
