@@ -164,7 +164,10 @@ def check(entry: dict[str, Any], *, drill: str, env: Environment, project: Path,
         raise ApprovalRefused(f"approval {aid} was given by {name}, the operator of this run: four eyes need another approver")
     if env.access.operators and user not in env.access.operators and operator not in env.access.operators:
         raise ApprovalRefused(f"{user} is not an operator of environment {env.name!r} (access.operators)")
-    expires = journal.parse_iso(str(doc.get("expires_at")))
+    try:
+        expires = journal.parse_iso(str(doc.get("expires_at")))
+    except ValueError:
+        raise ApprovalRefused(f"approval {aid} has no valid expiry") from None
     if (now or datetime.now(timezone.utc)) > expires:
         raise ApprovalRefused(f"approval {aid} expired at {doc.get('expires_at')}", "approve a fresh dry run")
     changed = _changed(doc.get("plan") or {}, plan)

@@ -237,7 +237,7 @@ class Signers:
     def check(self, entry: dict[str, Any], when: datetime | None) -> str | None:
         """What is wrong with the signature of ``entry`` (None when it checks)."""
         found, why = self.lookup(str(entry.get("key_id")), when)
-        message = str(entry.get("hash")).encode("ascii")
+        message = str(entry.get("hash")).encode("ascii", "replace")  # an edited entry may hold anything
         if found is None:
             return why
         if not keys.verify_signature(found.public, message, str(entry.get("sig"))):
