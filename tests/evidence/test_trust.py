@@ -138,3 +138,40 @@ def test_head_binds_its_time_and_its_signature_covers_it(three: Project) -> None
     (three.archive / "HEAD").write_text(json.dumps(head))
     result = cli(three, "verify")
     assert result.code == 1 and "HEAD: signature is invalid" in result.stdout
+
+
+def test_a_marker_signed_before_a_rotation_is_still_recognised(three: Project, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import time
+
+    from drillbook import paths
+    from drillbook.config.environments import load_environment
+    from drillbook.evidence import record
+    from drillbook.runner import inflight
+
+    old = keys.load_or_create_signing_key()
+    root = paths.run_root()
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    folder = root / "run-rotated"
+    folder.mkdir(mode=0o700)
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a runner that died
+    run_id = "20260101T000000Z-passes-local-000099"
+    base = record.base_record(run_id=run_id, drill="passes", kind="drill", title="Passes", notebook="passes.ipynb",
+                              env=load_environment("local", three.root), parameters={}, dry_run=False, approve=[],
+                              change=None, controls=[], source={"path": "passes.ipynb", "sha256": "0" * 64,
+                                                                "git_commit": None, "git_dirty": None},
+                              operator="t@h")
+    info = {"run_id": run_id, "pid": gone.pid, "proc_start": None, "kernel_pid": None, "kernel_start": None,
+            "run_dir": str(folder), "archive": str(three.archive), "t0": time.time(), "record": base,
+            "scrub_parameters": {}, "outcome": None, "manifest_sha256": None}
+    inflight.Marker(three.state / "inflight" / f"{run_id}.json", info, old)._save()
+    rotation.rotate(three.archive)  # through the API: a command's start would recover the run first
+    result = cli(three, "status")
+    assert "is not signed by this user's drillbook key" not in result.stderr, result.stderr
+    assert f"recorded run {run_id} as aborted" in result.stderr, result.output
+    entry = ledger.read_entries(three.archive)[-1]
+    assert entry["run_id"] == run_id and entry["key_id"] != keys.key_id(old.public_key())
+    assert cli(three, "verify").code == 0
