@@ -100,6 +100,7 @@ def test_publish_writes_the_head_it_saw_and_the_dashboard_shows_the_anchor(ancho
     dashboard = (anchored.site / "status" / "index.html").read_text()
     assert "Anchored head" in dashboard and "#6" in dashboard and "evidence-anchors" in dashboard
     assert "still holds every anchored entry" in dashboard
+    assert 'href="anchor.json"' in (anchored.site / "evidence" / "index.html").read_text()
 
 
 def test_a_published_site_verifies_with_only_the_public_key(anchored: Anchored, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from .data import Archive, RunSummary
 from .files import PageTree
 from .md import admonition, badge, code, esc, front_matter, link, number, rel, table, when
 from .paths import (
+    AUDIT_GUIDE,
     EVIDENCE_INDEX,
     HISTORY_INDEX,
     VERIFY_GUIDE,
@@ -303,6 +304,10 @@ def evidence_index(tree: PageTree, archive: Archive, full: set[str], published: 
                    + (f"{link('HEAD', page, 'evidence/HEAD')} (seq {esc(head.get('seq'))}, hash {code(head.get('hash'))}). "
                       if (archive.root / ledger.HEAD_NAME).is_file() else "no HEAD. ")
                    + f"How to check them: {link('verifying evidence', page, VERIFY_GUIDE)}.\n")
+        if anchor is not None:
+            out.append(f"{link('anchor.json', page, anchors.SITE_FILE)} is the head this publish saw: keep a copy, and "
+                       "`drillbook verify --against anchor.json` later names any entry removed or rewritten since "
+                       f"({link('checking a published site', page, AUDIT_GUIDE)}).\n")
     else:
         out.append("No ledger yet.\n")
     chosen = sorted((r for r in archive.runs if r.run_id in full), key=lambda r: r.seq, reverse=True)
