@@ -43,13 +43,16 @@ lint: $(STAMP)
 demo: $(STAMP) system-deps
 	$(DRILLBOOK) lab up
 	$(DRILLBOOK) lint
+	$(DRILLBOOK) keys trust
 	$(DRILLBOOK) run smoke --env local
 	$(DRILLBOOK) run failover --env local --approve fault --approve promote
 	$(DRILLBOOK) run backup-restore --env local
 	$(DRILLBOOK) run key-rotation --env local --approve rotate
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
+	$(DRILLBOOK) anchor
 	$(DRILLBOOK) publish
+	$(DRILLBOOK) verify --anchors --against site
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run_overhead.py

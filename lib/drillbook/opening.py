@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from . import incidentfile, journal, kernel
 from .config.environments import Environment

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from .. import paths
 from ..errors import ConfigError, DrillbookError, NotFound, SecretError
+from .access import Access
 from .secrets import SecretRef
 from .yamlfile import read_yaml
 
@@ -121,6 +122,7 @@ class Environment(Model):
     objectives: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     secrets: dict[str, SecretRefText] = Field(default_factory=dict)
     parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # notebook name → values
+    access: Access = Field(default_factory=Access)  # who may run and who approves (config/access.py)
     source: str = ""  # the file it came from, filled in by the loader
 
     def secret_refs(self) -> dict[str, SecretRef]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import EvidenceError
 from ..evidence import ledger
+from ..evidence.anchors import anchors_of
 from ..evidence.archive import load_record, run_dir
 from ..evidence.record import Measure as RecordedMeasure
 from ..evidence.record import Record
@@ -206,7 +207,7 @@ def load_summaries(archive: Path, entries: list[dict[str, Any]], cache: Cache) -
 
 # --------------------------------------------------------------------------- verify
 def verify(root: Path) -> VerifyState:
-    report = verify_archive(root)
+    report = verify_archive(root, anchors=anchors_of(root))  # held to the project's git anchors too
     state = VerifyState(runs=report.runs, checked=True)
     for problem in report.problems:
         if problem.run_id is None:

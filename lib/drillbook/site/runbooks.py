@@ -17,8 +17,10 @@ from typing import Callable
 
 from ..config import catalog, environments, notebooks, schedule
 from ..errors import DrillbookError
+from ..evidence.freshness import LastDrill
 from .data import Archive, Cache, RunSummary
 from .files import PageTree
+from .freshness import fresh_section
 from .md import badge, code, esc, front_matter, link, rel, table, when
 from .paths import DASHBOARD, RUNBOOKS_INDEX, history_page, run_page, runbook_page
 
@@ -192,7 +194,8 @@ def _latest(entry: catalog.Entry, runs: list[RunSummary], pages: set[str]) -> st
 
 
 def runbook_markdown(entry: catalog.Entry, project: Path, procedure: str, runs: list[RunSummary],
-                     pages: set[str], envs: list[environments.Environment], plan: list[schedule.Entry]) -> str:
+                     pages: set[str], envs: list[environments.Environment], plan: list[schedule.Entry],
+                     last: LastDrill | None = None) -> str:
     meta = entry.meta
     source = entry.path.relative_to(project).as_posix() if entry.path.is_relative_to(project) else entry.path.name
     fields = [("Kind", esc(meta.kind)), ("Owner", esc(meta.owner)), ("Objectives", _objectives(entry, envs)),
@@ -204,7 +207,8 @@ def runbook_markdown(entry: catalog.Entry, project: Path, procedure: str, runs: 
         table(["Field", "Value"], [[k, v] for k, v in fields]),
         "Try it safely first (mutating steps only print what they would do):\n",
         f"```sh\ndrillbook run {entry.name} --env ENV --dry-run\n```\n",
-        "## Latest evidence\n", _latest(entry, runs, pages), "---\n",
+        "## Latest evidence\n", _latest(entry, runs, pages),
+        fresh_section(last, runbook_page(entry.name), pages) if last else "", "---\n",
         "*The notebook, cell by cell: its explanations and code. Outputs belong to runs: see the evidence.*\n",
         procedure])
 
@@ -228,7 +232,8 @@ def runbooks_index(entries: list[catalog.Entry], skipped: list[str]) -> str:
 
 
 def write_runbooks(tree: PageTree, project: Path, entries: list[catalog.Entry], skipped: list[str],
-                   archive: Archive, pages: set[str], plan: list[schedule.Entry], cache: Cache) -> None:
+                   archive: Archive, pages: set[str], plan: list[schedule.Entry], cache: Cache,
+                   fresh: dict[str, LastDrill] | None = None) -> None:
     names = {e.name for e in entries}
     envs = _environments(project)
     runs = archive.by_name()
@@ -236,7 +241,8 @@ def write_runbooks(tree: PageTree, project: Path, entries: list[catalog.Entry], 
         mapper = LinkMapper(project, tree.docs, names, entry.path)
         procedure = _procedure(entry, mapper, cache, names)
         tree.write(runbook_page(entry.name),
-                   runbook_markdown(entry, project, procedure, runs.get(entry.name, []), pages, envs, plan))
+                   runbook_markdown(entry, project, procedure, runs.get(entry.name, []), pages, envs, plan,
+                                    (fresh or {}).get(entry.name)))
     tree.write(RUNBOOKS_INDEX, runbooks_index(entries, skipped))
 
 
