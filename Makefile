@@ -7,7 +7,7 @@ DRILLBOOK := $(VENV)/bin/drillbook
 STAMP := $(VENV)/.installed
 # Debian packages the lab and the browser test use; installed when missing and running as root.
 # (postgresql: the lab needs TLS, which the pgserver wheel's binaries are built without.)
-APT_PACKAGES := postgresql openssh-server chromium
+APT_PACKAGES := postgresql openssh-server chromium pgbouncer redis-server
 
 .PHONY: demo test venv system-deps lint bench clean
 

@@ -82,8 +82,8 @@ def lab_project() -> LabProject:
     global _LAB
     if _LAB is None:
         base = lab_base()
-        pg1, pg2, ssh = free_ports(3)
-        ports = LabPorts(pg1=pg1, pg2=pg2, ssh=ssh)
+        pg1, pg2, ssh, pgbouncer, redis = free_ports(5)
+        ports = LabPorts(pg1=pg1, pg2=pg2, ssh=ssh, pgbouncer=pgbouncer, redis=redis)
         root = make_project(base, ports)
         _LAB = LabProject(root, ports)
         try:
