@@ -130,9 +130,10 @@ class PgBouncer:
             params["sslrootcert"] = str(path if path.is_absolute() else self.project / path)
         return psycopg.connect(**params)
 
-    def connector(self, timeout: int | None = None) -> Callable[[], psycopg.Connection]:
-        """Opens a new connection through the pool at each call: for probes."""
-        return lambda: self.connect(timeout=timeout)
+    def connector(self, timeout: int | None = None) -> BouncerConnector:
+        """Opens a new connection through the pool at each call: for probes (picklable, so a load
+        in its own process can use it; the password is read from its reference at each call)."""
+        return BouncerConnector(self.service, self.project, timeout or self.connect_timeout, self.name)
 
     def console(self, command: str) -> list[dict[str, Any]]:
         """Rows of an admin-console command (SHOW …, RELOAD, KILL …), as dictionaries."""
@@ -199,6 +200,23 @@ class PgBouncer:
             time.sleep(0.05)
         raise PgBouncerError(f"{self.name}: no new connection served within {timeout:g} s: {last}",
                              "SHOW POOLS on the admin console: who holds the servers?")
+
+
+@dataclass(frozen=True)
+class BouncerConnector:
+    service: PgBouncerService
+    project: Path
+    timeout: int = 3
+    name: str = "pgbouncer"
+
+    def __call__(self) -> psycopg.Connection:
+        bouncer = PgBouncer(self.service, shell=_no_shell, secret=lambda ref: SecretRef.parse(ref).resolve(self.project),
+                            project=self.project, name=self.name, connect_timeout=self.timeout)
+        return bouncer.connect()
+
+
+def _no_shell(host: str) -> Shell:
+    raise PgBouncerError(f"no shell to {host} in a connector", "connectors only connect")
 
 
 def pool_size_in(ini: str) -> int | None:

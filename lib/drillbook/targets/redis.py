@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets as pysecrets
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -115,6 +116,9 @@ class Redis:
             raise RedisError(f"{self.name}: GET returned {got!r} after SET", "the cache is not keeping writes")
         return time.monotonic() - started
 
+    def connector(self) -> RoundTripConnector:
+        return RoundTripConnector(self.service, self.project, self.name)
+
     def hit_rate(self) -> float | None:
         stats = self.info()
         hits, misses = int(stats.get("keyspace_hits", 0)), int(stats.get("keyspace_misses", 0))
@@ -158,6 +162,38 @@ class Redis:
                 last = _first_line(exc)
             time.sleep(0.05)
         raise RedisError(f"{self.name}: no good round trip within {timeout:g} s: {last}", "read the Redis log")
+
+
+@dataclass(frozen=True)
+class RoundTripConnector:
+    """For ``measure.load.Probe``: each call connects; the probe's ``execute`` is a SET/GET round trip.
+    Picklable (a load in its own process uses it); the password is read from its reference each time."""
+
+    service: RedisService
+    project: Path
+    name: str = "redis"
+
+    def __call__(self) -> RoundTrip:
+        cache = Redis(self.service, shell=_no_shell, secret=lambda ref: SecretRef.parse(ref).resolve(self.project),
+                      project=self.project, name=self.name)
+        return RoundTrip(cache)
+
+
+class RoundTrip:
+    """Quacks like a connection for the probe: ``execute`` does the round trip, ``close`` nothing."""
+
+    def __init__(self, cache: Redis) -> None:
+        self.cache = cache
+
+    def execute(self, query: str, params: object = None) -> None:
+        self.cache.round_trip()
+
+    def close(self) -> None:
+        pass
+
+
+def _no_shell(host: str) -> Shell:
+    raise RedisError(f"no shell to {host} in a connector", "connectors only connect")
 
 
 def _first_line(exc: BaseException) -> str:
