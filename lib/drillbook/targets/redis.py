@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import redis as redislib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ..config.environments import Environment, RedisService
 from ..config.secrets import Redactor, SecretRef
@@ -85,8 +87,10 @@ class Redis:
 
     def client(self) -> redislib.Redis:
         password = self._secret(self.service.password) if self.service.password else None
+        # No retries: a probe must see each failure, and a diagnosis must not wait out a backoff.
         return redislib.Redis(host=self.service.address, port=self.service.port, password=password,
-                              socket_timeout=self.timeout, socket_connect_timeout=self.timeout, decode_responses=True)
+                              socket_timeout=self.timeout, socket_connect_timeout=self.timeout, decode_responses=True,
+                              retry=Retry(NoBackoff(), 0))
 
     # ------------------------------------------------------------------ health
     def ping(self) -> tuple[bool, str]:
