@@ -114,3 +114,15 @@ def require_sshd() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and the lab's sshd is {why}: the SSH tests must run here, not skip")
     pytest.skip(f"lab sshd {why}")
+
+
+def require_components() -> None:
+    """Skip without the lab's PgBouncer or Redis, except under CI, where that is a failure."""
+    from drillbook.lab import pgbouncer, redis
+
+    missing = [name for name, part in (("pgbouncer", pgbouncer), ("redis-server", redis)) if part.binary() is None]
+    if not missing:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {', '.join(missing)} is not installed: make system-deps installs it")
+    pytest.skip(f"not installed: {', '.join(missing)}")

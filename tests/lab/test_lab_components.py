@@ -21,17 +21,7 @@ from drillbook.lab.oslevel import port_open
 from drillbook.lab.state import LabPorts
 from drillbook.targets.pgbouncer import PgBouncer
 from drillbook.targets.redis import Redis
-from labsupport import REPO, LabProject, lab_project  # noqa: F401
-
-
-def require_components() -> None:
-    """Skip without PgBouncer or Redis, except under CI, where that is a failure."""
-    missing = [name for name, part in (("pgbouncer", lab_pgbouncer), ("redis-server", lab_redis)) if part.binary() is None]
-    if not missing:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and {', '.join(missing)} is not installed: make system-deps installs it")
-    pytest.skip(f"not installed: {', '.join(missing)}")
+from labsupport import REPO, LabProject, lab_project, require_components  # noqa: F401
 
 
 # ============================================================================= unit

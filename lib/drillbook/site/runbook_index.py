@@ -56,3 +56,13 @@ def incident_index(entries: Sequence[catalog.Entry], page: str) -> str:
             for e in sorted(runbooks, key=lambda e: (e.meta.symptom.lower(), e.name))]
     out.append(table(["Symptom", "Alert", "Severity", "Runbook"], rows))
     return "\n".join(out)
+
+
+def alerts_table(entries: Sequence[catalog.Entry]) -> str:
+    """Alert → runbook, as docs/operations/incident-response.md shows it (severity first, then alert)."""
+    order = {s: i for i, s in enumerate(RESPONSE)}
+    runbooks = sorted((e for e in entries if e.kind == "runbook" and e.meta.alert),
+                      key=lambda e: (order.get(e.meta.severity or "", 9), e.meta.alert))
+    rows = [f"| `{e.meta.alert}` | {e.meta.severity or 'none'} | {e.meta.symptom} | "
+            f"[{e.name}](../runbooks/{e.name}.md) | {e.meta.owner} |" for e in runbooks]
+    return "\n".join(["| Alert | Severity | Symptom | Runbook | Paged |", "|---|---|---|---|---|", *rows])
