@@ -26,6 +26,7 @@ from ..config.secrets import Redactor, SecretRef
 from ..errors import DrillbookError, NotFound
 from ..shells.base import Shell
 from ..shells.open import open_shell
+from .process import start_as_owner
 
 
 class PgBouncerError(DrillbookError):
@@ -124,7 +125,8 @@ class PgBouncer:
             user=svc.admin_user if admin else svc.user,
             password=self._secret(svc.admin_password if admin else svc.password), sslmode=svc.sslmode,
             connect_timeout=max(2, int(timeout or self.connect_timeout)), application_name="drillbook",
-            autocommit=True, cursor_factory=psycopg.ClientCursor if admin else psycopg.Cursor)
+            autocommit=True, cursor_factory=psycopg.ClientCursor if admin else psycopg.Cursor,
+            prepare_threshold=None)  # transaction pooling: a prepared statement is not on the next server
         if svc.sslrootcert:
             path = Path(svc.sslrootcert)
             params["sslrootcert"] = str(path if path.is_absolute() else self.project / path)
@@ -179,6 +181,18 @@ class PgBouncer:
 
     def reload(self) -> None:
         self.console("RELOAD")
+
+    def start(self) -> str:
+        """Start PgBouncer (daemonised) with its configuration, as the file's owner (cold start)."""
+        path = self.config_path()
+        if path is None:
+            raise PgBouncerError(f"{self.name}: no configuration file described (services.{self.name}.config)",
+                                 "start it the way its host does (e.g. systemctl start pgbouncer)")
+        done = start_as_owner(self.shell(), self.service.binary, path, "-d")
+        if not done.ok:
+            raise PgBouncerError(f"{self.name}: start failed (exit {done.exit_code})",
+                                 (done.stderr.strip() or done.stdout.strip() or "read its log").splitlines()[-1])
+        return f"started {self.service.binary} -d {path}"
 
     def round_trip(self, timeout: int | None = None) -> float:
         """Seconds to connect through the pool and run ``SELECT 1`` (raises if refused)."""

@@ -28,6 +28,7 @@ from ..errors import DrillbookError
 from ..shells.base import Shell
 from ..shells.open import open_shell
 from .pgbouncer import find_service
+from .process import start_as_owner
 
 
 class RedisError(DrillbookError):
@@ -138,18 +139,14 @@ class Redis:
     def restart(self) -> str:
         """Start Redis again: the service's ``restart`` command, else ``binary config`` as the file's owner."""
         if self.service.restart:
-            script = self.service.restart
+            done = self.shell().run(self.service.restart, timeout=60)
         elif self.service.config:
             path = Path(self.service.config).expanduser()
-            config = shlex.quote(str(path if path.is_absolute() else (self.project / path).resolve()))
-            start = f"{shlex.quote(self.service.binary)} {config}"
-            script = (f"owner=$(stat -c %U {config}) && if [ \"$(id -un)\" = \"$owner\" ]; then {start}; "
-                      f"elif [ \"$(id -u)\" = 0 ]; then runuser -u \"$owner\" -- {start}; "
-                      f"else sudo -n -u \"$owner\" -- {start}; fi")
+            config = path if path.is_absolute() else (self.project / path).resolve()
+            done = start_as_owner(self.shell(), self.service.binary, str(config))
         else:
             raise RedisError(f"{self.name}: the environment says neither how to restart it nor its configuration",
                              f"add restart: COMMAND (e.g. systemctl restart redis-server) to services.{self.name}")
-        done = self.shell().run(script, timeout=60)
         if not done.ok:
             raise RedisError(f"{self.name}: restart failed (exit {done.exit_code}): "
                              f"{(done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]}", "read the Redis log")
