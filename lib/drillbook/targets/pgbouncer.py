@@ -106,8 +106,8 @@ class PgBouncer:
 
     def missing(self) -> str | None:
         """Why this PgBouncer cannot be used here (its binary is not on its host), or None."""
-        found = self.shell().run(f"command -v {shlex.quote(self.service.binary)} || test -x /usr/sbin/pgbouncer",
-                                 timeout=15)
+        binary = shlex.quote(self.service.binary)  # Debian's is in /usr/sbin, off a normal user's PATH
+        found = self.shell().run(f"command -v {binary} || test -x /usr/sbin/{binary}", timeout=15)
         return None if found.ok else f"{self.service.binary} is not installed on host {self.service.host}"
 
     def config_path(self) -> str | None:
