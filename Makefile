@@ -47,6 +47,10 @@ demo: $(STAMP) system-deps
 	$(DRILLBOOK) run failover --env local --approve fault --approve promote
 	$(DRILLBOOK) run backup-restore --env local
 	$(DRILLBOOK) run key-rotation --env local --approve rotate
+	$(DRILLBOOK) run pool-exhausted --env local --approve fault --approve terminate
+	$(DRILLBOOK) run cache-down --env local --approve fault --approve restart
+	$(DRILLBOOK) run slow-query --env local --approve fault --approve cancel
+	$(DRILLBOOK) run cert-expiry --env local --approve fault --approve rotate
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
 	$(DRILLBOOK) publish
