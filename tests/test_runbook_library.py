@@ -18,6 +18,7 @@ from conftest import REPO, Project, cli
 from drillbook.config import catalog
 from drillbook.config.lint import lint_project
 from drillbook.config.runbook_rules import missing_sections
+from drillbook.procedures import corruption
 from drillbook.lab.environment import environment_data
 from drillbook.lab.oslevel import lab_user
 from drillbook.lab.sshd import sshd_binary
@@ -146,3 +147,34 @@ def test_undrilled_runbook_dry_runs_against_the_lab(library: LabProject, tmp_pat
     assert any(not s["mutating"] and s["status"] == "passed" for s in record["steps"])  # Diagnose ran
     assert all(s["status"] in ("dry-run", "not-applicable") for s in record["steps"] if s["mutating"])
 
+
+
+
+@pytest.mark.integration
+def test_data_corruption_needs_rollback_typed_then_swaps_a_bad_change_back(library: LabProject, tmp_path: Path) -> None:
+    gates = ("--approve", "stop-writes", "--approve", "restore", "--approve", "resume-writes")
+    with library.postgres() as pg:
+        backup = pg.backups.base_backup()
+        try:
+            with pg.connections.connect() as conn:
+                good = conn.execute("SELECT sum(price_cents) FROM products").fetchone()[0]
+                conn.execute("UPDATE products SET price_cents = 1 WHERE id <= 100")  # the bad change
+                bad = conn.execute("SELECT sum(price_cents) FROM products").fetchone()[0]
+            output, record, _ = run(library, tmp_path, "data-corruption", "-p", f"backup_path={backup.path}", *gates)
+            assert record["status"] == "error" and "ROLLBACK" in record["reason"], output[-3000:]
+            with pg.connections.connect(login="admin", dbname="app") as conn:  # untouched, and writes still stopped
+                assert conn.execute("SELECT sum(price_cents) FROM products").fetchone()[0] == bad
+            with pg.connections.connect() as conn:
+                assert conn.execute("SHOW transaction_read_only").fetchone()[0] == "on"
+            output, record, _ = run(library, tmp_path, "data-corruption", "-p", f"backup_path={backup.path}", *gates,
+                                    "--approve", "ROLLBACK")
+            assert record["status"] == "passed", output[-3000:]
+            steps = {s["title"]: s for s in record["steps"]}
+            assert steps["Replace public.products with the restored rows"]["status"] == "passed"
+            with pg.connections.connect() as conn:
+                assert conn.execute("SELECT sum(price_cents) FROM products").fetchone()[0] == good
+                assert conn.execute("SHOW transaction_read_only").fetchone()[0] == "off"
+            assert not list((library.paths.data / "scratch").glob("corruption*"))
+        finally:
+            corruption.resume_writes(pg)
+            pg.backups.remove_backup(backup)

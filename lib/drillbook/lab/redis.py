@@ -28,7 +28,8 @@ def binary() -> str | None:
     chosen = os.environ.get(BINARY_VAR, "")
     if chosen:
         return None if chosen == "none" or not os.access(chosen, os.X_OK) else chosen
-    return shutil.which("redis-server") or ("/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
+    system = "/usr/bin/redis-server"
+    return shutil.which("redis-server") or (system if os.access(system, os.X_OK) else None)
 
 
 def availability(found: str | None) -> str:
@@ -54,7 +55,8 @@ def render_conf(paths: LabPaths, port: int, password: str) -> str:
         "# drillbook lab Redis: loopback only, a password, written by `drillbook lab up`",
         "bind 127.0.0.1", f"port {port}", "protected-mode yes",
         f"requirepass {quoted}", "daemonize yes", f'pidfile "{d / "redis.pid"}"', f'logfile "{d / "redis.log"}"',
-        f'dir "{d}"', "# an RDB snapshot now and then: the runbook reports persistence", "save 60 1000", "maxmemory 64mb",
+        f'dir "{d}"', "# an RDB snapshot now and then: the runbook reports persistence", "save 60 1000",
+        "maxmemory 64mb",
         "maxmemory-policy allkeys-lru", "",
     ])
 

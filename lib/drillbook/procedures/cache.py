@@ -92,7 +92,8 @@ def kill(cache: Redis) -> str:
         raise RedisError(f"{cache.name}: cannot read its process id", "is it running?")
     done = cache.shell().run(f"kill -KILL {int(pid)}", timeout=15)
     if not done.ok:
-        raise RedisError(f"{cache.name}: kill -KILL {pid} failed on {cache.service.host}", done.stderr.strip() or "as whom?")
+        raise RedisError(f"{cache.name}: kill -KILL {pid} failed on {cache.service.host}",
+                         done.stderr.strip() or "as whom?")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and cache.ping()[0]:
         time.sleep(0.05)

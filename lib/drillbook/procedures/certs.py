@@ -65,8 +65,9 @@ def describe(found: Sequence[Served], days: float) -> str:
     lines = [f"{s.name}: expires {s.cert.not_after} ({s.days_left:g} days left), sha256 {s.cert.sha256[:16]}…, "
              f"{'verifies' if s.cert.verified else 'DOES NOT VERIFY: ' + s.cert.error}" for s in found]
     bad = expiring(found, days)
-    lines.append(f"EXPIRING: {', '.join(s.name for s in bad)} inside the objective of {days:g} days: rotate (Resolve below)"
-                 if bad else f"every certificate is valid for at least {days:g} more days: nothing to rotate")
+    lines.append(f"EXPIRING: {', '.join(s.name for s in bad)} inside the objective of {days:g} days: rotate "
+                 "(Resolve below)" if bad else
+                 f"every certificate is valid for at least {days:g} more days: nothing to rotate")
     return "\n".join(lines)
 
 

@@ -28,7 +28,8 @@ class Backend:
     private_mb: float
 
     def line(self) -> str:
-        return f"pid {self.pid} {self.kind} {self.user or '-'} {self.state or '-'}: {self.private_mb:.1f} MB private, {self.query!r}"
+        return (f"pid {self.pid} {self.kind} {self.user or '-'} {self.state or '-'}: "
+                f"{self.private_mb:.1f} MB private, {self.query!r}")
 
 
 def settings(pg: Postgres, node: str) -> dict[str, str]:
@@ -51,8 +52,8 @@ def backends(pg: Postgres, node: str) -> list[Backend]:
     pids = [int(r[0]) for r in rows]
     if not pids:
         return []
-    script = ("for p in " + " ".join(map(str, pids)) + "; do "
-              "printf '%s ' \"$p\"; awk '/^RssAnon/ {print $2; f=1} END {if (!f) print 0}' /proc/$p/status 2>/dev/null || echo 0; done")
+    script = ("for p in " + " ".join(map(str, pids)) + "; do printf '%s ' \"$p\"; "
+              "awk '/^RssAnon/ {print $2; f=1} END {if (!f) print 0}' /proc/$p/status 2>/dev/null || echo 0; done")
     out = pg.servers.run(node, script, what="read backends' memory", check=False, timeout=30).stdout
     kb = {int(a): int(b) for a, b in (line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2)
           if a.isdigit() and b.isdigit()}
@@ -70,8 +71,9 @@ def describe_backends(found: Sequence[Backend], threshold_mb: float, top: int = 
     total = sum(b.private_mb for b in found)
     lines = [b.line() for b in found[:top]] + [f"{len(found)} backends, {total:.1f} MB private in all"]
     bad = worst(found, threshold_mb)
-    lines.append(f"OVER: {len(bad)} client backend(s) above {threshold_mb:g} MB: terminating the worst is the fix (Resolve below)"
-                 if bad else f"no client backend above {threshold_mb:g} MB: the settings above bound the memory")
+    lines.append(f"OVER: {len(bad)} client backend(s) above {threshold_mb:g} MB: terminating the worst is the fix "
+                 "(Resolve below)" if bad else
+                 f"no client backend above {threshold_mb:g} MB: the settings above bound the memory")
     return "\n".join(lines)
 
 

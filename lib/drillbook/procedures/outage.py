@@ -35,11 +35,15 @@ class Findings:
                 and self.redis in ("answers", "not described", "not installed"))
 
     def describe(self) -> str:
-        lines = [f"1. host {h}: {v}" for h, v in self.hosts.items()]
-        lines += [f"2. PostgreSQL {n}: {role}{' (fenced: left alone)' if n in self.fenced else ''}" for n, role in self.nodes.items()]
-        lines += [f"3. PgBouncer: {self.pgbouncer}", f"4. Redis: {self.redis}"]
-        first = next((line for line in lines if not any(w in line for w in ("up", "primary", "standby", "answers", "not "))), None)
-        lines.append(f"START HERE: {first}" if first else "everything answers: the outage is elsewhere (network, DNS, the application)")
+        parts = [(f"1. host {h}: {v}", not v.startswith("up")) for h, v in self.hosts.items()]
+        parts += [(f"2. PostgreSQL {n}: {role}{' (fenced: left alone)' if n in self.fenced else ''}", role == "down")
+                  for n, role in self.nodes.items()]
+        parts += [(f"3. PgBouncer: {self.pgbouncer}", self.pgbouncer.startswith("DOWN")),
+                  (f"4. Redis: {self.redis}", self.redis.startswith("DOWN"))]
+        first = next((line for line, down in parts if down), None)
+        lines = [line for line, _ in parts]
+        lines.append(f"START HERE: {first}" if first else
+                     "everything answers: the outage is elsewhere (network, DNS, the application)")
         return "\n".join(lines)
 
 
@@ -60,7 +64,8 @@ def check(drill: Any, pg: Postgres, bouncer: PgBouncer | None, cache: Redis | No
     if bouncer is not None:
         found.pgbouncer = "not installed" if bouncer.missing() else _answers(bouncer.round_trip)
     if cache is not None:
-        found.redis = "not installed" if cache.missing() else ("answers" if cache.ping()[0] else f"DOWN: {cache.ping()[1]}")
+        ok, ping = (False, "") if cache.missing() else cache.ping()
+        found.redis = "not installed" if cache.missing() else ("answers" if ok else f"DOWN: {ping}")
     return found
 
 

@@ -74,7 +74,8 @@ def holders(pg: Postgres, idle_seconds: float, active_seconds: float) -> list[Ho
 
 def describe_holders(found: Sequence[Holder], max_connections: int | None = None) -> str:
     if not found:
-        return "no session is idle in a transaction or running long: the holders are gone, or the pool is simply too small"
+        return ("no session is idle in a transaction or running long: the holders are gone, "
+                "or the pool is simply too small")
     lines = [h.line() for h in found]
     lines.append(f"{len(found)} session(s) hold server connections while doing nothing useful: terminating them frees "
                  "the pool (their transactions roll back)")

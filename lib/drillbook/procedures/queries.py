@@ -57,7 +57,8 @@ def statements_missing(pg: Postgres) -> str | None:
         if not loaded:
             return "pg_stat_statements is not in shared_preload_libraries (add it and restart PostgreSQL)"
         if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone() is None:
-            return "the pg_stat_statements extension is not created in the database (CREATE EXTENSION pg_stat_statements)"
+            return ("the pg_stat_statements extension is not created in the database "
+                    "(CREATE EXTENSION pg_stat_statements)")
     return None
 
 
@@ -72,16 +73,17 @@ def top_statements(pg: Postgres, order: str = "total_exec_time", limit: int = 5)
 def describe_top(rows: Sequence[tuple[str, int, int, float]], by: str) -> str:
     if not rows:
         return f"no statement recorded yet ({by})"
-    return "\n".join([f"top statements by {by}:"] +
-                     [f"  {total:>8} ms total, {mean:>8.2f} ms mean, {calls:>6} calls: {query}" for query, calls, total, mean in rows])
+    lines = [f"  {total:>8} ms total, {mean:>8.2f} ms mean, {calls:>6} calls: {query}"
+             for query, calls, total, mean in rows]
+    return "\n".join([f"top statements by {by}:", *lines])
 
 
 def sessions(pg: Postgres) -> list[Session]:
     """Statements running now (and sessions in a transaction), oldest first, with who blocks whom."""
     with _admin(pg) as conn:
         rows = conn.execute(RUNNING).fetchall()
-    return [Session(int(r[0]), str(r[1]), str(r[2]), float(r[3] or 0), tuple(r[4] or ()), str(r[5] or ""), str(r[6] or ""))
-            for r in rows]
+    return [Session(int(r[0]), str(r[1]), str(r[2]), float(r[3] or 0), tuple(r[4] or ()), str(r[5] or ""),
+                    str(r[6] or "")) for r in rows]
 
 
 def runaways(found: Sequence[Session], seconds: float) -> list[Session]:
@@ -131,7 +133,8 @@ def cancel(pg: Postgres, pids: Sequence[int], grace: float = 3.0) -> str:
         with _admin(pg) as conn:
             for pid in left:
                 conn.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
-    return f"cancelled {', '.join(map(str, pids))}" + (f"; terminated {', '.join(map(str, left))} (still blocking)" if left else "")
+    terminated = f"; terminated {', '.join(map(str, left))} (still blocking)" if left else ""
+    return f"cancelled {', '.join(map(str, pids))}{terminated}"
 
 
 def write_latency(pg: Postgres, rounds: int = 20) -> dict[str, float]:

@@ -54,7 +54,8 @@ def find_service(env: Environment, kind: str, service: str | None = None) -> tup
     found = {name: svc for name, svc in env.services.items() if svc.kind == kind}
     if service is not None:
         if service not in found:
-            raise NotFound(f"environment {env.name!r} has no {kind} service {service!r}", f"known: {', '.join(found) or 'none'}")
+            raise NotFound(f"environment {env.name!r} has no {kind} service {service!r}",
+                           f"known: {', '.join(found) or 'none'}")
         return service, found[service]
     return next(iter(found.items()), None)
 
@@ -147,12 +148,14 @@ class PgBouncer:
                 names = [d.name for d in cur.description]
                 return [dict(zip(names, row)) for row in cur.fetchall()]
         except psycopg.Error as exc:
-            raise PgBouncerError(f"{self.name}: {command} failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PgBouncerError(f"{self.name}: {command} failed: {why}",
                                  f"is PgBouncer running on {self.service.address}:{self.service.port}?") from None
 
     def pools(self) -> list[Pool]:
         return [Pool(str(r["database"]), str(r["user"]), int(r["cl_active"]), int(r["cl_waiting"]),
-                     int(r["sv_active"]), int(r["sv_idle"]), float(r["maxwait"]) + float(r.get("maxwait_us") or 0) / 1e6,
+                     int(r["sv_active"]), int(r["sv_idle"]),
+                     float(r["maxwait"]) + float(r.get("maxwait_us") or 0) / 1e6,
                      str(r.get("pool_mode") or ""))
                 for r in self.console("SHOW POOLS") if r["database"] != "pgbouncer"]
 
@@ -175,7 +178,8 @@ class PgBouncer:
                   f"grep -q '^default_pool_size = {int(size)}$' {shlex.quote(path)}")
         done = self.shell().run(script, timeout=30)
         if not done.ok:
-            raise PgBouncerError(f"{self.name}: could not write default_pool_size in {path}", done.stderr.strip() or "check the file")
+            raise PgBouncerError(f"{self.name}: could not write default_pool_size in {path}",
+                                 done.stderr.strip() or "check the file")
         self.console("RELOAD")
         return f"default_pool_size = {int(size)} in {path}, reloaded"
 
@@ -224,8 +228,11 @@ class BouncerConnector:
     name: str = "pgbouncer"
 
     def __call__(self) -> psycopg.Connection:
-        bouncer = PgBouncer(self.service, shell=_no_shell, secret=lambda ref: SecretRef.parse(ref).resolve(self.project),
-                            project=self.project, name=self.name, connect_timeout=self.timeout)
+        def secret(ref: str) -> str:
+            return SecretRef.parse(ref).resolve(self.project)
+
+        bouncer = PgBouncer(self.service, shell=_no_shell, secret=secret, project=self.project, name=self.name,
+                            connect_timeout=self.timeout)
         return bouncer.connect()
 
 

@@ -150,7 +150,8 @@ class Redis:
         if not done.ok:
             raise RedisError(f"{self.name}: restart failed (exit {done.exit_code}): "
                              f"{(done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]}", "read the Redis log")
-        return f"ran on {self.service.host}: {'restart command' if self.service.restart else 'redis-server ' + str(self.service.config)}"
+        how = "its restart command" if self.service.restart else f"{self.service.binary} {self.service.config}"
+        return f"ran on {self.service.host}: {how}"
 
     def wait_answering(self, timeout: float = 30.0) -> float:
         """Wait for the first good SET/GET round trip; the seconds it took."""
