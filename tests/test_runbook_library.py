@@ -76,7 +76,8 @@ def test_the_alert_table_in_incident_response_matches_the_runbooks() -> None:
     found = re.search(r"<!-- alerts:[^>]*-->\n(.*?)\n<!-- /alerts -->", text, re.S)
     assert found, "the generated alert table is missing from incident-response.md"
     assert found.group(1).strip() == alerts_table(catalog.load_catalog(REPO)).strip(), \
-        "docs/operations/incident-response.md's alert table disagrees with the runbooks' metadata: regenerate it"
+        "docs/operations/incident-response.md's alert table disagrees with the runbooks' metadata: regenerate it with " \
+        "drillbook.site.runbook_index.refresh_alerts_table()"
     for severity, target in (("P0", "15 minutes"), ("P1", "1 hour"), ("P2", "4 hours"), ("P3", "24 hours")):
         assert re.search(rf"\*\*{severity}\*\*.*\*\*{target}\*\*", text), severity
     assert "## Severities and response targets" in text.replace("## 1. ", "## ")

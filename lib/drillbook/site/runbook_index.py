@@ -5,8 +5,11 @@ A drill exercised a runbook when it ran it as a sub-notebook (its bundle attache
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Sequence
 
+from .. import paths
 from ..config import catalog
 from .data import RunSummary
 from .md import badge, code, esc, link, table, when
@@ -66,3 +69,21 @@ def alerts_table(entries: Sequence[catalog.Entry]) -> str:
     rows = [f"| `{e.meta.alert}` | {e.meta.severity or 'none'} | {e.meta.symptom} | "
             f"[{e.name}](../runbooks/{e.name}.md) | {e.meta.owner} |" for e in runbooks]
     return "\n".join(["| Alert | Severity | Symptom | Runbook | Paged |", "|---|---|---|---|---|", *rows])
+
+
+ALERTS_DOC = "docs/operations/incident-response.md"
+ALERTS_BLOCK = re.compile(r"(<!-- alerts:[^>]*-->\n)(.*?)(\n<!-- /alerts -->)", re.S)
+
+
+def refresh_alerts_table(project: Path | None = None) -> bool:
+    """Rewrite the alert table of ``docs/operations/incident-response.md`` from the runbooks' metadata;
+    True when it changed. (``python -c "from drillbook.site.runbook_index import refresh_alerts_table;
+    refresh_alerts_table()"`` after changing a runbook's alert, severity, symptom or owner.)"""
+    root = project or paths.project_root()
+    doc = root / ALERTS_DOC
+    text = doc.read_text(encoding="utf-8")
+    table_text = alerts_table(catalog.load_catalog(root))
+    updated = ALERTS_BLOCK.sub(lambda m: m.group(1) + table_text + m.group(3), text, count=1)
+    if updated != text:
+        doc.write_text(updated, encoding="utf-8")
+    return updated != text
