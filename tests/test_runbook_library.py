@@ -163,9 +163,9 @@ def test_data_corruption_needs_rollback_typed_then_swaps_a_bad_change_back(libra
                 bad = conn.execute("SELECT sum(price_cents) FROM products").fetchone()[0]
             output, record, _ = run(library, tmp_path, "data-corruption", "-p", f"backup_path={backup.path}", *gates)
             assert record["status"] == "error" and "ROLLBACK" in record["reason"], output[-3000:]
-            with pg.connections.connect(login="admin", dbname="app") as conn:  # untouched, and writes still stopped
+            with pg.connections.connect(pg.replication.primary(), login="admin", dbname="app") as conn:  # untouched
                 assert conn.execute("SELECT sum(price_cents) FROM products").fetchone()[0] == bad
-            with pg.connections.connect() as conn:
+            with pg.connections.connect(pg.replication.primary()) as conn:  # and writes still stopped
                 assert conn.execute("SHOW transaction_read_only").fetchone()[0] == "on"
             output, record, _ = run(library, tmp_path, "data-corruption", "-p", f"backup_path={backup.path}", *gates,
                                     "--approve", "ROLLBACK")

@@ -19,7 +19,7 @@ from drillbook.lab import redis as lab_redis
 from drillbook.lab.environment import environment_data
 from drillbook.lab.oslevel import port_open
 from drillbook.lab.state import LabPorts
-from drillbook.targets.pgbouncer import PgBouncer
+from drillbook.targets.pgbouncer import PgBouncer, pool_size_in
 from drillbook.targets.redis import Redis
 from labsupport import REPO, LabProject, lab_project, require_components  # noqa: F401
 
@@ -69,6 +69,20 @@ def test_pgbouncer_pools_transactions_in_front_of_the_primary(lab_project: LabPr
                         connect_timeout=3, cursor_factory=wrong)
     userlist = lab_project.paths.data / "pgbouncer" / "userlist.txt"
     assert stat.S_IMODE(userlist.stat().st_mode) == 0o600
+
+
+def test_raising_the_pool_size_is_written_and_reloaded(lab_project: LabProject) -> None:  # noqa: F811
+    require_components()
+    bouncer = PgBouncer.from_environment(lab_project.env, lab_project.root)
+    ini = lab_project.paths.data / "pgbouncer" / "pgbouncer.ini"
+    before = bouncer.pool_size()
+    try:
+        bouncer.set_pool_size(before + 3)
+        assert bouncer.pool_size() == before + 3  # what the running PgBouncer uses (SHOW CONFIG)
+        assert pool_size_in(ini.read_text()) == before + 3  # and what a restart would read
+    finally:
+        bouncer.set_pool_size(before)
+    assert bouncer.pool_size() == before
 
 
 def test_redis_needs_its_password_and_round_trips(lab_project: LabProject) -> None:  # noqa: F811
