@@ -19,6 +19,7 @@ from drillbook.lab import redis as lab_redis
 from drillbook.lab.environment import environment_data
 from drillbook.lab.oslevel import port_open
 from drillbook.lab.state import LabPorts
+from drillbook.procedures import pool
 from drillbook.targets.pgbouncer import PgBouncer, pool_size_in
 from drillbook.targets.redis import Redis
 from labsupport import REPO, LabProject, lab_project, require_components  # noqa: F401
@@ -83,6 +84,24 @@ def test_raising_the_pool_size_is_written_and_reloaded(lab_project: LabProject) 
     finally:
         bouncer.set_pool_size(before)
     assert bouncer.pool_size() == before
+
+
+def test_pgbouncer_can_be_repointed_at_the_primary_after_a_failover(lab_project: LabProject) -> None:  # noqa: F811
+    require_components()
+    bouncer = PgBouncer.from_environment(lab_project.env, lab_project.root)
+    with lab_project.postgres() as pg:
+        primary, standby = pg.replication.primary(), pg.replication.standbys()[0]
+        try:
+            bouncer.point_at("127.0.0.1", lab_project.ports.of(standby))  # as if a failover happened behind its back
+            assert bouncer.backend() == ("127.0.0.1", lab_project.ports.of(standby))
+            ok, detail = pool.forwards_to_primary(pg, bouncer)
+            assert not ok and primary in detail
+            pool.repoint(pg, bouncer)
+            assert pool.forwards_to_primary(pg, bouncer)[0]
+        finally:
+            bouncer.point_at("127.0.0.1", lab_project.ports.of(primary))
+    with bouncer.connect() as conn:  # transactions through the pool reach a writable primary again
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone()[0] is False
 
 
 def test_redis_needs_its_password_and_round_trips(lab_project: LabProject) -> None:  # noqa: F811

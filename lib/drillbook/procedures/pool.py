@@ -50,6 +50,19 @@ def applicable(bouncer: PgBouncer | None) -> str | None:
     return bouncer.missing()
 
 
+def forwards_to_primary(pg: Postgres, bouncer: PgBouncer) -> tuple[bool, str]:
+    """Does PgBouncer forward to the primary? After a failover it may still point at the old one."""
+    host, port = bouncer.backend()
+    primary = pg.context.node(pg.replication.primary())
+    ok = (host, port) == (primary.address, primary.port)
+    return ok, f"forwards to {host}:{port}; the primary is {primary.name} at {primary.address}:{primary.port}"
+
+
+def repoint(pg: Postgres, bouncer: PgBouncer) -> str:
+    primary = pg.context.node(pg.replication.primary())
+    return bouncer.point_at(primary.address, primary.port)
+
+
 def describe_pools(pools: Sequence[Pool], size: int) -> str:
     if not pools:
         return f"no pool has been used yet (default_pool_size {size})"

@@ -66,8 +66,9 @@ def alerts_table(entries: Sequence[catalog.Entry]) -> str:
     order = {s: i for i, s in enumerate(RESPONSE)}
     runbooks = sorted((e for e in entries if e.kind == "runbook" and e.meta.alert),
                       key=lambda e: (order.get(e.meta.severity or "", 9), e.meta.alert))
-    rows = [f"| `{e.meta.alert}` | {e.meta.severity or 'none'} | {e.meta.symptom} | "
-            f"[{e.name}](../runbooks/{e.name}.md) | {e.meta.owner} |" for e in runbooks]
+    # Names, not links: a project's site may not publish every runbook this page names.
+    rows = [f"| `{e.meta.alert}` | {e.meta.severity or 'none'} | {e.meta.symptom} | `{e.name}` | {e.meta.owner} |"
+            for e in runbooks]
     return "\n".join(["| Alert | Severity | Symptom | Runbook | Paged |", "|---|---|---|---|---|", *rows])
 
 

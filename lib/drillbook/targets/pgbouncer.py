@@ -186,6 +186,30 @@ class PgBouncer:
     def reload(self) -> None:
         self.console("RELOAD")
 
+    def backend(self) -> tuple[str, int]:
+        """Where PgBouncer forwards the service's database (SHOW DATABASES): (host, port)."""
+        for row in self.console("SHOW DATABASES"):
+            if row["name"] == self.service.database:
+                return str(row["host"]), int(row["port"])
+        raise PgBouncerError(f"{self.name}: no database {self.service.database!r} in SHOW DATABASES",
+                             f"add it to the [databases] section of {self.config_path() or 'pgbouncer.ini'}")
+
+    def point_at(self, host: str, port: int) -> str:
+        """Rewrite the database's host and port in the configuration file, then RELOAD."""
+        path = self.config_path()
+        if path is None:
+            raise PgBouncerError(f"{self.name}: no configuration file described (services.{self.name}.config)",
+                                 "change the [databases] entry by hand and RELOAD")
+        db, q = re.escape(self.service.database), shlex.quote(path)
+        script = (f"sed -i -E '/^{db} *=/ {{ s/host=[^ ]+/host={host}/; s/port=[0-9]+/port={int(port)}/ }}' {q} && "
+                  f"grep -Eq '^{db} *=.*host={re.escape(host)} .*port={int(port)}' {q}")
+        done = self.shell().run(script, timeout=30)
+        if not done.ok:
+            raise PgBouncerError(f"{self.name}: could not point {self.service.database} at {host}:{port} in {path}",
+                                 done.stderr.strip() or "check the [databases] section")
+        self.reload()
+        return f"{self.service.database} → {host}:{port} in {path}, reloaded"
+
     def start(self) -> str:
         """Start PgBouncer (daemonised) with its configuration, as the file's owner (cold start)."""
         path = self.config_path()
