@@ -17,6 +17,7 @@ import yaml
 from conftest import REPO, Project, cli
 from drillbook.config import catalog
 from drillbook.config.lint import lint_project
+from drillbook.lab import control
 from drillbook.config.runbook_rules import missing_sections
 from drillbook.procedures import corruption
 from drillbook.lab.environment import environment_data
@@ -179,3 +180,22 @@ def test_data_corruption_needs_rollback_typed_then_swaps_a_bad_change_back(libra
         finally:
             corruption.resume_writes(pg)
             pg.backups.remove_backup(backup)
+
+
+@pytest.mark.integration
+def test_complete_outage_names_the_first_part_down_and_cold_starts_it(library: LabProject, tmp_path: Path) -> None:
+    require_components()
+    from drillbook.lab import pgbouncer as lab_pgbouncer
+    from drillbook.lab import redis as lab_redis
+
+    assert lab_pgbouncer.stop(library.paths) and lab_redis.stop(library.paths)  # the pool and the cache are gone
+    try:
+        output, record, bundle = run(library, tmp_path, "complete-outage", "--approve", "start")
+        assert record["status"] == "passed", output[-3000:]
+        steps = {s["title"]: s for s in record["steps"]}
+        assert steps["Cold start"]["status"] == "passed" and "PgBouncer, Redis" in steps["Cold start"]["detail"]
+        printed = (bundle / "notebook.ipynb").read_text() if (bundle / "notebook.ipynb").exists() else output
+        assert "START HERE: 3. PgBouncer: DOWN" in printed
+        assert lab_pgbouncer.pid(library.paths) and lab_redis.pid(library.paths)
+    finally:
+        control.up(library.root)  # whatever happened, leave the lab whole
