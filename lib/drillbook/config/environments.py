@@ -110,7 +110,46 @@ class PostgresService(Model):
         return value
 
 
-Service = Annotated[PostgresService, Field(discriminator="kind")]
+class PgBouncerService(Model):
+    """A PgBouncer in front of a PostgreSQL service: where clients connect, and its admin console.
+
+    ``config`` is the pgbouncer.ini on ``host`` that a RELOAD re-reads (raising the pool size edits it).
+    """
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password", "admin_password")
+
+    kind: Literal["pgbouncer"]
+    host: str  # a key of ``hosts``: where the pgbouncer process and its configuration live
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    backend: str = "postgres"  # the postgres service it pools
+    database: str = "app"
+    user: str  # the pooled login clients use
+    password: SecretRefText
+    admin_user: str = "pgbouncer"
+    admin_password: SecretRefText
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    config: str | None = None
+    binary: str = "pgbouncer"  # looked up on ``host``: without it, runbooks that need it do not apply
+
+
+class RedisService(Model):
+    """A Redis cache. ``restart`` is the command (run on ``host``) that starts it again."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+
+    kind: Literal["redis"]
+    host: str
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    password: SecretRefText | None = None
+    restart: str | None = None  # e.g. "sudo systemctl restart redis-server"
+    config: str | None = None  # without ``restart``: started as ``binary config``, as the file's owner
+    binary: str = "redis-server"
+
+
+Service = Annotated[PostgresService | PgBouncerService | RedisService, Field(discriminator="kind")]
 
 
 class Environment(Model):
