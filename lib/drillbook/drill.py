@@ -114,14 +114,15 @@ class Drill:
 
     # ----------------------------------------------------------------- steps
     def step(self, title: str, fn: Callable[[], T] | None = None, *, mutating: bool = False,
-             gate: str | None = None, plan: str | None = None) -> Any:
+             gate: str | None = None, plan: str | None = None, confirm: str | None = None) -> Any:
         """Run ``fn`` as a recorded step. Use directly, or as a decorator (the function runs at once).
 
         A mutating step under ``dry_run`` prints ``plan`` (or the function's docstring) and does
-        nothing. A step with a ``gate`` runs only once the gate is approved.
+        nothing. A step with a ``gate`` runs only once the gate is approved; ``confirm`` is the
+        word a person types in full to approve it (default: the gate's name), e.g. ``ROLLBACK``.
         """
         if fn is None:
-            return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan)
+            return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan, confirm=confirm)
         self._ensure_open()
         record: Step = {"title": title, "mutating": mutating, "gate": gate, "started_at": journal.now_iso(),
                         "status": RUNNING}
@@ -137,11 +138,15 @@ class Drill:
             if mutating:
                 self._require_change(title)
             if gate:
-                gates.pass_gate(self, gate, title)
+                gates.pass_gate(self, gate, title, confirm)
             self._say(f"▶ {title}")
             self._save()
             result = fn()
         except BaseException as exc:
+            if getattr(exc, "keeps_run_open", False):  # stopped at its gate: the step never started
+                self.data["steps"].remove(record)
+                self._save()
+                raise
             record.update(status="failed", detail=f"{type(exc).__name__}: {exc}",
                           ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
             self._save()
@@ -167,9 +172,10 @@ class Drill:
         if refusal:
             raise ChangeRequired(refusal)
 
-    def approve_gate(self, gate: str, how: str | None = None) -> None:
-        """Approve a gate ahead of its step (the confirmation panel does), journalling who and how."""
-        gates.approve(self, gate, how)
+    def approve_gate(self, gate: str, how: str | None = None, word: str | None = None) -> None:
+        """Approve a gate ahead of its step (the confirmation panel does, with the ``word`` typed),
+        journalling who and how."""
+        gates.approve(self, gate, how, word)
         self._save()
 
     # ----------------------------------------------------------------- checks and measures
@@ -340,7 +346,7 @@ class Drill:
 def _cell_failed(error: BaseException) -> None:
     """A cell raised (or was interrupted; the kernel's hook says) → close the run and run the cleanups now."""
     drill = _current
-    if drill is not None and not drill._closed:
+    if drill is not None and not drill._closed and not getattr(error, "keeps_run_open", False):
         drill.fail(error)
 
 
@@ -367,6 +373,8 @@ def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[s
     run_dir = Path(os.environ[RUN_DIR_VAR]) if os.environ.get(RUN_DIR_VAR) else None
     if isinstance(approve, str):
         approve = [approve]
+    if run_dir is None:  # a person at JupyterLab: the change reference first, not at the first live step
+        gates.require_change_up_front(environment, dry_run, change)
     drill = Drill(environment, dry_run=dry_run, approve=list(approve or []), run_id=run_id,
                   change=change, run_dir=run_dir, project=project)
     _current = drill
