@@ -105,7 +105,9 @@ def test_interactive_gate_asks_for_the_gate_name(run_dir: Path, monkeypatch: pyt
         drill.step("Roll back", lambda: "done", mutating=True, gate="ROLLBACK")
     drill = drillbook.start(env="local", dry_run=False)
     assert drill.step("Roll back", lambda: "done", mutating=True, gate="ROLLBACK") == "done"
-    assert drill.data["gates"][0]["how"].startswith("confirmed interactively by ")
+    gate = drill.data["gates"][0]
+    assert gate["how"].startswith("confirmed at the prompt by ") and gate["method"] == "prompt"
+    assert gate["asked_at"] <= gate["at"]
 
 
 def test_production_needs_a_change_reference(project: Project, run_dir: Path) -> None:
@@ -157,6 +159,9 @@ def test_gate_panel_approves_only_the_exact_name(run_dir: Path) -> None:
     assert not button.disabled and button.description == "Approved"  # keeps the focus: Shift+Enter goes on
     assert drill.data["gates"][0]["how"].startswith("confirmed in the gate panel by ")
     assert drill.step("Promote", lambda: "ok", mutating=True, gate="promote") == "ok"
+    pressed, passed = drill.data["gates"]  # the step's entry: confirmed in the panel, when it was pressed
+    assert passed["method"] == pressed["method"] == "panel" and passed["at"] == pressed["at"]
+    assert "in advance" not in passed["how"]
 
 
 def test_a_destructive_gate_needs_its_word_typed_in_full(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,7 +195,7 @@ def test_in_jupyterlab_an_unapproved_gate_stops_the_cell_and_keeps_the_run_open(
     assert stopped.value._render_traceback_()[1].startswith("hint: type promote above and press Approve")
     drill_module._cell_failed(stopped.value)  # what the kernel's hook does after the cell raised
     assert not drill._closed and drill.data["steps"] == []  # still open; the step never started
-    drill.approve_gate("promote", "confirmed in the gate panel by test", "promote")
+    drill.approve_gate("promote", "confirmed in the gate panel by test", "panel", "promote")
     assert drill.step("Promote pg2", lambda: "promoted", mutating=True, gate="promote") == "promoted"
 
 

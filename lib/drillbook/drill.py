@@ -10,7 +10,9 @@
 
 Cleanups run when ``finish()`` is called, and also after any cell fails or is interrupted
 (an IPython ``post_run_cell`` hook), at kernel exit, or on leaving ``with drill:``.
-Everything is journalled to ``$DRILLBOOK_RUN_DIR`` for the runner to archive.
+Everything is journalled to ``$DRILLBOOK_RUN_DIR`` for the runner to archive. In a kernel no
+runner started (a person in JupyterLab), ``start()`` opens the run itself and archives it at its
+end (``runner/interactive.py``); ``start()`` again while it is open keeps it.
 
 ``Drill`` composes small helpers that never import it back: ``kernel`` (the IPython hook, the
 scrubbed kernel output), ``gates`` (approvals, the production change guard), ``cleanups``,
@@ -23,30 +25,33 @@ import os
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from . import attachments, gates, journal, kernel, paths, runsecrets, scraps
+from . import attachments, gates, journal, kernel, opening, paths, runsecrets, scraps
 from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
 from .config.secrets import Redactor
-from .errors import ChangeRequired, CheckFailed, DrillbookError, UnreachableHost
-from .evidence.record import RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status, Step, verdict
-from .journal import RUN_DIR_VAR, operator_name
+from .errors import ChangeRequired, CheckFailed, DrillbookError, RunOpen, UnreachableHost
+from .evidence.record import RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status, Step, measured, verdict
+from .journal import RUN_DIR_VAR, operator_identity
 from .shells.base import Shell
 from .shells.open import open_shell
+from .summary import line, summary, tag
+
+if TYPE_CHECKING:  # annotations only: the runner's pieces load once a person opens a run
+    from .runner.interactive import InteractiveRun
 
 T = TypeVar("T")
 _current: Drill | None = None
-
-
 
 
 class Drill:
     """One run of a notebook against one environment."""
 
     def __init__(self, env: Environment, *, dry_run: bool, approve: list[str], run_id: str | None,
-                 change: str | None, run_dir: Path | None, project: Path) -> None:
+                 change: str | None, run_dir: Path | None, project: Path, severity: str | None = None,
+                 incident: str | None = None) -> None:
         self.env = env
         self.dry_run = bool(dry_run)
         self.approved: set[str] = set(approve or [])
@@ -55,16 +60,19 @@ class Drill:
         self.run_dir = run_dir
         self.unattended = run_dir is not None  # started by `drillbook run`: never wait for a person
         self.run_id = run_id or f"interactive-{time.strftime('%Y%m%dT%H%M%S')}"
+        self.interactive: InteractiveRun | None = None  # set by start() when this kernel owns the run
         self.redactor = Redactor()
         runsecrets.learn(self.redactor, env, project)
         self._cleanups = Cleanups()
         self._closed = False
         self._t0 = time.monotonic()
+        operator, source = operator_identity()
         self.data: Journal = {
             "run_id": self.run_id, "env": env.name, "dry_run": self.dry_run, "change": self.change,
-            "operator": operator_name(), "started_at": journal.now_iso(), "finished_at": None,
+            "operator": operator, "operator_source": source, "started_at": journal.now_iso(), "finished_at": None,
             "status": RUNNING, "reason": None, "steps": [], "checks": [], "measures": [],
             "cleanups": [], "attachments": [], "gates": [], "secret_refs": [],  # journal.SECRET_REFS
+            "mode": "run" if self.unattended else "interactive", "severity": severity, "incident": incident,
         }
         self._save()
 
@@ -74,7 +82,17 @@ class Drill:
             journal.write_json_atomic(self.run_dir / journal.JOURNAL_NAME, self.redactor.scrub_obj(self.data))
 
     def _say(self, text: str) -> None:
-        print(self.redactor.scrub(text), flush=True)
+        colour = self.interactive is not None
+        print(self.redactor.scrub(line(text, self.run_id, tag(self.env.name, self.dry_run, self.env.production,
+                                                               colour), colour)), flush=True)
+
+    def _adopt(self, run: InteractiveRun) -> None:
+        """Become the interactive run ``run`` (its id, folder and cell journal)."""
+        self.interactive, self.run_dir, self.run_id = run, run.run_dir, run.run_id
+        self.data["run_id"] = run.run_id  # the journal is first written now, in the run's folder
+        self._save()
+        run.cells.begin(*kernel.current_cell())  # the cell calling start() is part of the run
+        kernel.watch_cells(run.cells.begin, run.cells.output, run.cells.end)
 
     # ----------------------------------------------------------------- secrets
     def secret(self, name_or_ref: str) -> str:
@@ -118,9 +136,7 @@ class Drill:
         """Run ``fn`` as a recorded step. Use directly, or as a decorator (the function runs at once).
 
         A mutating step under ``dry_run`` prints ``plan`` (or the function's docstring) and does
-        nothing. A step with a ``gate`` runs only once the gate is approved; ``confirm`` is the
-        word a person types in full to approve it (default: the gate's name), e.g. ``ROLLBACK``.
-        """
+        nothing. A ``gate`` must be approved first (``confirm``: the word to type in full, e.g. ``ROLLBACK``)."""
         if fn is None:
             return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan, confirm=confirm)
         self._ensure_open()
@@ -143,10 +159,6 @@ class Drill:
             self._save()
             result = fn()
         except BaseException as exc:
-            if getattr(exc, "keeps_run_open", False):  # stopped at its gate: the step never started
-                self.data["steps"].remove(record)
-                self._save()
-                raise
             record.update(status="failed", detail=f"{type(exc).__name__}: {exc}",
                           ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
             self._save()
@@ -155,7 +167,8 @@ class Drill:
         if isinstance(result, (str, int, float, bool)) and result is not None:
             record["detail"] = str(result)
         self._save()
-        self._say(f"✓ {title} ({record['seconds']:.2f} s)")
+        self._say(f"✓ {title} ({record['seconds']:.2f} s)" + (f": {result}" if isinstance(result, (int, float)) else ""))
+        kernel.quiet(result)  # shown on the line above, never echoed bare under the cell
         return result
 
     def not_applicable(self, title: str, reason: str) -> None:
@@ -172,10 +185,9 @@ class Drill:
         if refusal:
             raise ChangeRequired(refusal)
 
-    def approve_gate(self, gate: str, how: str | None = None, word: str | None = None) -> None:
-        """Approve a gate ahead of its step (the confirmation panel does, with the ``word`` typed),
-        journalling who and how."""
-        gates.approve(self, gate, how, word)
+    def approve_gate(self, gate: str, how: str | None = None, method: str = "panel", word: str | None = None) -> None:
+        """Approve a gate ahead of its step (the panel does, with the ``word`` typed), journalling who, how and when."""
+        gates.approve(self, gate, how, method, word)
         self._save()
 
     # ----------------------------------------------------------------- checks and measures
@@ -197,17 +209,7 @@ class Drill:
         """Record a measured figure and, when ``objective`` names one of the environment's objectives,
         compare it: ``better='lower'`` passes when value ≤ objective, ``'higher'`` when value ≥ objective."""
         self._ensure_open()
-        entry: Measure = {"name": name, "value": value, "unit": unit, "objective": objective,
-                          "objective_value": None, "better": better, "verdict": "recorded",
-                          "detail": detail, "at": journal.now_iso()}
-        if objective is not None:
-            target = self.env.objectives.get(objective)
-            if target is None:
-                entry["verdict"] = "no objective"
-                entry["detail"] = (detail + "; " if detail else "") + f"environment {self.env.name} sets no {objective}"
-            else:
-                ok = value <= target if better == "lower" else value >= target
-                entry.update(objective_value=target, verdict="met" if ok else "missed")
+        entry = measured(name, value, unit, objective, better, detail, self.env)
         self.data["measures"].append(entry)
         self._save()
         against = f" (objective {entry['objective_value']} → {entry['verdict']})" if entry["objective_value"] is not None else ""
@@ -273,37 +275,44 @@ class Drill:
                              seconds=round(time.monotonic() - self._t0, 3))
             self._save()
             attachments.scrub_in_place(self.run_dir, self.redactor)
-            kernel.unhook()
+            if self.interactive is None:  # an interactive run stops watching once it is archived
+                kernel.unhook()
+
+    def _archive(self, results: Results | None) -> None:
+        """An interactive run, closed: print the summary, archive the bundle, stop watching cells."""
+        if self.interactive is not None and not self.interactive.archived:
+            opening.archive(self.interactive, self.data, results, self.summary(self.interactive.bundle), self._say)
 
     def finish(self) -> Results:
-        """Run the cleanups, record and glue the results, print the summary; raise if the run did not pass."""
+        """Run the cleanups, record and glue the results, print the summary (and, for an interactive
+        run, archive its evidence); raise if the run did not pass."""
         if self._closed:
             return self.results()
         self._close("passed", None)
         results = self.results()
         scraps.glue_results(results)
-        self._say(self.summary())
+        if self.interactive is not None:
+            self._archive(results)
+        else:
+            print(self.summary(), flush=True)
         if self.data["status"] == "failed":
             raise CheckFailed(f"drill {self.data['status']}: {self.data['reason']}")
         if self.data["status"] != "passed":
             raise DrillbookError(f"run ended {self.data['status']}: {self.data['reason']}")
+        kernel.quiet(results)  # the summary above says it all: no dict echoed under the cell
         return results
 
     def fail(self, exc: BaseException) -> None:
         """Close the run after an exception (called by the cell hook, ``with``, or the runner)."""
         if self._closed:
             return
-        if isinstance(exc, CheckFailed):
-            status = "failed"
-        elif isinstance(exc, KeyboardInterrupt):
-            status = "aborted"
-        else:
-            status = "error"
+        status = "failed" if isinstance(exc, CheckFailed) else "aborted" if isinstance(exc, KeyboardInterrupt) else "error"
         reason = f"{type(exc).__name__}: {exc}".strip()
         self.data["error"] = {"type": type(exc).__name__, "message": str(exc),
                               "traceback": "".join(traceback.format_exception(exc))[-4000:]}
         self._say(f"✗ run stopped ({status}): {reason}; running cleanups")
         self._close(status, reason)
+        self._archive(self.results())
 
     def results(self) -> Results:
         d = self.data
@@ -311,19 +320,9 @@ class Drill:
             run_id=d["run_id"], env=d["env"], dry_run=d["dry_run"], status=d["status"], reason=d["reason"],
             steps=d["steps"], checks=d["checks"], measures=d["measures"], cleanups=d["cleanups"])))
 
-    def summary(self) -> str:
-        d = self.data
-        lines = [f"Run {d['run_id']} on {d['env']}: {d['status'].upper()}" + (f" — {d['reason']}" if d["reason"] else "")]
-        for s in d["steps"]:
-            lines.append(f"  step    {s['status']:<14} {s['title']}")
-        for c in d["checks"]:
-            lines.append(f"  check   {'passed' if c['passed'] else 'FAILED':<14} {c['name']}")
-        for m in d["measures"]:
-            target = f" vs {m['objective_value']}" if m["objective_value"] is not None else ""
-            lines.append(f"  measure {m['verdict']:<14} {m['name']} = {m['value']:.6g} {m['unit']}{target}")
-        for c in d["cleanups"]:
-            lines.append(f"  cleanup {c['status']:<14} {c['title']}")
-        return self.redactor.scrub("\n".join(lines))
+    def summary(self, evidence: Path | None = None) -> str:
+        """The outcome, every step, check, measure and cleanup, what changed, and the evidence."""
+        return self.redactor.scrub(summary(self.data, evidence))
 
     def _ensure_open(self) -> None:
         if self._closed:
@@ -351,38 +350,49 @@ def _cell_failed(error: BaseException) -> None:
 
 
 def _at_exit() -> None:
-    """Graceful kernel exit with the run still open: every cell ran (a failing cell would have
-    closed it) but ``finish()`` was never called. Run the cleanups and judge what was recorded."""
+    """Graceful kernel exit with the run still open. Under the runner every cell ran (a failing
+    cell would have closed it) but ``finish()`` was never called: run the cleanups and judge what
+    was recorded. A person's run was left unfinished (a shutdown or restart): it is aborted."""
     drill = _current
     if drill is not None and not drill._closed:
-        drill.data["note"] = "finish() was not called; the run was closed at kernel exit"
-        drill._close("passed", None)
+        person = drill.interactive is not None
+        drill.data["note"] = "finish() was not called; " + ("the kernel was shut down or restarted" if person
+                                                            else "the run was closed at kernel exit")
+        drill._close(*(("aborted", "the kernel was shut down or restarted before finish()") if person else ("passed", None)))
+        drill._archive(drill.results())
 
 
 atexit.register(_at_exit)
 
 
-def start(env: str = "local", dry_run: bool = True, approve: list[str] | tuple[str, ...] | None = None,
-          run_id: str | None = None, change: str | None = None) -> Drill:
-    """Begin a run against environment ``env``. Safe defaults: ``dry_run=True``, nothing approved."""
+def start(env: str | None = None, dry_run: bool = True, approve: list[str] | tuple[str, ...] | None = None,
+          run_id: str | None = None, change: str | None = None, severity: str | None = None,
+          incident: str | None = None) -> Drill:
+    """Begin a run against environment ``env`` (default: the working copy's ``incident.json``, else
+    ``local``). Safe defaults: ``dry_run=True``, nothing approved. In a kernel no runner started, the
+    run is opened here and archived at its end; calling this again while it is open keeps it."""
     global _current
+    approve = [approve] if isinstance(approve, str) else approve
+    want = opening.wanted(env, severity, incident, Path.cwd())
     if _current is not None and not _current._closed:
+        if _current.interactive is not None:
+            opening.keep(_current, want, dry_run, list(approve or []), change)
+            return _current
         _current._close("aborted", "superseded by a new drillbook.start() in the same kernel")
     project = paths.project_root()
-    environment = environments.load_environment(env, project)
+    environment = environments.load_environment(want.env, project)
     run_dir = Path(os.environ[RUN_DIR_VAR]) if os.environ.get(RUN_DIR_VAR) else None
-    if isinstance(approve, str):
-        approve = [approve]
-    if run_dir is None:  # a person at JupyterLab: the change reference first, not at the first live step
-        gates.require_change_up_front(environment, dry_run, change)
+    gates.require_change_up_front(environment, dry_run, change, unattended=run_dir is not None)
     drill = Drill(environment, dry_run=dry_run, approve=list(approve or []), run_id=run_id,
-                  change=change, run_dir=run_dir, project=project)
+                  change=change, run_dir=run_dir, project=project, severity=want.severity, incident=want.incident)
+    kernel.scrub_kernel_output(drill.redactor)
+    if run_dir is None and kernel.in_kernel():  # a person's run: it is a run like any other
+        drill._adopt(opening.open_interactive(environment, project, want, drill.dry_run, sorted(drill.approved),
+                                              drill.change, run_id, drill.redactor))
     _current = drill
     kernel.hook(_cell_failed)
-    kernel.scrub_kernel_output(drill.redactor)
-    mode = "DRY RUN (nothing will be changed)" if drill.dry_run else "LIVE"
-    prod = " — PRODUCTION" if environment.production else ""
-    drill._say(f"drillbook run {drill.run_id} on {environment.name}{prod}: {mode}")
+    prod, mode = " — PRODUCTION" if environment.production else "", "LIVE" if not drill.dry_run else "DRY RUN"
+    drill._say(f"drillbook run {drill.run_id} on {environment.name}{prod}: {mode}" + " (nothing will be changed)" * drill.dry_run)
     return drill
 
 

@@ -22,6 +22,11 @@ class DrillbookError(Exception):
     def __str__(self) -> str:
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for this error in a notebook: the message and the hint, no traceback
+        (the run's evidence keeps the full one)."""
+        return [f"\x1b[31merror: {self.message}\x1b[0m"] + ([f"hint: {self.hint}"] if self.hint else [])
+
 
 class ConfigError(DrillbookError):
     """A file we read (YAML, notebook metadata, mkdocs.yml) is malformed or invalid."""
@@ -37,6 +42,12 @@ class SecretError(DrillbookError):
 
 class NotebookError(DrillbookError):
     """A notebook cannot be run as asked: no parameters cell, bad parameter, …"""
+
+
+class RunOpen(DrillbookError):
+    """A run is open in this kernel and the request would change what it runs against."""
+
+    default_hint = "call drill.finish() first, then start the new run"
 
 
 class LockBusy(DrillbookError):

@@ -77,25 +77,37 @@ def pass_gate(run: Gated, gate: str, title: str, word: str | None = None) -> Non
     otherwise, and ``AwaitingApproval`` in JupyterLab after showing the panel."""
     required = word or gate
     if is_approved(run, gate, word):
-        how = "confirmed in the gate panel" if gate in _typed.get(run, {}) else "approved in advance (approve parameter)"
-        at = journal.now_iso()
+        entry = _approved(run, gate, title)
     elif run.unattended:
         raise GateNotApproved(
             f"gate {gate!r} (step {title!r}) is not approved; an unattended run never waits for input",
             f"re-run with --approve {gate} once you are sure",
         )
     elif _in_place:
+        run.data["steps"].pop()  # the step never started: drop the record its drill opened before asking
         _in_place[0](run, gate, title, required)
         raise AwaitingApproval(
             f"stopped before {title!r}: gate {gate!r} is not approved (nothing was changed by this step)",
             f"type {required} above and press Approve, then Shift+Enter runs this cell and goes on; "
             "Run All stops at every unapproved gate because the kernel reads a click only between cells")
     else:
+        asked = journal.now_iso()
         ask(gate, title, required)
-        at = journal.now_iso()  # when the person answered, not when the prompt appeared
-        how = f"confirmed interactively by {run.data['operator']} at the prompt"
-        run.approved.add(gate)
-    run.data["gates"].append(Gate(gate=gate, step=title, at=at, how=how))
+        run.approved.add(gate)  # the confirmation is when the person answered, not when asked
+        entry = Gate(gate=gate, step=title, at=journal.now_iso(), how=f"confirmed at the prompt by {run.data['operator']}",
+                     method="prompt", asked_at=asked)
+    run.data["gates"].append(entry)
+
+
+def _approved(run: Gated, gate: str, title: str) -> Gate:
+    """The entry of a step let through by an approval given before it: in the panel (when the
+    button was pressed) or with the run (``--approve``/the approve parameter: when the run began)."""
+    for earlier in reversed(run.data["gates"]):
+        if earlier["gate"] == gate and earlier["step"] is None and earlier.get("method", "panel") != "approve":
+            return Gate(gate=gate, step=title, at=earlier["at"], how=earlier["how"],
+                        method=earlier.get("method", "panel"))
+    return Gate(gate=gate, step=title, at=run.data["started_at"], method="approve",
+                how="approved when the run was started (--approve or the approve parameter)")
 
 
 def ask(gate: str, title: str, word: str | None = None) -> None:
@@ -113,20 +125,20 @@ def ask(gate: str, title: str, word: str | None = None) -> None:
                               f"type {required} in full to proceed")
 
 
-def approve(run: Gated, gate: str, how: str | None = None, word: str | None = None) -> None:
-    """Approve ``gate`` ahead of its step, journalling who and how (the caller saves the journal).
+def approve(run: Gated, gate: str, how: str | None = None, method: str = "panel", word: str | None = None) -> None:
+    """Approve ``gate`` ahead of its step, now, journalling who and how (the caller saves the journal).
     ``word``: what the person typed in a panel, which a step that declares its own word checks."""
     run.approved.add(gate)
     if word is not None:
         _typed.setdefault(run, {})[gate] = word
-    run.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(),
-                              "how": how or f"approved in advance by {run.data['operator']}"})
+    run.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(), "method": method,
+                              "how": how or f"approved in the gate panel by {run.data['operator']}"})
 
 
-def require_change_up_front(env: Environment, dry_run: bool, change: str | None) -> None:
+def require_change_up_front(env: Environment, dry_run: bool, change: str | None, unattended: bool) -> None:
     """An operator going live on production gives the change reference when the run starts, not
     when its first mutating step refuses (an unattended run is refused at that step, as before)."""
-    if env.production and not dry_run and not change:
+    if env.production and not dry_run and not change and not unattended:
         raise ChangeRequired(
             f"a live run on production environment {env.name!r} needs a change reference before it starts",
             "type it in the picker's change box (or set change = 'CHG-1234' in the parameters cell), "

@@ -23,15 +23,28 @@ STATUSES = ("passed", "failed", "error", "aborted")  # the closed set of run sta
 SECRET_REFS = "secret_refs"
 
 
+# Where the operator's name comes from, in order: the JupyterHub user (the person logged in to
+# the hub; the server's OS user is a service account), an explicit name, else the OS login.
+OPERATOR_SOURCES = ("JUPYTERHUB_USER", "DRILLBOOK_OPERATOR")
+OS_USER = "os-user"
+
+
+def operator_identity() -> tuple[str, str]:
+    """Who runs this (``name@host``) and which source named them (``OPERATOR_SOURCES`` or ``OS_USER``)."""
+    for variable in OPERATOR_SOURCES:
+        name = " ".join(os.environ.get(variable, "").split())[:128]
+        if name:
+            return f"{name}@{socket.gethostname()}", variable
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "unknown"
+    return f"{name}@{socket.gethostname()}", OS_USER
+
+
 def operator_name() -> str:
-    """Who runs this (``$DRILLBOOK_OPERATOR``, else the login name) and on which host."""
-    name = os.environ.get("DRILLBOOK_OPERATOR")
-    if not name:
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):
-            name = "unknown"
-    return f"{name}@{socket.gethostname()}"
+    """Who runs this and on which host (see ``operator_identity``)."""
+    return operator_identity()[0]
 
 
 def now_iso() -> str:

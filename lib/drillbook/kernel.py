@@ -1,5 +1,6 @@
-"""The kernel side of a drill: the IPython ``post_run_cell`` hook and the scrubbing of every message
-the kernel sends.
+"""The kernel side of a drill: the IPython cell hooks, the scrubbing of every message the kernel
+sends (and, for an interactive run, handing those outputs to its cell journal), and keeping the
+values drill calls return from being echoed under a cell.
 
 This module knows IPython and the kernel's session, never the drill: ``drill.py`` hands it the
 function to call when a cell fails and the redactor of each drill it starts. Outside IPython
@@ -16,6 +17,9 @@ if TYPE_CHECKING:  # annotations only: IPython is there only when a kernel runs 
     from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 
 CellFailed = Callable[[BaseException], None]
+CellStarted = Callable[[str, "int | None"], None]  # source, execution count
+CellEnded = Callable[["int | None", bool], None]  # execution count, failed
+OutputSent = Callable[[str, dict], None]  # message type, scrubbed content
 
 # What to do when a cell raises (or is interrupted): close the current run. Set by ``hook``.
 _on_cell_error: CellFailed | None = None
@@ -23,6 +27,15 @@ _on_cell_error: CellFailed | None = None
 # Every drill started in this kernel: its secrets stay scrubbed from the kernel's output even after
 # it closed (a later cell may still print a value it resolved).
 _output_redactors: list[Redactor] = []
+
+# An interactive run's cell journal (``watch_cells``), and what it hears of the kernel's output.
+_on_cell_start: CellStarted | None = None
+_on_cell_end: CellEnded | None = None
+_on_output: OutputSent | None = None
+
+# Values a drill call returned in the running cell: never echoed as the cell's result (a bare
+# ``0.133`` under a step, a large dict after ``finish()``).
+_quiet: list[object] = []
 
 
 def ipython() -> InteractiveShell | None:
@@ -32,27 +45,103 @@ def ipython() -> InteractiveShell | None:
 
 
 # --------------------------------------------------------------------- the post_run_cell hook
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (not plain Python, not a terminal IPython)."""
+    return getattr(ipython(), "kernel", None) is not None
+
+
+def _pre_run_cell(info: object) -> None:
+    _quiet.clear()
+    ip = ipython()
+    if _on_cell_start is not None and ip is not None:
+        _on_cell_start(str(getattr(info, "raw_cell", "") or ""), ip.execution_count)
+
+
 def _post_run_cell(result: ExecutionResult) -> None:
-    """IPython hook: a cell raised (or was interrupted) → hand the error to the drill."""
+    """IPython hook: a cell raised (or was interrupted) → hand the error to the drill; then tell
+    the cell journal the cell ended (the drill may have closed and archived the run meanwhile)."""
     error = getattr(result, "error_in_exec", None) or getattr(result, "error_before_exec", None)
     if error is not None and _on_cell_error is not None:
         _on_cell_error(error)
+    if _on_cell_end is not None:
+        flush_output()
+        if _on_cell_end is not None:
+            _on_cell_end(getattr(result, "execution_count", None), error is not None)
+
+
+def flush_output() -> None:
+    """Push what the cell printed through the kernel's session now (ipykernel sends streams from
+    a background thread and waits for it here), so the cell journal has all of it."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _register(event: str, fn: Callable[..., None]) -> None:
+    ip = ipython()
+    if ip is not None and fn not in ip.events.callbacks[event]:
+        ip.events.register(event, fn)
 
 
 def hook(on_cell_error: CellFailed) -> None:
     """Call ``on_cell_error`` with the exception of every cell that fails from now on."""
     global _on_cell_error
     _on_cell_error = on_cell_error
+    _register("pre_run_cell", _pre_run_cell)
+    _register("post_run_cell", _post_run_cell)
+    _install_quiet_displayhook()
+
+
+def watch_cells(on_start: CellStarted, on_output: OutputSent, on_end: CellEnded) -> None:
+    """Hand every cell's start, the outputs the kernel sends (scrubbed) and its end to an
+    interactive run's cell journal, until ``unhook``."""
+    global _on_cell_start, _on_cell_end, _on_output
+    _on_cell_start, _on_output, _on_cell_end = on_start, on_output, on_end
+
+
+def current_cell() -> tuple[str, int | None]:
+    """The source and execution count of the cell running now (IPython stores a cell's input in
+    its history before running it): the cell that opened a run is journalled too."""
     ip = ipython()
-    if ip is not None and _post_run_cell not in ip.events.callbacks["post_run_cell"]:
-        ip.events.register("post_run_cell", _post_run_cell)
+    if ip is None:
+        return "", None
+    history = ip.user_ns.get("_ih") or [""]
+    return str(history[-1]), ip.execution_count
 
 
 def unhook() -> None:
     """Stop watching cells (the run is closed)."""
+    global _on_cell_start, _on_cell_end, _on_output
+    _on_cell_start = _on_cell_end = _on_output = None
     ip = ipython()
-    if ip is not None and _post_run_cell in ip.events.callbacks["post_run_cell"]:
-        ip.events.unregister("post_run_cell", _post_run_cell)
+    for event, fn in (("pre_run_cell", _pre_run_cell), ("post_run_cell", _post_run_cell)):
+        if ip is not None and fn in ip.events.callbacks[event]:
+            ip.events.unregister(event, fn)
+
+
+# --------------------------------------------------------------------- no echoed values
+def quiet(value: object) -> None:
+    """Do not echo ``value`` if it ends up the running cell's result (a drill call returned it)."""
+    if value is not None and in_kernel():
+        _quiet.append(value)
+
+
+def _install_quiet_displayhook() -> None:
+    """Wrap the hook IPython installs as ``sys.displayhook`` while a cell runs."""
+    trap = getattr(ipython(), "display_trap", None)
+    original = getattr(trap, "hook", None)
+    if original is None or getattr(original, "drillbook_quiet", False):
+        return
+
+    def displayhook(result: object) -> None:
+        if any(result is value for value in _quiet):
+            return
+        original(result)
+
+    displayhook.drillbook_quiet = True  # type: ignore[attr-defined]
+    trap.hook = displayhook
 
 
 # --------------------------------------------------------------------- the kernel's output
@@ -85,7 +174,24 @@ def scrub_kernel_output(redactor: Redactor) -> None:
         if isinstance(msg_or_type, dict):  # a message built before sending (streams, displays)
             msg_or_type = {**msg_or_type, "content": _scrub_output(msg_or_type.get("content")),
                            "metadata": _scrub_output(msg_or_type.get("metadata", {}))}
-        return original(stream, msg_or_type, _scrub_output(content), *args, **kwargs)
+        content = _scrub_output(content)
+        _heard(msg_or_type, content)
+        return original(stream, msg_or_type, content, *args, **kwargs)
 
     send.drillbook_scrubs = True  # type: ignore[attr-defined]
     session.send = send
+
+
+def _heard(msg_or_type: dict[str, object] | str | None, content: object) -> None:
+    """Hand a scrubbed output message to the cell journal, if an interactive run keeps one."""
+    listener = _on_output
+    if listener is None:
+        return
+    if isinstance(msg_or_type, dict):
+        header = msg_or_type.get("header")
+        msg_type = header.get("msg_type") if isinstance(header, dict) else None
+        content = msg_or_type.get("content")
+    else:
+        msg_type = msg_or_type
+    if isinstance(msg_type, str) and isinstance(content, dict):
+        listener(msg_type, content)

@@ -148,7 +148,7 @@ def gate_row(drill: Drill, gate: str, word: str) -> ipywidgets.HBox:
         if button.description == "Approved" or typed.value.strip() != word:
             return  # already done, or the box changed after the button was enabled: nothing to approve
         at = journal.now_iso()
-        drill.approve_gate(gate, f"confirmed in the gate panel by {drill.data['operator']} at {at} (typed {word})", word)
+        drill.approve_gate(gate, f"confirmed in the gate panel by {drill.data['operator']} (typed {word})", "panel", word)
         approved(f"approved by {drill.data['operator']} at {at}")
 
     if is_approved(drill, gate, word):

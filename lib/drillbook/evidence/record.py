@@ -82,8 +82,18 @@ class Cleanup(CleanupOutcome):
 class Gate(TypedDict):
     gate: str
     step: str | None  # None: approved ahead of its step
-    at: str
+    at: str  # when it was confirmed (the answer, the button press, the run's start for --approve)
     how: str
+    method: NotRequired[str]  # GATE_METHODS
+    asked_at: NotRequired[str]  # when the step asked (a prompt), if it did
+
+
+# How a gate was confirmed: in the panel, at the text prompt, by --approve/the approve parameter,
+# or by a schedule entry's approvals.
+GATE_METHODS = ("panel", "prompt", "approve", "schedule")
+# What ran the notebook: ``drillbook run`` (papermill), or a person in a kernel (``drillbook.start``).
+MODES = ("run", "interactive")
+SEVERITIES = ("P0", "P1", "P2", "P3")
 
 
 class Error(TypedDict):
@@ -100,6 +110,7 @@ class Journal(TypedDict):
     dry_run: bool
     change: str | None
     operator: str
+    operator_source: NotRequired[str]  # journal.OPERATOR_SOURCES or journal.OS_USER
     started_at: str
     finished_at: str | None
     status: str  # RUNNING, then a Status
@@ -114,6 +125,9 @@ class Journal(TypedDict):
     seconds: NotRequired[float]  # set when the run closes
     error: NotRequired[Error]  # the exception that stopped the run
     note: NotRequired[str]
+    mode: NotRequired[str]  # MODES
+    severity: NotRequired[str | None]
+    incident: NotRequired[str | None]
 
 
 class Results(TypedDict):
@@ -192,6 +206,10 @@ class Record(TypedDict):
     results: Results | None
     error: NotRequired[Error]  # from the journal, when the run was stopped by an exception
     note: NotRequired[str]
+    mode: NotRequired[str]  # MODES; records written before it are "run"
+    operator_source: NotRequired[str]  # where the operator's name came from (journal.operator_identity)
+    severity: NotRequired[str | None]  # SEVERITIES, when the run serves an incident
+    incident: NotRequired[str | None]  # the incident id
 
 
 # What the record takes from the journal (the rest of the journal is the runner's to know).
@@ -218,6 +236,23 @@ def verdict(checks: Iterable[Check], measures: Iterable[Measure],
     if broken:
         return "error", f"cleanup failed: {', '.join(broken)}"
     return "passed", None
+
+
+def measured(name: str, value: float, unit: str, objective: str | None, better: str, detail: str,
+             env: "Environment") -> Measure:
+    """A measure, compared with ``env``'s objective ``objective`` when it names one: ``better='lower'``
+    meets it when value ≤ objective, ``'higher'`` when value ≥ objective."""
+    entry: Measure = {"name": name, "value": value, "unit": unit, "objective": objective, "objective_value": None,
+                      "better": better, "verdict": "recorded", "detail": detail, "at": journal.now_iso()}
+    if objective is not None:
+        target = env.objectives.get(objective)
+        if target is None:
+            entry["verdict"] = "no objective"
+            entry["detail"] = (detail + "; " if detail else "") + f"environment {env.name} sets no {objective}"
+        else:
+            ok = value <= target if better == "lower" else value >= target
+            entry.update(objective_value=target, verdict="met" if ok else "missed")
+    return entry
 
 
 # --------------------------------------------------------------------------- building the record
@@ -259,7 +294,8 @@ def source_info(path: Path, project: Path) -> Source:
 
 def base_record(*, run_id: str, drill: str, kind: str, title: str, notebook: str, env: "Environment",
                 parameters: dict[str, Any], dry_run: bool, approve: list[str], change: str | None,
-                controls: list[str], source: Source, operator: str) -> Record:
+                controls: list[str], source: Source, operator: str, operator_source: str | None = None,
+                mode: str = "run", severity: str | None = None, incident: str | None = None) -> Record:
     """The part of the record known before the kernel starts (also kept in the in-flight marker)."""
     return {
         "schema": SCHEMA, "run_id": run_id, "drill": drill, "kind": kind, "title": title,
@@ -269,7 +305,9 @@ def base_record(*, run_id: str, drill: str, kind: str, title: str, notebook: str
         "parameters": parameters, "objectives": dict(env.objectives), "controls": controls,
         "operator": operator, "host": socket.gethostname(), "versions": versions(), "source": source,
         "steps": [], "checks": [], "measures": [], "cleanups": [], "gates": [], "attachments": [],
-        "failing_cell": None, "results": None,
+        "failing_cell": None, "results": None, "mode": mode,
+        "operator_source": operator_source or journal.operator_identity()[1],
+        "severity": severity, "incident": incident,
     }
 
 
@@ -281,7 +319,9 @@ def complete_record(record: Record, *, status: str, reason: str | None, seconds:
     if kernel_journal:
         raw = cast("dict[str, object]", kernel_journal)  # keys chosen at run time, from JOURNAL_FIELDS
         journalled = {key: raw[key] for key in JOURNAL_FIELDS if key in raw}
-        journalled["operator"] = kernel_journal.get("operator") or record["operator"]
+        if kernel_journal.get("operator"):  # the kernel names who ran it, and from which source
+            journalled["operator"] = kernel_journal["operator"]
+            journalled["operator_source"] = kernel_journal.get("operator_source") or record.get("operator_source")
     done = cast(Record, {**record, **journalled})
     done.update(status=status, reason=reason, finished_at=journal.now_iso(), seconds=round(seconds, 3),
                 failing_cell=failing_cell, results=results)

@@ -83,6 +83,9 @@ def _alive(pid: int | None, started: str | None) -> bool:
         return False
     except PermissionError:
         return True
+    fields = _proc_fields(pid)
+    if fields and fields[0] in ("Z", "X"):  # a killed kernel its parent has not reaped yet runs nothing
+        return False
     return started is None or _proc_start(pid) in (None, started)
 
 
@@ -202,13 +205,19 @@ class Marker:
 
         ``scrub_parameters``: the parameters with the notebook's defaults, whose secret
         references the redactor resolved (recovery must scrub exactly those)."""
+        return cls.open(state, plan.run_id, plan.redactor, base, archive, key, scrub_parameters)
+
+    @classmethod
+    def open(cls, state: Path, run_id: str, redactor: Redactor, base: dict[str, Any], archive: Path,
+             key: Ed25519PrivateKey, scrub_parameters: dict[str, Any]) -> Marker:
+        """``create`` for a run without a plan: an interactive run, whose process is its kernel."""
         run_dir = new_run_dir()
-        info = {"run_id": plan.run_id, "pid": os.getpid(), "proc_start": _proc_start(os.getpid()),
+        info = {"run_id": run_id, "pid": os.getpid(), "proc_start": _proc_start(os.getpid()),
                 "kernel_pid": None, "kernel_start": None, "run_dir": str(run_dir), "archive": str(archive),
-                "t0": time.time(), "record": plan.redactor.scrub_obj(base),
-                "scrub_parameters": plan.redactor.scrub_obj(scrub_parameters),
+                "t0": time.time(), "record": redactor.scrub_obj(base),
+                "scrub_parameters": redactor.scrub_obj(scrub_parameters),
                 "outcome": None, "manifest_sha256": None}
-        marker = cls(marker_dir(state) / f"{plan.run_id}.json", info, key, plan.redactor)
+        marker = cls(marker_dir(state) / f"{run_id}.json", info, key, redactor)
         try:
             marker._save()
         except BaseException:  # e.g. a full disk: no folder that no marker names is left behind
@@ -332,7 +341,8 @@ def _record_to_archive(info: dict[str, Any], project: Path | None) -> tuple[
     base = info["record"]
     done = info.get("outcome")
     if done is None:
-        reason = f"the runner (pid {info['pid']}) was killed before the run finished"
+        who = "kernel" if base.get("mode") == "interactive" else "runner"  # an interactive run has no runner
+        reason = f"the {who} (pid {info['pid']}) was killed before the run finished"
         done = record.complete_record(base, status="aborted", reason=reason, seconds=time.time() - info["t0"],
                                       kernel_journal=journal.read_journal(run_dir), failing_cell=None,
                                       results=None)

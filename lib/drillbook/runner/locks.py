@@ -18,8 +18,10 @@ from ..files import try_flock, unflock
 
 
 @contextmanager
-def hold(state: Path, env: str, run_id: str, wait: float = 0.0, hint: str | None = None) -> Iterator[None]:
-    """Hold the environment's lock (waiting up to ``wait`` seconds); ``hint`` replaces LockBusy's default."""
+def hold(state: Path, env: str, run_id: str, wait: float = 0.0, hint: str | None = None,
+         operator: str | None = None) -> Iterator[None]:
+    """Hold the environment's lock (waiting up to ``wait`` seconds); ``hint`` replaces LockBusy's default.
+    ``operator`` is who holds it, for the message a second run gets."""
     directory = state / "locks"
     path = directory / f"{validate_environment_name(env)}.lock"  # a name, never a path out of locks/
     directory.mkdir(parents=True, exist_ok=True)
@@ -32,7 +34,7 @@ def hold(state: Path, env: str, run_id: str, wait: float = 0.0, hint: str | None
         try:
             handle.seek(0)
             handle.truncate()
-            handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "since": time.time()}))
+            handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "since": time.time(), "operator": operator}))
             handle.flush()
             yield
         finally:
@@ -44,7 +46,8 @@ def hold(state: Path, env: str, run_id: str, wait: float = 0.0, hint: str | None
 def _holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
-        since = time.strftime("%H:%M:%S", time.localtime(info["since"]))
-        return f"run {info['run_id']} (pid {info['pid']}) holds it since {since}"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
+        who = f"{info['operator']} " if info.get("operator") else ""
+        return f"{who}holds it with run {info['run_id']} (pid {info['pid']}) since {since}"
     except (OSError, ValueError, KeyError):
         return "another run holds it"

@@ -1,0 +1,115 @@
+"""What ``drillbook.start()`` asks for, and what it does when this kernel already has a run open.
+
+* ``wanted``: the environment, severity and incident id, from the call or from the working copy's
+  ``incident.json`` (``incidentfile``), validated (bad values: one line, nothing opened);
+* ``keep``: ``start()`` again while an interactive run is open (Run All, re-running the cell)
+  keeps that run, same environment and run id; asking for another environment, or for LIVE on a
+  dry run (or the reverse), is refused with one line: finish the run first;
+* ``open_interactive`` and ``archive``: the runner's side of a person's run (``runner/interactive.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from typing import Callable
+
+from . import incidentfile, journal, kernel
+from .config.environments import Environment
+from .config.secrets import Redactor
+from .errors import DrillbookError, RunOpen
+from .evidence.record import Journal, Results
+
+if TYPE_CHECKING:  # annotations only: the runner's pieces load once a person opens a run
+    from .runner.interactive import InteractiveRun
+
+DEFAULT_ENV = "local"
+
+
+@dataclass(frozen=True)
+class Wanted:
+    env: str
+    severity: str | None
+    incident: str | None
+    runbook: str | None  # named by incident.json
+
+
+def wanted(env: str | None, severity: str | None, incident: str | None, folder: Path) -> Wanted:
+    """What the call asks for, completed from ``folder/incident.json`` when there is one."""
+    severity, incident = incidentfile.validate_severity(severity), incidentfile.validate_incident(incident)
+    found = incidentfile.load_incident_file(folder)
+    if found is None:
+        return Wanted(env or DEFAULT_ENV, severity, incident, None)
+    if env and found.env and env != found.env:
+        raise incidentfile.IncidentError(
+            f"this working copy is for environment {found.env!r} (incident.json), not {env!r}",
+            f"open a working copy for {env} instead (drillbook incident open … --env {env})")
+    return Wanted(found.env or env or DEFAULT_ENV, severity or found.severity, incident or found.incident,
+                  found.runbook)
+
+
+class OpenRun(Protocol):
+    """The parts of an open run that ``keep`` reads and changes (a ``Drill``)."""
+
+    env: Environment
+    dry_run: bool
+    change: str | None
+    approved: set[str]
+    run_id: str
+    data: Journal
+
+    def approve_gate(self, gate: str, how: str | None = None, method: str = "panel") -> None: ...
+
+    def _save(self) -> None: ...
+
+    def _say(self, text: str) -> None: ...
+
+
+def keep(run: OpenRun, want: Wanted, dry_run: bool, approve: list[str], change: str | None) -> None:
+    """``start()`` again while ``run`` is open: keep it, or refuse what would change it."""
+    mode = "a dry run" if run.dry_run else "LIVE"
+    if want.env != run.env.name:
+        raise RunOpen(f"run {run.run_id} is open on {run.env.name}; it cannot switch to {want.env}",
+                      "call drill.finish() to end it, then start the run on the other environment")
+    if bool(dry_run) != run.dry_run:
+        raise RunOpen(f"run {run.run_id} on {run.env.name} is open as {mode}",
+                      f"call drill.finish() to end it, then start again with dry_run={bool(dry_run)}")
+    if change and run.change and change != run.change:
+        raise RunOpen(f"run {run.run_id} is open under change {run.change}, not {change}",
+                      "call drill.finish() to end it, then start again with the other change reference")
+    if change and not run.change:
+        run.change = run.data["change"] = change
+        run._save()
+    for gate in approve:
+        if gate not in run.approved:
+            run.approve_gate(gate, "approved when the run was started again (approve parameter)", "approve")
+    run._say(f"run {run.run_id} is still open on {run.env.name} ({mode}): kept, nothing restarted")
+
+
+def open_interactive(env: Environment, project: Path, want: Wanted, dry_run: bool, approve: list[str],
+                     change: str | None, run_id: str | None, redactor: Redactor) -> InteractiveRun:
+    """Lock the environment and open the run folder of a person's run (``LockBusy`` if taken)."""
+    from .runner import interactive  # the runner's pieces: only in a kernel a person runs
+
+    operator, source = journal.operator_identity()
+    opening = interactive.Opening(env=env, project=project, dry_run=dry_run, approve=approve, change=change,
+                                  severity=want.severity, incident=want.incident, operator=operator,
+                                  operator_source=source, notebook=interactive.notebook_path(project, want.runbook))
+    return interactive.open_run(opening, run_id, redactor)
+
+
+def archive(run: InteractiveRun, data: Journal, results: Results | None, summary: str,
+            say: Callable[[str], None]) -> None:
+    """A closed interactive run: print its summary, archive the bundle, stop watching cells. A
+    failure to archive leaves the marker: the next drillbook command archives the run."""
+    try:
+        print(summary, flush=True)
+        kernel.flush_output()  # the summary is part of the notebook archived
+        run.archive(data, results)
+        say(f"evidence archived and signed: {run.bundle}")
+    except (DrillbookError, OSError) as exc:
+        what = exc.message if isinstance(exc, DrillbookError) else str(exc)
+        say(f"✗ evidence not archived yet ({what}); any drillbook command archives it")
+    finally:
+        kernel.unhook()

@@ -1,0 +1,196 @@
+"""An interactive run: a runbook run by a person in a Jupyter kernel, as much a run as ``drillbook run``.
+
+``drillbook.start()`` in a kernel that no runner started opens one (``open_run``), in the kernel's
+own process, with the runner's pieces:
+
+* the environment's lock (``locks``), held by the kernel until the run is archived; the kernel's
+  death releases it, so a second run on the environment (interactive or ``drillbook run``) is
+  refused meanwhile, naming who holds it;
+* a private run folder and a signed in-flight marker naming the kernel (``inflight``): the kernel's
+  journal and the notebook rebuilt from its cells (``cells.CellLog``) are written there as they go;
+* at the end (``finish()``, a failing or interrupted cell, kernel exit), ``archive`` builds the
+  record (mode ``interactive``), marks the failing cell, scrubs everything, renders the HTML once
+  and writes the bundle and ledger entry with ``evidence.archive.record_run``, as the runner does.
+
+A kernel killed meanwhile leaves its marker: the next drillbook command archives the run as
+``aborted`` from the journal and the cells (``inflight.recover_aborted``), exactly like a dead runner's.
+"""
+from __future__ import annotations
+
+import html
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import journal, paths
+from ..cells import CellLog
+from ..config import catalog
+from ..config.environments import Environment
+from ..config.secrets import Redactor
+from ..errors import DrillbookError
+from ..evidence import keys, record
+from ..evidence.archive import record_run
+from ..evidence.archive import run_dir as bundle_dir
+from ..evidence.record import Journal, Record, Results
+from . import inflight, locks
+from .outcome import html_header, mark_failure
+
+SESSION_VAR = "JPY_SESSION_NAME"  # the notebook's path, as Jupyter's server tells its kernels
+
+
+@dataclass
+class Opening:
+    """What a person's ``drillbook.start()`` asked for."""
+
+    env: Environment
+    project: Path
+    dry_run: bool
+    approve: list[str]
+    change: str | None
+    severity: str | None
+    incident: str | None
+    operator: str
+    operator_source: str
+    notebook: Path | None  # the notebook being run, when the kernel can tell
+
+
+def notebook_path(project: Path, named: str | None = None) -> Path | None:
+    """The notebook this kernel runs: ``named`` (an incident's working copy names its runbook),
+    else what the Jupyter server told the kernel; None when neither names a file."""
+    for candidate in (named, os.environ.get(SESSION_VAR)):
+        if not candidate:
+            continue
+        path = Path(candidate)
+        for option in ([path] if path.is_absolute() else [Path.cwd() / path, project / path, Path.cwd() / path.name]):
+            if option.suffix == ".ipynb" and option.is_file():
+                return option.resolve()
+        if not path.suffix:  # a catalog name
+            try:
+                return catalog.find(candidate, project)[0]
+            except DrillbookError:
+                continue
+    return None
+
+
+def _describe(opening: Opening) -> tuple[str, str, str, str, list[str], record.Source]:
+    """name, kind, title, the notebook's path in the project, controls and source of the run."""
+    path = opening.notebook
+    if path is None:
+        source: record.Source = {"path": "unknown", "sha256": "unknown", "git_commit": None, "git_dirty": None}
+        return "interactive", "notebook", "Interactive run", "unknown", [], source
+    try:
+        entry = catalog.load_optional_entry(path)
+    except DrillbookError:
+        entry = None
+    source = record.source_info(path, opening.project)
+    if entry is None:
+        return path.stem, "notebook", path.stem, source["path"], [], source
+    return entry.name, entry.kind, entry.meta.title, source["path"], list(entry.meta.controls), source
+
+
+class InteractiveRun:
+    """The run folder, marker, lock and cell journal of one interactive run, until it is archived."""
+
+    def __init__(self, opening: Opening, run_id: str, redactor: Redactor) -> None:
+        from .plan import new_run_id  # plan imports nbformat: loaded only once a person starts a run
+
+        self.project = opening.project
+        self.archive_root = paths.archive_root(opening.project)
+        state = paths.state_dir(opening.project)
+        self.key = keys.load_or_create_signing_key()
+        name, kind, title, notebook, controls, source = _describe(opening)
+        self.run_id = run_id or new_run_id(name, opening.env.name)
+        self.base: Record = record.base_record(
+            run_id=self.run_id, drill=name, kind=kind, title=title, notebook=notebook, env=opening.env,
+            parameters={"env": opening.env.name, "dry_run": opening.dry_run, "approve": opening.approve,
+                        "change": opening.change},
+            dry_run=opening.dry_run, approve=list(opening.approve), change=opening.change, controls=controls,
+            source=source, operator=opening.operator, operator_source=opening.operator_source,
+            mode="interactive", severity=opening.severity, incident=opening.incident)
+        self._lock = ExitStack()
+        self._lock.enter_context(locks.hold(state, opening.env.name, self.run_id, operator=opening.operator,
+                                            hint="finish that run first (drill.finish()), or wait for it"))
+        try:
+            self.marker = inflight.Marker.open(state, self.run_id, redactor, dict(self.base), self.archive_root,
+                                               self.key, {})
+        except BaseException:
+            self._lock.close()
+            raise
+        self.run_dir = self.marker.run_dir
+        self.cells = CellLog(self.run_dir)
+        self.redactor = redactor
+        self.bundle = bundle_dir(self.archive_root, self.run_id)
+        self.archived = False
+        self._t0 = time.monotonic()
+
+    def archive(self, kernel_journal: Journal, results: Results | None) -> Path:
+        """Archive the closed run as a signed bundle; release the lock; return the bundle's folder."""
+        if self.archived:
+            return self.bundle
+        self.archived = True
+        try:
+            self.cells.end(None, failed=kernel_journal["status"] != "passed")  # the cell that closed it
+            done, notebook, page = self._evidence(kernel_journal, results)
+            self.marker.note_outcome(dict(done))
+            record_run(self.archive_root, self.key, done, self.redactor, notebook=notebook, html=page,
+                       attachments=self.run_dir / "attachments", on_manifest=self.marker.note_manifest)
+            self.marker.finish()
+        finally:
+            self._lock.close()
+        return self.bundle
+
+    def _evidence(self, kernel_journal: Journal, results: Results | None) -> tuple[Record, dict[str, Any], str | None]:
+        """The record, the scrubbed notebook of the cells run and its HTML page (None if it fails)."""
+        import nbformat  # slow to import: only when the run ends
+
+        from .plan import refresh_redactor
+        from .render import HtmlRenderer
+
+        status, reason = kernel_journal["status"], kernel_journal.get("reason")
+        nb = nbformat.from_dict(self.cells.notebook())
+        failing = mark_failure(nb, status, reason)
+        _fold_traceback(nb, kernel_journal, failing)
+        refresh_redactor(self.redactor, _env_of(self), {}, self.project, self.run_dir / "attachments",
+                         dict(kernel_journal))
+        done = record.complete_record(self.base, status=status, reason=self.redactor.scrub(reason) if reason else None,
+                                      seconds=time.monotonic() - self._t0, kernel_journal=kernel_journal,
+                                      failing_cell=failing, results=results)
+        done["versions"] = {**done["versions"], "kernel_python": record.versions().get("python")}
+        notebook = self.redactor.scrub_obj(nb)
+        try:
+            page = HtmlRenderer().render(nbformat.from_dict(notebook), html_header(done))
+        except Exception as exc:  # the notebook is still archived; the record says why the page is missing
+            done["reason"] = f"{done['reason'] or done['status']}; HTML page not built ({type(exc).__name__}: {exc})"
+            page = None
+        return done, notebook, page
+
+
+def _env_of(run: InteractiveRun) -> Environment:
+    from ..config import environments
+
+    return environments.load_environment(run.base["env"], run.project)
+
+
+def _fold_traceback(nb: Any, kernel_journal: Journal, failing: dict[str, Any] | None) -> None:
+    """The full traceback of the error that stopped the run, folded, under its cell: the notebook
+    showed the person one line and the hint."""
+    error = kernel_journal.get("error")
+    if not error or failing is None:
+        return
+    import nbformat
+
+    text = html.escape(str(error.get("traceback", "")), quote=False)
+    cell = nbformat.v4.new_markdown_cell(
+        f"<details><summary>Full traceback ({html.escape(str(error.get('type')))})</summary>"
+        f"<pre>{text}</pre></details>")
+    cell.metadata["tags"] = ["drillbook-traceback"]
+    nb.cells.insert(failing["index"] + 1, cell)
+
+
+def open_run(opening: Opening, run_id: str | None, redactor: Redactor) -> InteractiveRun:
+    """Lock the environment and open the run folder and marker of a person's run (``LockBusy``
+    when another run holds the environment)."""
+    return InteractiveRun(opening, run_id or "", redactor)
