@@ -19,9 +19,10 @@ from __future__ import annotations
 import html
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import journal, kernel
+from . import incidentfile, journal, kernel
 from .gates import Gated, is_approved, show_in_place_with
 from .config import environments
 from .drill import Drill
@@ -81,9 +82,11 @@ def environment_picker(default: str = "local", dry_run: bool = True, change: str
         env = environments.load_environment(name)
         options.append((f"{name} — PRODUCTION" if env.production else name, name))
     names = [value for _, value in options]
-    chosen = _chosen.get("env", default)
+    incident = incidentfile.load_incident_file(Path.cwd())  # a working copy runs where its incident is
+    chosen = incident.env if incident is not None and incident.env else _chosen.get("env", default)
     picker = widgets.Dropdown(options=options, value=chosen if chosen in names else (default if default in names else None),
-                              description="Environment", style={"description_width": "initial"})
+                              description="Environment", style={"description_width": "initial"},
+                              disabled=incident is not None and bool(incident.env))
     change_box = widgets.Text(value=_chosen.get("change", change or ""), description="Change reference",
                               placeholder="CHG-1234 (required to go live on production)",
                               style={"description_width": "initial"})

@@ -16,7 +16,7 @@ app.add_typer(incident_app, name="incident")
 def incident_open(
     runbook: str = typer.Argument(..., help="The runbook's name, e.g. postgres-failover (see drillbook list)."),
     env: str = typer.Option(..., "--env", help="The environment the incident is in (see drillbook envs)."),
-    severity: Optional[str] = typer.Option(None, help="P0 (worst) to P4; kept in the run's record."),
+    severity: Optional[str] = typer.Option(None, help="P0 (worst) to P3; kept in the run's record."),
     incident: Optional[str] = typer.Option(None, help="The incident's id, e.g. INC-42 (default: INC-<UTC time>)."),
 ) -> None:
     """Copy RUNBOOK to incidents/<id>/ set for --env, beside an incident.json, and print the JupyterLab URL.

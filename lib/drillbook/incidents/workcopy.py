@@ -24,12 +24,11 @@ from pathlib import Path
 import nbformat
 
 from .. import files, paths
+from ..incidentfile import INCIDENT_FILE, SEVERITIES, validate_severity
 from ..config import catalog, environments, notebooks
 from ..errors import ConfigError, NotebookError
 
 INCIDENTS_DIR = "incidents"  # under the project root; git-ignored
-INCIDENT_FILE = "incident.json"
-SEVERITIES = ("P0", "P1", "P2", "P3", "P4")
 # An id becomes a folder name: letters, digits, '.', '_' and '-', starting with a letter or digit.
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -48,15 +47,6 @@ class IncidentCopy:
     def relative_notebook(self) -> str:
         """The copy's path from the project root, as JupyterLab's URL names it."""
         return self.notebook.relative_to(self.project).as_posix()
-
-
-def validate_severity(severity: str | None) -> str | None:
-    if severity is None:
-        return None
-    value = severity.strip().upper()
-    if value not in SEVERITIES:
-        raise ConfigError(f"unknown severity {severity!r}", f"use one of {', '.join(SEVERITIES)}")
-    return value
 
 
 def validate_incident_id(incident: str | None) -> str:
