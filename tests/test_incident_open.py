@@ -61,7 +61,7 @@ def test_a_generated_id_names_the_folder(incident_project: Project) -> None:
     (["no-such-runbook", "--env", "local"], "unknown drill or runbook"),
     (["postgres-failover", "--env", "nope"], "unknown environment 'nope'"),
     (["postgres-failover", "--env", "../local"], "not an environment name"),
-    (["postgres-failover", "--env", "local", "--severity", "P9"], "unknown severity 'P9'"),
+    (["postgres-failover", "--env", "local", "--severity", "P9"], "bad severity 'P9'"),
     (["postgres-failover", "--env", "local", "--incident", "../../etc"], "not an incident id"),
     (["postgres-failover", "--env", "local", "--incident", "a/b"], "not an incident id"),
     (["postgres-failover", "--env", "local", "--incident", "-rf"], "not an incident id"),
@@ -95,7 +95,7 @@ def test_a_drill_is_not_an_incident_procedure(incident_project: Project) -> None
 
 def test_set_parameter_keeps_the_comment_and_the_other_lines() -> None:
     source = 'env = "local"  # où: the environment\ndry_run = True\n'
-    assert workcopy.set_parameter(source, "env", "prod-eu") == 'env = \'prod-eu\'  # où: the environment\ndry_run = True\n'
+    assert workcopy.set_parameter(source, "env", "prod-eu") == 'env = "prod-eu"  # où: the environment\ndry_run = True\n'
 
 
 def test_lab_url_names_the_file_on_a_server_that_serves_it_and_never_a_token(tmp_path: Path) -> None:

@@ -70,7 +70,8 @@ def runbook_path(name: str, project: Path) -> Path:
 
 def set_parameter(source: str, name: str, value: object) -> str:
     """The parameters cell's ``source`` with the one assignment to ``name`` given ``value``
-    (a literal, written with ``repr``); the rest of the line (its comment) is kept."""
+    (a literal: a string in double quotes, as the runbooks write them, else ``repr``); the rest
+    of the line (its comment) is kept."""
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
     for stmt in tree.body:
@@ -79,7 +80,8 @@ def set_parameter(source: str, name: str, value: object) -> str:
             node = stmt.value
             row = node.lineno - 1
             line = lines[row].encode("utf-8")  # ast's offsets count UTF-8 bytes
-            lines[row] = (line[:node.col_offset] + repr(value).encode("utf-8") + line[node.end_col_offset:]).decode()
+            literal = json.dumps(value) if isinstance(value, str) else repr(value)  # JSON strings are Python's
+            lines[row] = (line[:node.col_offset] + literal.encode("utf-8") + line[node.end_col_offset:]).decode()
             return "".join(lines)
     raise NotebookError(f"the parameters cell has no one-line assignment to {name!r}",
                         f"declare it as `{name} = ...` on one line")
