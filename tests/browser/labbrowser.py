@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -148,8 +147,18 @@ class Shots:
         page.screenshot(path=str(path))
         if self.docs is not None and docs_name:
             self.docs.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, self.docs / f"{docs_name}.png")
+            self._for_docs(path, self.docs / f"{docs_name}.png")
         return path
+
+    @staticmethod
+    def _for_docs(shot: Path, target: Path) -> None:
+        """A small copy for the documentation: the notebook's area only, in a 64-colour palette."""
+        from PIL import Image  # matplotlib's dependency; only when docs screenshots are asked for
+
+        with Image.open(shot) as image:
+            width, height = image.size
+            cropped = image.convert("RGB").crop((290, 0, min(width, 1245), height))  # no file browser
+            cropped.quantize(colors=64).save(target, optimize=True)
 
 
 @dataclass
@@ -161,8 +170,9 @@ class Lab:
     shots: Shots
 
     def open(self, relative: str) -> None:
-        self.page.goto(f"{self.server.url}lab/tree/{relative}?token={self.server.token}")
-        self.page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
+        # ?reset: a clean workspace, not the tabs an earlier test left open (the server keeps them)
+        self.page.goto(f"{self.server.url}lab/tree/{relative}?reset&token={self.server.token}")
+        self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.wait_for(timeout=90_000)
         wait_until("the kernel to be idle", lambda: self.kernel_status() == "idle", timeout=90)
 
     def kernel_status(self) -> str | None:

@@ -126,7 +126,7 @@ def test_run_all_after_picking_an_environment_runs_there_and_leaves_the_source_u
     picker.wait_for(timeout=60_000)
     picker.select_option("staging")
     wait_until("the picker's badge to follow the choice", lambda: "staging: DRY-RUN" in lab.output("environment_picker"))
-    lab.shots.take(lab.page, "picked-staging", "incident-picker")
+    lab.shots.take(lab.page, "picked-staging", "incident-picker", show=lab.code_cell("environment_picker"))
     lab.run_all()  # re-runs the parameters cell (env = "local") and the picker: the choice stays
     text = lab.wait_for_output("drill.finish()", "Evidence:")
     lab.shots.take(lab.page, "run-all-finished")
@@ -210,7 +210,7 @@ def test_interrupt_mid_step_archives_an_aborted_run_listing_what_changed(
                timeout=240)
     lab.menu("Kernel", "Interrupt Kernel")
     text = lab.wait_for_output("time.sleep(600)", "Evidence:")
-    lab.shots.take(lab.page, "interrupted", show=lab.code_cell("time.sleep(600)"))
+    lab.shots.take(lab.page, "interrupted", "incident-interrupted", show=lab.code_cell("time.sleep(600)"))
     assert "ABORTED" in text and "Changed: Fence" in text, text
     (record,) = [r for r in records(server) if r.get("incident") == "INC-INT"]
     assert record["status"] == "aborted"
