@@ -50,7 +50,7 @@ class AwaitingApproval(GateNotApproved):
 
     def _render_traceback_(self) -> list[str]:
         """What IPython prints instead of a traceback: the message and the hint, nothing else."""
-        return [f"\x1b[1;33m⏸ {self.message}\x1b[0m", f"hint: {self.hint}"]
+        return [f"\x1b[1;33m‖ {self.message}\x1b[0m", f"hint: {self.hint}"]
 
 
 # How a step shows the gate's panel in its own output (set by ``ui`` in a kernel with a frontend):
