@@ -86,6 +86,15 @@ def test_an_open_incident_is_never_overwritten(incident_project: Project) -> Non
     assert copy_path.read_bytes() == edited
 
 
+def test_a_planted_link_is_never_followed(incident_project: Project, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (incident_project.root / "incidents").symlink_to(elsewhere)
+    result = cli(incident_project.root, "incident", "open", "postgres-failover", "--env", "local")
+    assert result.code == 2 and "is not a folder of this project" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
 def test_a_drill_is_not_an_incident_procedure(incident_project: Project) -> None:
     drill = REPO / "notebooks" / "drills" / "smoke.ipynb"
     (incident_project.root / "notebooks" / "drills" / drill.name).write_bytes(drill.read_bytes())
@@ -95,7 +104,8 @@ def test_a_drill_is_not_an_incident_procedure(incident_project: Project) -> None
 
 def test_set_parameter_keeps_the_comment_and_the_other_lines() -> None:
     source = 'env = "local"  # où: the environment\ndry_run = True\n'
-    assert workcopy.set_parameter(source, "env", "prod-eu") == 'env = "prod-eu"  # où: the environment\ndry_run = True\n'
+    expected = 'env = "prod-eu"  # où: the environment\ndry_run = True\n'
+    assert workcopy.set_parameter(source, "env", "prod-eu") == expected
 
 
 def test_lab_url_names_the_file_on_a_server_that_serves_it_and_never_a_token(tmp_path: Path) -> None:
@@ -130,7 +140,8 @@ def run_model(path: Path) -> dict:
 def test_presave_strips_a_run_from_a_source_notebook(incident_project: Project) -> None:
     source = incident_project.root / "runbooks" / FAILOVER.name
     model = run_model(source)
-    presave.scrub_source_notebook(model=model, path=f"runbooks/{FAILOVER.name}", contents_manager=Manager(incident_project.root))
+    presave.scrub_source_notebook(model=model, path=f"runbooks/{FAILOVER.name}",
+                                  contents_manager=Manager(incident_project.root))
     saved = nbformat.writes(nbformat.from_dict(model["content"])) + "\n"
     assert saved == source.read_text()  # what it would write is what is there
 
@@ -144,7 +155,8 @@ def test_presave_keeps_runner_parameters_even_with_outputs_cleared(incident_proj
             cell["outputs"], cell["execution_count"] = [], None
         if "parameters" in cell["metadata"].get("tags", []):
             cell["source"] = cell["source"].replace("new_primary = None", 'new_primary = "pg2"')
-    presave.scrub_source_notebook(model=model, path=f"runbooks/{FAILOVER.name}", contents_manager=Manager(incident_project.root))
+    presave.scrub_source_notebook(model=model, path=f"runbooks/{FAILOVER.name}",
+                                  contents_manager=Manager(incident_project.root))
     params = next(c["source"] for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     assert "dry_run = True" in params and "change = None" in params  # a run's values never stay
     assert 'new_primary = "pg2"' in params  # an author's edit of another default does

@@ -69,7 +69,8 @@ def _mode_badge(name: str, dry_run: bool) -> str:
     return f"{html.escape(name)}: {mode}{prod}"
 
 
-def environment_picker(default: str = "local", dry_run: bool = True, change: str | None = None) -> FixedChoice | EnvironmentChoice:
+def environment_picker(default: str = "local", dry_run: bool = True,
+                       change: str | None = None) -> FixedChoice | EnvironmentChoice:
     """A dropdown of the project's environments (production ones marked) and, for production, the
     change reference, asked here rather than at the first live step. Read ``.value``, ``.change``."""
     if unattended():
@@ -84,7 +85,8 @@ def environment_picker(default: str = "local", dry_run: bool = True, change: str
     names = [value for _, value in options]
     incident = incidentfile.load_incident_file(Path.cwd())  # a working copy runs where its incident is
     chosen = incident.env if incident is not None and incident.env else _chosen.get("env", default)
-    picker = widgets.Dropdown(options=options, value=chosen if chosen in names else (default if default in names else None),
+    initial = chosen if chosen in names else (default if default in names else None)
+    picker = widgets.Dropdown(options=options, value=initial,
                               description="Environment", style={"description_width": "initial"},
                               disabled=incident is not None and bool(incident.env))
     change_box = widgets.Text(value=_chosen.get("change", change or ""), description="Change reference",
@@ -151,7 +153,8 @@ def gate_row(drill: Drill, gate: str, word: str) -> ipywidgets.HBox:
         if button.description == "Approved" or typed.value.strip() != word:
             return  # already done, or the box changed after the button was enabled: nothing to approve
         at = journal.now_iso()
-        drill.approve_gate(gate, f"confirmed in the gate panel by {drill.data['operator']} (typed {word})", "panel", word)
+        how = f"confirmed in the gate panel by {drill.data['operator']} (typed {word})"
+        drill.approve_gate(gate, how, "panel", word)
         approved(f"approved by {drill.data['operator']} at {at}")
 
     if is_approved(drill, gate, word):

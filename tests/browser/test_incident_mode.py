@@ -125,7 +125,8 @@ def test_run_all_after_picking_an_environment_runs_there_and_leaves_the_source_u
     picker = lab.page.locator(".widget-dropdown select")
     picker.wait_for(timeout=60_000)
     picker.select_option("staging")
-    wait_until("the picker's badge to follow the choice", lambda: "staging: DRY-RUN" in lab.output("environment_picker"))
+    wait_until("the picker's badge to follow the choice",
+               lambda: "staging: DRY-RUN" in lab.output("environment_picker"))
     lab.shots.take(lab.page, "picked-staging", "incident-picker", show=lab.code_cell("environment_picker"))
     lab.run_all()  # re-runs the parameters cell (env = "local") and the picker: the choice stays
     text = lab.wait_for_output("drill.finish()", "Evidence:")
@@ -148,6 +149,7 @@ def test_operator_fails_over_production_from_a_working_copy_with_signed_evidence
     path = open_incident(server, "lab-prod", "INC-42", "--severity", "P1")
     lab.open(path)
     lab.shots.take(lab.page, "opened", "incident-opened")
+    assert lab.page.locator(".widget-dropdown select").is_disabled()  # the incident's environment, fixed
     lab.run_all()  # a dry run first
     dry = lab.wait_for_output("drill.finish()", "Evidence:")
     assert "on lab-prod: PASSED" in dry and "Changed: nothing" in dry, dry

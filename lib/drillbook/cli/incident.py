@@ -35,5 +35,6 @@ def incident_open(
     else:
         out.print(f"no JupyterLab is running for this project: start one with `{servers.start_command(copy.project)}`, "
                   f"then open lab/tree/{copy.relative_notebook} on the URL it prints", soft_wrap=True, markup=False)
-    out.print("the copy opens as a dry run: run it top to bottom, then set dry_run = False in its parameters cell to go live",
+    out.print("the copy opens as a dry run: run it top to bottom, then set dry_run = False in its parameters cell "
+              "to go live",
               soft_wrap=True, markup=False)

@@ -93,7 +93,10 @@ def _assignment_lines(source: str) -> dict[str, tuple[int, int]] | None:
         return None
     found = {}
     for stmt in tree.body:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+        if isinstance(stmt, ast.Assign):
+            targets = stmt.targets
+        else:
+            targets = [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
         for target in targets:
             if isinstance(target, ast.Name) and target.id in RUNNER_PARAMETERS:
                 found[target.id] = (stmt.lineno - 1, (stmt.end_lineno or stmt.lineno) - 1)

@@ -27,7 +27,8 @@ def running_servers() -> list[LabServer]:
         root = info.get("root_dir") or info.get("notebook_dir")
         url = str(info.get("url", ""))
         if root and url.startswith(("http://", "https://")):
-            found.append(LabServer(url if url.endswith("/") else url + "/", Path(root).resolve(), int(info.get("pid", 0))))
+            base = url if url.endswith("/") else url + "/"
+            found.append(LabServer(base, Path(root).resolve(), int(info.get("pid", 0))))
     return found
 
 

@@ -112,6 +112,9 @@ def open_incident(runbook: str, env: str, severity: str | None = None, incident:
     incident_id = validate_incident_id(incident)
     nb = working_notebook(source, env)
     folder = root / INCIDENTS_DIR / incident_id
+    if folder.parent.is_symlink() or (folder.parent.exists() and not folder.parent.is_dir()):
+        raise ConfigError(f"{INCIDENTS_DIR}/ is not a folder of this project (a link, or a file)",
+                          f"remove {folder.parent} and run this again: working copies live in the project")
     if folder.exists():
         raise ConfigError(f"incident {incident_id} already has a working folder: {folder.relative_to(root)}",
                           "open the copy there, or pass another --incident id")
