@@ -68,7 +68,8 @@ class CellLog:
         with self._lock:
             cell, self._current = self._current, None
             if cell is not None:
-                cell["execution_count"] = execution_count
+                if execution_count is not None:
+                    cell["execution_count"] = execution_count
                 cell["metadata"]["papermill"] = {"status": "failed" if failed else "completed", "exception": failed}
                 cell["metadata"]["drillbook"]["ended_at"] = journal.now_iso()
         self.save()

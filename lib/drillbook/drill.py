@@ -32,7 +32,7 @@ from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
 from .config.secrets import Redactor
-from .errors import ChangeRequired, CheckFailed, DrillbookError, RunOpen, UnreachableHost
+from .errors import ChangeRequired, CheckFailed, DrillbookError, UnreachableHost
 from .evidence.record import RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status, Step, measured, verdict
 from .journal import RUN_DIR_VAR, operator_identity
 from .shells.base import Shell
@@ -162,13 +162,16 @@ class Drill:
             record.update(status="failed", detail=f"{type(exc).__name__}: {exc}",
                           ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
             self._save()
+            if self.interactive is not None:  # a person sees one line; the evidence keeps the traceback
+                kernel.one_line(exc, f"step {title!r} {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'failed'}")
             raise
         record.update(status="passed", ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
         if isinstance(result, (str, int, float, bool)) and result is not None:
             record["detail"] = str(result)
         self._save()
-        self._say(f"✓ {title} ({record['seconds']:.2f} s)" + (f": {result}" if isinstance(result, (int, float)) else ""))
-        kernel.quiet(result)  # shown on the line above, never echoed bare under the cell
+        shown = isinstance(result, (int, float)) or (isinstance(result, str) and len(result) <= 120 and "\n" not in result)
+        self._say(f"✓ {title} ({record['seconds']:.2f} s)" + (f": {result}" if shown else ""))
+        kernel.quiet(result if shown else None)  # on the line above: never echoed bare under the cell
         return result
 
     def not_applicable(self, title: str, reason: str) -> None:
@@ -326,10 +329,8 @@ class Drill:
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise DrillbookError(
-                f"run {self.run_id} is already closed ({self.data['status']})",
-                "re-run the cell that calls drillbook.start() to begin a new run",
-            )
+            raise DrillbookError(f"run {self.run_id} is already closed ({self.data['status']})",
+                                 "re-run the cell that calls drillbook.start() to begin a new run")
 
     def __enter__(self) -> Drill:
         return self
@@ -343,9 +344,10 @@ class Drill:
 
 # --------------------------------------------------------------------- lifecycle hooks
 def _cell_failed(error: BaseException) -> None:
-    """A cell raised (or was interrupted; the kernel's hook says) → close the run and run the cleanups now."""
+    """A cell raised (or was interrupted; the kernel's hook says) → close the run and run the cleanups now,
+    unless start() refused to change the open run or a step stopped at its gate: then the run goes on."""
     drill = _current
-    if drill is not None and not drill._closed and not getattr(error, "keeps_run_open", False):
+    if drill is not None and not drill._closed and not isinstance(error, (*opening.REFUSALS, gates.AwaitingApproval)):
         drill.fail(error)
 
 
@@ -368,9 +370,8 @@ atexit.register(_at_exit)
 def start(env: str | None = None, dry_run: bool = True, approve: list[str] | tuple[str, ...] | None = None,
           run_id: str | None = None, change: str | None = None, severity: str | None = None,
           incident: str | None = None) -> Drill:
-    """Begin a run against environment ``env`` (default: the working copy's ``incident.json``, else
-    ``local``). Safe defaults: ``dry_run=True``, nothing approved. In a kernel no runner started, the
-    run is opened here and archived at its end; calling this again while it is open keeps it."""
+    """Begin a run against ``env`` (default: ``incident.json``'s, else ``local``); ``dry_run=True``, nothing
+    approved. In a kernel no runner started it is opened and archived here; again while open: kept."""
     global _current
     approve = [approve] if isinstance(approve, str) else approve
     want = opening.wanted(env, severity, incident, Path.cwd())
@@ -389,10 +390,9 @@ def start(env: str | None = None, dry_run: bool = True, approve: list[str] | tup
     if run_dir is None and kernel.in_kernel():  # a person's run: it is a run like any other
         drill._adopt(opening.open_interactive(environment, project, want, drill.dry_run, sorted(drill.approved),
                                               drill.change, run_id, drill.redactor))
-    _current = drill
+    previous, _current = (_current.run_id if _current is not None else None), drill
     kernel.hook(_cell_failed)
-    prod, mode = " — PRODUCTION" if environment.production else "", "LIVE" if not drill.dry_run else "DRY RUN"
-    drill._say(f"drillbook run {drill.run_id} on {environment.name}{prod}: {mode}" + " (nothing will be changed)" * drill.dry_run)
+    opening.announce(drill, previous)
     return drill
 
 

@@ -46,8 +46,6 @@ class AwaitingApproval(GateNotApproved):
     """A step reached a gate nobody approved yet, in JupyterLab: the cell stops (and Run All with
     it) but the run stays open; approving in the panel and running the cell again goes on."""
 
-    keeps_run_open = True  # the kernel's cell hook does not close the run for this one
-
     def _render_traceback_(self) -> list[str]:
         """What IPython prints instead of a traceback: the message and the hint, nothing else."""
         return [f"\x1b[1;33m‖ {self.message}\x1b[0m", f"hint: {self.hint}"]

@@ -54,7 +54,7 @@ def _pre_run_cell(info: object) -> None:
     _quiet.clear()
     ip = ipython()
     if _on_cell_start is not None and ip is not None:
-        _on_cell_start(str(getattr(info, "raw_cell", "") or ""), ip.execution_count)
+        _on_cell_start(str(getattr(info, "raw_cell", "") or ""), _running_count(ip))
 
 
 def _post_run_cell(result: ExecutionResult) -> None:
@@ -108,7 +108,12 @@ def current_cell() -> tuple[str, int | None]:
     if ip is None:
         return "", None
     history = ip.user_ns.get("_ih") or [""]
-    return str(history[-1]), ip.execution_count
+    return str(history[-1]), _running_count(ip)
+
+
+def _running_count(ip: InteractiveShell) -> int:
+    """The execution count of the cell running now: IPython (9) counts a cell before it runs it."""
+    return int(ip.execution_count) - 1
 
 
 def unhook() -> None:
@@ -119,6 +124,21 @@ def unhook() -> None:
     for event, fn in (("pre_run_cell", _pre_run_cell), ("post_run_cell", _post_run_cell)):
         if ip is not None and fn in ip.events.callbacks[event]:
             ip.events.unregister(event, fn)
+
+
+# --------------------------------------------------------------------- errors on one line
+def one_line(exc: BaseException, what: str) -> None:
+    """Have IPython show ``exc`` as one line and a hint, as it shows a ``DrillbookError`` (IPython
+    honours ``_render_traceback_``); the run's evidence keeps the full traceback."""
+    if hasattr(exc, "_render_traceback_") or not in_kernel():
+        return
+    detail = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    lines = [f"\x1b[31merror: {what}: {detail}\x1b[0m",
+             "hint: the full traceback is in this run's evidence, folded under this cell"]
+    try:
+        exc._render_traceback_ = lambda: lines  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type without instance attributes: the usual traceback
+        pass
 
 
 # --------------------------------------------------------------------- no echoed values

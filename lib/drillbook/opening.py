@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # annotations only: the runner's pieces load once a person op
     from .runner.interactive import InteractiveRun
 
 DEFAULT_ENV = "local"
+# What start() raises before it changes anything: an open run stays open (the cell hook lets it be).
+REFUSALS = (RunOpen, incidentfile.IncidentError)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,16 @@ def keep(run: OpenRun, want: Wanted, dry_run: bool, approve: list[str], change: 
     run._say(f"run {run.run_id} is still open on {run.env.name} ({mode}): kept, nothing restarted")
 
 
+def announce(run: OpenRun, previous: str | None) -> None:
+    """The run's first line; after an earlier run in this kernel, which outputs are stale."""
+    prod = " — PRODUCTION" if run.env.production else ""
+    mode = "DRY RUN (nothing will be changed)" if run.dry_run else "LIVE"
+    run._say(f"drillbook run {run.run_id} on {run.env.name}{prod}: {mode}")
+    if previous and previous != run.run_id:
+        run._say(f"outputs still on screen that end with [run {previous}], or with no run id, are from an "
+                 "earlier run: only those ending with this run's id belong to it")
+
+
 def open_interactive(env: Environment, project: Path, want: Wanted, dry_run: bool, approve: list[str],
                      change: str | None, run_id: str | None, redactor: Redactor) -> InteractiveRun:
     """Lock the environment and open the run folder of a person's run (``LockBusy`` if taken)."""
@@ -95,7 +107,8 @@ def open_interactive(env: Environment, project: Path, want: Wanted, dry_run: boo
     operator, source = journal.operator_identity()
     opening = interactive.Opening(env=env, project=project, dry_run=dry_run, approve=approve, change=change,
                                   severity=want.severity, incident=want.incident, operator=operator,
-                                  operator_source=source, notebook=interactive.notebook_path(project, want.runbook))
+                                  operator_source=source, notebook=interactive.notebook_path(project, want.runbook),
+                                  runbook=want.runbook)
     return interactive.open_run(opening, run_id, redactor)
 
 

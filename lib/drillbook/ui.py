@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from . import incidentfile, journal, kernel
 from .gates import Gated, is_approved, show_in_place_with
 from .config import environments
-from .drill import Drill
+from .drill import Drill, current
 from .journal import RUN_DIR_VAR
 
 if TYPE_CHECKING:  # ipywidgets is imported only in a kernel that shows a widget
@@ -78,6 +78,11 @@ def environment_picker(default: str = "local", dry_run: bool = True,
     import ipywidgets as widgets
     from IPython.display import display
 
+    run = current()
+    if run is not None and run.interactive is not None and run.data["finished_at"] is None:
+        display(widgets.HTML(f"Environment {_mode_badge(run.env.name, run.dry_run)} "
+                             f"(run {html.escape(run.run_id)} is open: call drill.finish() to change it)"))
+        return FixedChoice(run.env.name, run.change)
     options = []
     for name in environments.environment_names():
         env = environments.load_environment(name)

@@ -292,3 +292,22 @@ def test_drill_that_never_calls_finish_is_judged_by_its_checks(project: Project,
     assert marker.read_text() == "cleaned"  # cleanups still ran, at kernel exit
     record = only_record(project)
     assert record["status"] == "failed" and "finish() was not called" in record["note"]
+
+
+def test_the_record_says_who_ran_it_which_incident_and_how_each_gate_was_approved(project: Project,
+                                                                                    tmp_path: Path) -> None:
+    project.add_notebook("gated.ipynb")
+    who = {"DRILLBOOK_OPERATOR": "dana", "JUPYTERHUB_USER": ""}
+    (project.root / "parameters" / "schedule.yaml").write_text(
+        "runs:\n  - {drill: gated, env: local, cron: '@yearly', approve: [promote], "
+        f"parameters: {{marker_path: '{tmp_path / 'scheduled'}'}}}}\n")
+    assert cli(project, "run", "--due", env=who).code == 0
+    assert only_record(project)["gates"][0]["method"] == "schedule"
+    ran = cli(project, "run", "gated", "--env", "local", "--approve", "promote", "-p", f"marker_path={tmp_path / 'p'}",
+              "--severity", "p2", "--incident", "INC-9", env=who)
+    assert ran.code == 0, ran.output
+    (rec,) = [r for r in (json.loads((d / "record.json").read_text()) for d in project.run_dirs()) if r.get("incident")]
+    assert rec["mode"] == "run" and rec["operator"].startswith("dana@") and rec["operator_source"] == "DRILLBOOK_OPERATOR"
+    assert (rec["severity"], rec["incident"]) == ("P2", "INC-9")
+    (gate,) = rec["gates"]
+    assert gate["method"] == "approve" and gate["at"] <= rec["steps"][0]["started_at"]  # given when the run began

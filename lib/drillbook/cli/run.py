@@ -35,6 +35,8 @@ def run(
     wait: float = typer.Option(0.0, help="Seconds to wait for another run on the same environment to finish."),
     due: bool = typer.Option(False, "--due", help="Run every schedule entry that is due (for cron)."),
     skip_preflight: bool = typer.Option(False, "--skip-preflight", help="Do not check that SSH hosts accept connections first."),
+    severity: Optional[str] = typer.Option(None, help="Severity of the incident this run serves: P0, P1, P2 or P3 (kept in the record)."),
+    incident: Optional[str] = typer.Option(None, help="Id of the incident this run serves, e.g. INC-42 (kept in the record)."),
 ) -> None:
     """Run a notebook against an environment with papermill and archive signed evidence.
 
@@ -49,7 +51,7 @@ def run(
     from ..runner.plan import RunRequest
 
     request = RunRequest(name, env, _parse_parameters(param), dry_run, list(approve), change, timeout, wait,
-                         preflight=not skip_preflight)
+                         preflight=not skip_preflight, severity=severity, incident=incident)
     raise typer.Exit(run_one(request))
 
 
@@ -81,7 +83,8 @@ def _run_due() -> int:
                 for e in latest_runs(paths.archive_root(), dry_runs=False)}
     worst = 0
     for entry in schedule.due_entries(schedule.load_schedule(), finished, datetime.now(timezone.utc)):
-        request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve))
+        request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve),
+                             approved_by="schedule")
         try:
             worst = max(worst, run_one(request))
         except DrillbookError as exc:  # one bad entry must not stop the others

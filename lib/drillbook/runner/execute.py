@@ -23,7 +23,7 @@ from ..config import notebooks
 from ..errors import EvidenceError
 from ..evidence import keys, record
 from ..evidence.archive import record_run
-from ..journal import operator_name
+from ..journal import operator_identity
 from . import inflight, locks
 from .outcome import classify, html_header, keep_kernel_output, mark_failure
 from .plan import Plan, RunRequest, prepare, refresh_redactor
@@ -98,6 +98,9 @@ def _document(plan: Plan, base: dict[str, Any], run_dir: Path, status: str, reas
         failing_cell=failing, results=scraps.read_scraps(nb).get(scraps.RESULTS_SCRAP),
     )
     done["versions"] = {**done["versions"], "kernel_python": nb.metadata.get("language_info", {}).get("version")}
+    for gate in done["gates"]:  # the kernel knows only that approvals came with the run; the runner knows whence
+        if gate.get("method") == "approve" and plan.request.approved_by == "schedule":
+            gate.update(method="schedule", how="approved by the schedule entry's approve list")
     return done, plan.redactor.scrub_obj(nb)
 
 
@@ -138,15 +141,17 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
     state = state or paths.state_dir(project)
     key = keys.load_or_create_signing_key()  # fail before running if the key is unusable
     entry = plan.entry
+    operator, operator_source = operator_identity()  # the kernel, which inherits the environment, says the same
     base = record.base_record(
         run_id=plan.run_id, drill=plan.name, kind=entry.kind if entry else "notebook",
         title=entry.meta.title if entry else plan.path.stem, notebook=_relative(plan.path, project),
         env=plan.env, parameters=plan.parameters, dry_run=plan.request.dry_run,
         approve=list(plan.request.approve), change=plan.request.change,
         controls=list(entry.meta.controls) if entry else [], source=record.source_info(plan.path, project),
-        operator=operator_name(),
+        operator=operator, operator_source=operator_source, mode="run",
+        severity=plan.request.severity, incident=plan.request.incident,
     )
-    with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait):
+    with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait, operator=operator):
         marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
         run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet
         supervisor = Supervisor(plan.timeout)

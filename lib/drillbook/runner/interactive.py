@@ -55,12 +55,13 @@ class Opening:
     operator: str
     operator_source: str
     notebook: Path | None  # the notebook being run, when the kernel can tell
+    runbook: str | None = None  # the catalog name it is a working copy of (incident.json)
 
 
 def notebook_path(project: Path, named: str | None = None) -> Path | None:
-    """The notebook this kernel runs: ``named`` (an incident's working copy names its runbook),
-    else what the Jupyter server told the kernel; None when neither names a file."""
-    for candidate in (named, os.environ.get(SESSION_VAR)):
+    """The notebook this kernel runs: what the Jupyter server told the kernel, else ``named`` (the
+    runbook an incident's working copy names); None when neither names a file."""
+    for candidate in (os.environ.get(SESSION_VAR), named):
         if not candidate:
             continue
         path = Path(candidate)
@@ -85,10 +86,11 @@ def _describe(opening: Opening) -> tuple[str, str, str, str, list[str], record.S
         entry = catalog.load_optional_entry(path)
     except DrillbookError:
         entry = None
-    source = record.source_info(path, opening.project)
+    source = record.source_info(path, opening.project)  # the file as saved: a working copy is what ran
+    name = opening.runbook or (entry.name if entry else path.stem)  # a working copy counts as its runbook
     if entry is None:
-        return path.stem, "notebook", path.stem, source["path"], [], source
-    return entry.name, entry.kind, entry.meta.title, source["path"], list(entry.meta.controls), source
+        return name, "notebook", path.stem, source["path"], [], source
+    return name, entry.kind, entry.meta.title, source["path"], list(entry.meta.controls), source
 
 
 class InteractiveRun:
@@ -112,7 +114,7 @@ class InteractiveRun:
             mode="interactive", severity=opening.severity, incident=opening.incident)
         self._lock = ExitStack()
         self._lock.enter_context(locks.hold(state, opening.env.name, self.run_id, operator=opening.operator,
-                                            hint="finish that run first (drill.finish()), or wait for it"))
+                                            hint="wait until that run is finished (drill.finish() in its notebook), then start again"))
         try:
             self.marker = inflight.Marker.open(state, self.run_id, redactor, dict(self.base), self.archive_root,
                                                self.key, {})
@@ -187,7 +189,7 @@ def _fold_traceback(nb: Any, kernel_journal: Journal, failing: dict[str, Any] | 
         f"<details><summary>Full traceback ({html.escape(str(error.get('type')))})</summary>"
         f"<pre>{text}</pre></details>")
     cell.metadata["tags"] = ["drillbook-traceback"]
-    nb.cells.insert(failing["index"] + 1, cell)
+    nb.cells.insert(failing["index"] + 2, cell)  # mark_failure put its banner on top: the cell moved down one
 
 
 def open_run(opening: Opening, run_id: str | None, redactor: Redactor) -> InteractiveRun:

@@ -47,7 +47,7 @@ def _holder(path: Path) -> str:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["since"]))
-        who = f"{info['operator']} " if info.get("operator") else ""
-        return f"{who}holds it with run {info['run_id']} (pid {info['pid']}) since {since}"
+        who = f", run by {info['operator']}" if info.get("operator") else ""
+        return f"run {info['run_id']} (pid {info['pid']}) holds it since {since}{who}"
     except (OSError, ValueError, KeyError):
         return "another run holds it"

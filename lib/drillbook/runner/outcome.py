@@ -102,5 +102,12 @@ def html_header(rec: dict[str, Any]) -> dict[str, Any]:
     """What the run-time HTML page shows above the notebook."""
     return {"title": rec["title"], "status": rec["status"], "reason": rec["reason"], "run": rec["run_id"],
             "environment": rec["env"], "started": rec["started_at"], "finished": rec["finished_at"],
-            "operator": rec["operator"], "dry run": rec["dry_run"], "change": rec["change"],
+            "mode": rec.get("mode", "run"), "operator": _operator(rec), "dry run": rec["dry_run"], "change": rec["change"],
+            "severity": rec.get("severity"), "incident": rec.get("incident"),
             "source sha256": rec["source"]["sha256"], "git commit": rec["source"]["git_commit"]}
+
+
+def _operator(rec: dict[str, Any]) -> str:
+    """The operator, and where the name came from (records before ``operator_source`` lack it)."""
+    source = rec.get("operator_source")
+    return f"{rec['operator']} (from {source})" if source else str(rec["operator"])

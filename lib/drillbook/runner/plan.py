@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import journal, paths
+from .. import incidentfile, journal, paths
 from ..config import catalog, environments, notebooks
 from ..config.environments import Environment
 from ..config.secrets import Redactor, SecretRef, is_secret_ref
@@ -35,6 +35,9 @@ class RunRequest:
     timeout: float | None = None
     wait: float = 0.0
     preflight: bool = True
+    severity: str | None = None  # P0–P3, when the run serves an incident
+    approved_by: str = "approve"  # how ``approve`` was given: "approve" (--approve) or "schedule"
+    incident: str | None = None  # the incident's id
 
 
 @dataclass
@@ -165,6 +168,8 @@ def preflight(env: Environment) -> None:
 
 def prepare(request: RunRequest, project: Path | None = None) -> Plan:
     project = project or paths.project_root()
+    request.severity = incidentfile.validate_severity(request.severity)
+    request.incident = incidentfile.validate_incident(request.incident)
     path, entry = catalog.find(request.target, project)
     nb = notebooks.read_notebook(path)
     declared = notebooks.declared_parameters(nb, path.name)
@@ -178,6 +183,9 @@ def prepare(request: RunRequest, project: Path | None = None) -> Plan:
     run_id = new_run_id(name, env.name)
     if "run_id" in declared:
         parameters["run_id"] = run_id
+    for known in ("severity", "incident"):  # a notebook that declares them hears them
+        if known in declared and getattr(request, known):
+            parameters[known] = getattr(request, known)
     timeout = request.timeout or (entry.meta.timeout_seconds if entry else DEFAULT_TIMEOUT)
     kernel_name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
     return Plan(path, name, entry, env, parameters, redactor, run_id, float(timeout), request, kernel_name,

@@ -82,7 +82,10 @@ def _record_table(rec: Record, run: RunSummary) -> str:
         ("Duration", f"{number(rec.get('seconds'))} s" if rec.get("seconds") is not None else ""),
         ("Dry run", "yes" if rec.get("dry_run") else "no"), ("Change reference", esc(rec.get("change") or "none")),
         ("Gates approved in advance", esc(", ".join(rec.get("approve") or []) or "none")),
-        ("Operator", esc(rec.get("operator"))), ("Host", esc(rec.get("host"))),
+        ("Mode", esc("interactive (a person in a notebook)" if rec.get("mode") == "interactive" else "drillbook run")),
+        ("Operator", esc(rec.get("operator")) + (f" (from {esc(rec.get('operator_source'))})" if rec.get("operator_source") else "")),
+        ("Severity", esc(rec.get("severity") or "none")), ("Incident", esc(rec.get("incident") or "none")),
+        ("Host", esc(rec.get("host"))),
         ("Source sha256", code(source.get("sha256") or "unknown")),
         ("Git commit", (code(commit) + esc(dirty)) if commit else "not in a git checkout"),
         ("Controls", esc(", ".join(rec.get("controls") or []) or "none")), ("Versions", esc(versions)),
@@ -115,8 +118,10 @@ def _cleanups_and_gates(rec: Record) -> str:
     out = []
     cleanups = [[esc(c.get("title")), esc(c.get("status")), esc(c.get("detail") or "")] for c in rec.get("cleanups") or []]
     out.append(table(["Cleanup", "Status", "Detail"], cleanups) if cleanups else "No cleanups were registered.\n")
-    gates = [[code(g.get("gate")), esc(g.get("step")), esc(g.get("how")), when(g.get("at"))] for g in rec.get("gates") or []]
-    out.append(table(["Gate", "Step", "How it was passed", "At"], gates) if gates else "No gate was passed.\n")
+    gates = [[code(g.get("gate")), esc(g.get("step")), esc(g.get("method") or ""), esc(g.get("how")), when(g.get("at"))]
+             for g in rec.get("gates") or []]
+    out.append(table(["Gate", "Step", "Method", "How it was passed", "Confirmed at"], gates) if gates
+               else "No gate was passed.\n")
     return "\n".join(out)
 
 
