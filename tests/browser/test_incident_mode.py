@@ -149,10 +149,10 @@ def test_operator_fails_over_production_from_a_working_copy_with_signed_evidence
     path = open_incident(server, "lab-prod", "INC-42", "--severity", "P1")
     lab.open(path)
     lab.shots.take(lab.page, "opened", "incident-opened")
-    assert lab.page.locator(".widget-dropdown select").is_disabled()  # the incident's environment, fixed
     lab.run_all()  # a dry run first
     dry = lab.wait_for_output("drill.finish()", "Evidence:")
     assert "on lab-prod: PASSED" in dry and "Changed: nothing" in dry, dry
+    assert lab.page.locator(".widget-dropdown select").is_disabled()  # the incident's environment, fixed
     lab.shots.take(lab.page, "dry-run", "incident-dry-run", show=lab.code_cell("drill.finish()"))
     assert roles(project) == before
 
