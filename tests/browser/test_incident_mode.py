@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,16 +31,20 @@ FAILOVER = "postgres-failover.ipynb"
 
 
 @pytest.fixture(scope="module")
-def project(lab_project: LabProject) -> LabProject:  # noqa: F811
+def project(lab_project: LabProject) -> Iterator[LabProject]:  # noqa: F811
     """The lab's project with the runbooks, and two more names for the same lab: ``staging`` and
-    ``lab-prod`` (marked production, so a live run needs a change reference)."""
+    ``lab-prod`` (marked production, so a live run needs a change reference); both, and the
+    working copies, are removed afterwards (the session's other modules share the project)."""
     for notebook in (REPO / "runbooks").glob("*.ipynb"):
         (lab_project.root / "runbooks" / notebook.name).write_bytes(notebook.read_bytes())
     local = yaml.safe_load((lab_project.root / "parameters" / "environments" / "local.yaml").read_text())
     for name, production in (("staging", False), ("lab-prod", True)):
         path = lab_project.root / "parameters" / "environments" / f"{name}.yaml"
         path.write_text(yaml.safe_dump({**local, "description": f"the lab, as {name}", "production": production}))
-    return lab_project
+    yield lab_project
+    for name in ("staging", "lab-prod"):
+        (lab_project.root / "parameters" / "environments" / f"{name}.yaml").unlink()
+    shutil.rmtree(lab_project.root / "incidents", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
