@@ -123,6 +123,7 @@ def test_jupyter_lab_saves_a_source_runbook_without_its_run(server: JupyterLab) 
 def test_run_all_after_picking_an_environment_runs_there_and_leaves_the_source_unchanged(
         lab: Lab, server: JupyterLab) -> None:
     sources = {p.name: p.read_bytes() for p in (server.root / "runbooks").glob("*.ipynb")}
+    written = (server.root / "runbooks" / FAILOVER).stat().st_mtime_ns
     lab.open(f"runbooks/{FAILOVER}")
     lab.select_cell('env = "local"')
     lab.page.keyboard.press("Shift+Enter")  # parameters
@@ -140,9 +141,10 @@ def test_run_all_after_picking_an_environment_runs_there_and_leaves_the_source_u
     assert "staging" in lab.output("drillbook.start(") and "local" not in lab.output("drillbook.start(")
     (record,) = [r for r in records(server) if r["drill"] == "postgres-failover" and r["env"] == "staging"]
     assert record["mode"] == "interactive" and record["dry_run"] is True and record["status"] == "passed"
-    lab.save()
-    wait_until("autosave to have had its turn", lambda: not lab.page.evaluate(
-        "() => window.jupyterapp.shell.currentWidget.context.model.dirty"))
+    wait_until("JupyterLab's autosave to write the run notebook", lambda: (
+        server.root / "runbooks" / FAILOVER).stat().st_mtime_ns != written)
+    assert {p.name: p.read_bytes() for p in (server.root / "runbooks").glob("*.ipynb")} == sources
+    lab.save()  # and an explicit Ctrl+S
     assert {p.name: p.read_bytes() for p in (server.root / "runbooks").glob("*.ipynb")} == sources
 
 
