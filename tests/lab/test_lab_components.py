@@ -5,7 +5,6 @@ missing binary fails these tests instead of skipping them.
 """
 from __future__ import annotations
 
-import os
 import stat
 
 import psycopg
