@@ -121,6 +121,7 @@ class Environment(Model):
     objectives: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     secrets: dict[str, SecretRefText] = Field(default_factory=dict)
     parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # notebook name → values
+    notify: list[SecretRefText] = Field(default_factory=list)  # apprise URLs (they hold tokens): see notify.py
     source: str = ""  # the file it came from, filled in by the loader
 
     def secret_refs(self) -> dict[str, SecretRef]:
@@ -134,6 +135,8 @@ class Environment(Model):
                 ref = getattr(svc, field, None)
                 if ref:
                     refs.setdefault(f"services.{svc_name}.{field}", SecretRef.parse(ref))
+        for index, ref in enumerate(self.notify):
+            refs.setdefault(f"notify.{index}", SecretRef.parse(ref))
         return refs
 
 

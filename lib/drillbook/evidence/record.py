@@ -192,6 +192,7 @@ class Record(TypedDict):
     results: Results | None
     error: NotRequired[Error]  # from the journal, when the run was stopped by an exception
     note: NotRequired[str]
+    notifications: NotRequired[list[dict[str, Any]]]  # each delivery of the run's notification (notify.py)
 
 
 # What the record takes from the journal (the rest of the journal is the runner's to know).
