@@ -73,11 +73,13 @@ def _skip_if_frozen(drill: str, env: str, scheduler: str) -> None:
 
 def run_one(request: RunRequest) -> int:
     """Prepare, execute and report one run; the exit status for it."""
+    from ..evidence import freeze
     from ..runner.execute import execute
     from ..runner.plan import prepare
     from ..runner.progress import CellProgress
 
     plan = prepare(request)
+    freeze.refuse_if_frozen(plan.env.name)  # one line, before anything is said about running; execute asks again
     err.print(f"running {plan.name} on {plan.env.name}{' (dry run)' if request.dry_run else ''}: run {plan.run_id}")
     outcome = execute(plan, CellProgress(f"{plan.name}@{plan.env.name}"))
     colour = STATUS_COLOURS[outcome.status]
