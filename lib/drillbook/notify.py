@@ -100,7 +100,22 @@ def _deliver(url: str, message: Message, target: str, redactor: Redactor) -> Del
             sent, detail = False, f"{type(exc).__name__}: {exc}"
         else:
             detail = " ".join(str(log.getvalue()).split())[-300:] or "the target refused it"
-    return Delivery(target, True) if sent else Delivery(target, False, redactor.scrub(detail))
+    return Delivery(target, True) if sent else Delivery(target, False, _url_parts(url).scrub(redactor.scrub(detail)))
+
+
+def _url_parts(url: str) -> Redactor:
+    """apprise's messages name a target by its host, user or path: all of them are parts of a
+    secret URL, kept out of an error we record (only there: the host may be ordinary text elsewhere)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = Redactor()
+    split = urlsplit(url)
+    pieces = [split.netloc, split.hostname or "", split.username or "", split.password or "",
+              *unquote(split.path).split("/"), *unquote(split.query).split("&")]
+    for piece in pieces:
+        if len(piece) >= 4:
+            parts.add("notify-url", piece)
+    return parts
 
 
 def send(env: Environment, message: Message, redactor: Redactor, project: Path | None = None) -> list[Delivery]:

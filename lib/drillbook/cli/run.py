@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from .. import paths
-from ..errors import DrillbookError, NotebookError
+from ..errors import ChangeRequired, DrillbookError, NotebookError
 from .app import STATUS_COLOURS, app, err, out, print_error
 
 if TYPE_CHECKING:  # annotations only: importing the runner costs start-up time
@@ -57,7 +57,7 @@ def run(
                          preflight=not skip_preflight)
     if scheduler:
         _skip_if_frozen(name, env, scheduler)
-    raise typer.Exit(run_one(request))
+    raise typer.Exit(run_one(request, scheduler))
 
 
 def _skip_if_frozen(drill: str, env: str, scheduler: str) -> None:
@@ -71,14 +71,20 @@ def _skip_if_frozen(drill: str, env: str, scheduler: str) -> None:
         raise typer.Exit(3)
 
 
-def run_one(request: RunRequest) -> int:
-    """Prepare, execute and report one run; the exit status for it."""
+def run_one(request: RunRequest, scheduler: str | None = None) -> int:
+    """Prepare, execute and report one run; the exit status for it. A scheduled run (``scheduler``)
+    on a production environment needs a change reference up front: no one is there to give one."""
     from ..evidence import freeze
     from ..runner.execute import execute
     from ..runner.plan import prepare
     from ..runner.progress import CellProgress
 
     plan = prepare(request)
+    if scheduler and plan.env.production and not request.change:
+        raise ChangeRequired(f"a scheduled run ({scheduler}) of {plan.name} on production environment "
+                             f"{plan.env.name!r} needs a change reference; nothing ran",
+                             "add change: CHG-1234 to the entry in parameters/schedule.yaml (Airflow: or trigger "
+                             "with conf {\"change\": \"CHG-1234\"})")
     freeze.refuse_if_frozen(plan.env.name)  # one line, before anything is said about running; execute asks again
     err.print(f"running {plan.name} on {plan.env.name}{' (dry run)' if request.dry_run else ''}: run {plan.run_id}")
     outcome = execute(plan, CellProgress(f"{plan.name}@{plan.env.name}"))
@@ -162,7 +168,7 @@ def _run_entry(entry: schedule.Entry, archive: Path, state: Path, now: datetime)
     request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve),
                          change=entry.change)
     try:
-        return run_one(request)
+        return run_one(request, "run --due")
     except (LockBusy, Frozen) as exc:  # the next invocation runs it; not a failure of this one
         err.print(f"skipped {entry.key}: {exc.message}", markup=False, soft_wrap=True)
         return 0
