@@ -52,7 +52,7 @@ def run_drill(spec: dict[str, Any], dag_run: Any = None) -> str:
     change = conf.get("change") or spec["change"]
     command = [DRILLBOOK, "run", spec["drill"], "--env", spec["env"], *spec["args"]]
     if change:
-        command += ["--change", str(change)]
+        command.append(f"--change={change}")  # one argument: a value starting with '-' is still the value
     found: dict[str, str] = {}
     with subprocess.Popen(command, cwd=PROJECT, env=_environ(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True) as process:
