@@ -14,9 +14,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
-
-from croniter import CroniterBadDateError, croniter
 
 from .. import paths
 from ..errors import ConfigError, DrillbookError
@@ -36,12 +35,19 @@ DEFAULT_GRACE = timedelta(hours=1)
 LOOK_BACK_DAYS = 366 * 9
 
 
+def _croniter() -> ModuleType:
+    """croniter, imported on first use: about 0.1 s, and most commands never compute a firing."""
+    import croniter
+
+    return croniter
+
+
 def _field_error(parts: list[str]) -> str:
     """Which field croniter rejects, checked one at a time with the others wild."""
     for index, (name, low, high) in enumerate(FIELDS):
         probe = ["*"] * 5
         probe[index] = parts[index]
-        if not croniter.is_valid(" ".join(probe)):
+        if not _croniter().croniter.is_valid(" ".join(probe)):
             plain = all(re.fullmatch(r"\d+(-\d+)?(/\d+)?", part) for part in parts[index].split(","))
             what = "is outside" if plain else "is not a value, range, list or step of names or numbers in"
             return f"{name} {parts[index]!r} {what} {low}-{high}"
@@ -66,22 +72,24 @@ class Cron:
                 f"bad cron expression {text!r}: expected 5 fields, got {len(parts)}",
                 "write minute hour day-of-month month day-of-week, e.g. '0 3 * * 1' or @daily",
             )
-        if not croniter.is_valid(expanded):
+        if not _croniter().croniter.is_valid(expanded):
             raise ConfigError(f"bad cron expression {text!r}: {_field_error(parts)}")
         return cls(text, " ".join(parts))
 
     def next_after(self, after: datetime) -> datetime:
         """The first firing time strictly after ``after`` (cron has minutes: seconds never match)."""
+        lib = _croniter()
         try:
-            return _utc(croniter(self.expression, _utc(after)).get_next(datetime))
-        except CroniterBadDateError:
+            return _utc(lib.croniter(self.expression, _utc(after)).get_next(datetime))
+        except lib.CroniterBadDateError:
             raise ConfigError(f"cron expression {self.text!r} never fires") from None
 
     def previous_before(self, before: datetime, horizon_days: int = 400) -> datetime | None:
         """The last firing time at or before ``before`` (None if none within the horizon)."""
+        lib = _croniter()
         try:  # croniter's get_prev is strict: start just past ``before`` so a firing at it counts
-            found = _utc(croniter(self.expression, _utc(before) + timedelta(seconds=1)).get_prev(datetime))
-        except CroniterBadDateError:
+            found = _utc(lib.croniter(self.expression, _utc(before) + timedelta(seconds=1)).get_prev(datetime))
+        except lib.CroniterBadDateError:
             return None
         return found if found >= before - timedelta(days=horizon_days) else None
 
