@@ -89,7 +89,7 @@ def test_a_failed_drill_is_announced_and_a_dead_receiver_is_recorded_not_fatal(
     assert cli(project, "verify").code == 0
 
 
-def test_an_errored_drill_is_announced_without_its_secrets(project: Project, receiver: Receiver) -> None:
+def test_an_errored_drill_and_a_failed_verify_are_announced_without_secrets(project: Project, receiver: Receiver) -> None:
     canary, token = f"Cn{secrets.token_hex(8)}", f"tok-{secrets.token_hex(8)}"
     os.environ["DRILLBOOK_CANARY"], os.environ["DRILLBOOK_TEST_TOKEN"] = canary, token
     _notifying_env(project, receiver.url, extra="secrets:\n  canary: env:DRILLBOOK_CANARY\n")
@@ -100,6 +100,15 @@ def test_an_errored_drill_is_announced_without_its_secrets(project: Project, rec
     text = json.dumps(message)
     assert "status: error" in str(message["message"]) and "connection failed with password" in text
     assert "[REDACTED:canary]" in text and canary not in text and token not in text
+
+    # The same archive, tampered with: a failed verify is announced too (one drill run for both).
+    bundle = project.run_dirs()[0]
+    (bundle / "record.json").write_text((bundle / "record.json").read_text().replace('"error"', '"passed"'))
+    assert cli(project, "verify").code == 1
+    verify = receiver.messages[-1]
+    assert len(receiver.messages) == 2 and verify["title"] == "drillbook: evidence verification failed"
+    assert f"failing check: {bundle.name}: modified: record.json" in str(verify["message"])
+    assert f"evidence: {project.archive}" in str(verify["message"])
 
 
 def test_an_overdue_entry_is_announced_once_per_missed_firing(project: Project, receiver: Receiver) -> None:
@@ -115,20 +124,6 @@ def test_an_overdue_entry_is_announced_once_per_missed_firing(project: Project, 
     assert "status: overdue" in body and "environment: local" in body and "last run finished: never" in body
     assert "failing check: no run followed the firing at " in body and "within 0:01:00" in body
     assert cli(project, "run", "--due").code == 0 and len(receiver.messages) == 1
-
-
-def test_a_failed_verify_is_announced(project: Project, receiver: Receiver) -> None:
-    _notifying_env(project, receiver.url)
-    project.add_notebook("passes.ipynb")
-    assert cli(project, "run", "passes", "--env", "local").code == 0 and receiver.messages == []
-    bundle = project.run_dirs()[0]
-    (bundle / "record.json").write_text((bundle / "record.json").read_text().replace('"passed"', '"PASSED"'))
-    result = cli(project, "verify")
-    assert result.code == 1
-    (message,) = receiver.messages
-    assert message["title"] == "drillbook: evidence verification failed"
-    assert f"failing check: {bundle.name}: modified: record.json" in str(message["message"])
-    assert f"evidence: {project.archive}" in str(message["message"])
 
 
 def test_a_notify_target_must_be_a_secret_reference(project: Project, tmp_path: Path) -> None:
