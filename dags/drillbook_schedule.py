@@ -67,7 +67,8 @@ def run_drill(spec: dict[str, Any], dag_run: Any = None) -> str:
     if code == FROZEN_EXIT:
         raise AirflowSkipException(f"environment {spec['env']} is frozen; {where}")
     if code != 0:
-        raise AirflowFailException(f"drillbook run exited {code} ({'bad input, nothing ran' if code == 2 else 'the run did not pass'}); {where}")
+        what = "bad input, nothing ran" if code == 2 else "the run did not pass"
+        raise AirflowFailException(f"drillbook run exited {code} ({what}); {where}")
     print(where, flush=True)
     return found.get("run", "")
 
