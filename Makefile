@@ -5,11 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DRILLBOOK := $(VENV)/bin/drillbook
 STAMP := $(VENV)/.installed
+# Airflow 3 lives in a virtual environment of its own (its pins would fight JupyterLab's); uv, pinned
+# in requirements.txt, fills it from the fully pinned requirements-airflow.txt in seconds.
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 # Debian packages the lab and the browser test use; installed when missing and running as root.
 # (postgresql: the lab needs TLS, which the pgserver wheel's binaries are built without.)
 APT_PACKAGES := postgresql openssh-server chromium pgbouncer redis-server
 
-.PHONY: demo test venv system-deps lint bench clean
+.PHONY: demo test venv airflow-venv system-deps lint bench clean
 
 venv: $(STAMP)
 
@@ -24,6 +28,13 @@ $(STAMP): requirements.txt pyproject.toml jupyter-config/drillbook.json
 	install -D -m 644 jupyter-config/drillbook.json $(VENV)/etc/jupyter/jupyter_server_config.d/drillbook.json
 	@touch $(STAMP)
 
+airflow-venv: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): requirements-airflow.txt $(STAMP)
+	$(VENV)/bin/uv venv -q --allow-existing --python "$$($(PY) -c 'import sys; print(sys._base_executable)')" $(AIRFLOW_VENV)
+	$(VENV)/bin/uv pip install -q --python $(AIRFLOW_VENV)/bin/python -r requirements-airflow.txt
+	@touch $(AIRFLOW_STAMP)
+
 system-deps:
 	@missing=""; \
 	for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -36,7 +47,7 @@ system-deps:
 	  fi; \
 	fi
 
-test: $(STAMP) system-deps
+test: $(STAMP) $(AIRFLOW_STAMP) system-deps
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -67,4 +78,4 @@ bench: $(STAMP) system-deps
 	$(PY) bench/drills.py
 
 clean:
-	rm -rf $(VENV) .drillbook site
+	rm -rf $(VENV) $(AIRFLOW_VENV) .drillbook site

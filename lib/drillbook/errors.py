@@ -2,7 +2,8 @@
 
 Every error carries a one-line message and a hint that says what to do about it.
 The CLI prints both (never a traceback) and exits with the error's exit code:
-2 for bad input or a refusal before anything ran, 1 for a run that did not pass.
+2 for bad input or a refusal before anything ran, 1 for a run that did not pass, 3 for a run
+refused because its environment is frozen.
 """
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ class LockBusy(DrillbookError):
     """Another run holds the environment."""
 
     default_hint = "wait for the other run to finish, or pass --wait SECONDS"
+
+
+class Frozen(DrillbookError):
+    """The environment is frozen (``drillbook freeze``): nothing starts there until it is thawed."""
+
+    exit_code = 3  # not bad input and not a failed run: a scheduler takes it as "skipped"
 
 
 class GateNotApproved(DrillbookError):

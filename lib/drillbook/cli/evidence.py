@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from rich.text import Text
+
 from .. import paths
-from .app import STATUS_COLOURS, app, archive_path, out, table
+from .app import STATUS_COLOURS, app, archive_path, err, out, table
 
 if TYPE_CHECKING:  # annotations only: the evidence modules load cryptography
     from ..evidence.anchors import Anchor
@@ -49,6 +51,7 @@ def verify(
         out.print(f"[red]✗[/red] {problem}", markup=True, highlight=False, soft_wrap=True)
     if not report.ok:
         out.print(f"verify: {len(report.problems)} problem(s) in an archive of {report.runs} run(s)")
+        _notify_verify(archive_path(archive), [str(p) for p in report.problems])
         raise typer.Exit(1)
     held = f", held to {len(found)} anchor(s)" if found else ""
     site = published.site_archive(root)
@@ -59,6 +62,28 @@ def verify(
                   f"bundle(s) published): ledger chain, signatures and every published file intact{held}")
         return
     out.print(f"verify: {report.runs} run(s), ledger chain, signatures and every file intact{held}")
+
+
+def _notify_verify(archive: Path, problems: list[str]) -> None:
+    """Tell every environment's notification targets; a dead one is printed, never fatal."""
+    from .. import notify
+
+    for delivery in notify.notify_verify(archive, problems):
+        if not delivery.ok:
+            err.print(f"warning: notification to {delivery.target} failed: {delivery.error}", markup=False,
+                      soft_wrap=True)
+
+
+def _print_freezes(archive: Path) -> None:
+    from ..evidence import freeze
+
+    for found in freeze.active(archive):
+        out.print(Text.assemble(("FROZEN ", "bold red"), found.describe()), soft_wrap=True)
+    skips = freeze.skipped(archive)
+    if skips:
+        last = skips[-1]
+        out.print(f"{len(skips)} scheduled run(s) skipped because of a freeze; the last: {last.get('drill')} on "
+                  f"{last.get('env')} at {last.get('at')} ({last.get('scheduler')})", markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -75,6 +100,7 @@ def status(
     from ..evidence import status as status_mod
 
     frame = status_mod.latest_table(archive_path(archive), drill=drill, env=env, status=only)
+    _print_freezes(archive_path(archive))
     if frame.empty:
         out.print("no runs recorded yet" + (" matching the filters" if drill or env or only else ""))
         return

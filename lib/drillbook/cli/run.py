@@ -1,15 +1,18 @@
 """``drillbook run``: one notebook against one environment, or every schedule entry that is due."""
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from .. import paths
-from ..errors import DrillbookError, NotebookError
+from ..errors import ChangeRequired, DrillbookError, NotebookError
 from .app import STATUS_COLOURS, app, err, out, print_error
 
 if TYPE_CHECKING:  # annotations only: importing the runner costs start-up time
+    from ..config import schedule
     from ..runner.plan import RunRequest
 
 
@@ -38,10 +41,12 @@ def run(
     skip_preflight: bool = typer.Option(False, "--skip-preflight", help="Do not check that SSH hosts accept connections first."),
     severity: Optional[str] = typer.Option(None, help="Severity of the incident this run serves: P0, P1, P2 or P3 (kept in the record)."),
     incident: Optional[str] = typer.Option(None, help="Id of the incident this run serves, e.g. INC-42 (kept in the record)."),
+    scheduler: Optional[str] = typer.Option(None, help="Set by a scheduler (e.g. airflow): a run a freeze refuses is recorded as a 'frozen' skip."),
 ) -> None:
     """Run a notebook against an environment with papermill and archive signed evidence.
 
-    Exit status: 0 passed, 1 failed/error/aborted (evidence archived), 2 bad input (nothing ran).
+    Exit status: 0 passed, 1 failed/error/aborted (evidence archived), 2 bad input (nothing ran),
+    3 refused: the environment is frozen (drillbook freeze; nothing ran).
     """
     if due:
         if name or env:
@@ -54,16 +59,37 @@ def run(
     request = RunRequest(name, env, _parse_parameters(param), dry_run, list(approve), change, timeout, wait,
                          preflight=not skip_preflight, severity=severity, incident=incident,
                          approvals=list(approval))
-    raise typer.Exit(run_one(request))
+    if scheduler:
+        _skip_if_frozen(name, env, scheduler)
+    raise typer.Exit(run_one(request, scheduler))
 
 
-def run_one(request: RunRequest) -> int:
-    """Prepare, execute and report one run; the exit status for it."""
+def _skip_if_frozen(drill: str, env: str, scheduler: str) -> None:
+    """A scheduled run on a frozen environment: record the skip, say so, exit 3."""
+    from ..evidence import freeze
+
+    found = freeze.frozen(env)
+    if found is not None:
+        freeze.record_skip(drill, env, scheduler[:40], found)
+        out.print(f"SKIPPED {drill} on {env}: {found.describe()}", markup=False, soft_wrap=True)
+        raise typer.Exit(3)
+
+
+def run_one(request: RunRequest, scheduler: str | None = None) -> int:
+    """Prepare, execute and report one run; the exit status for it. A scheduled run (``scheduler``)
+    on a production environment needs a change reference up front: no one is there to give one."""
+    from ..evidence import freeze
     from ..runner.execute import execute
     from ..runner.plan import prepare
     from ..runner.progress import CellProgress
 
     plan = prepare(request)
+    if scheduler and plan.env.production and not request.change:
+        raise ChangeRequired(f"a scheduled run ({scheduler}) of {plan.name} on production environment "
+                             f"{plan.env.name!r} needs a change reference; nothing ran",
+                             "add change: CHG-1234 to the entry in parameters/schedule.yaml (Airflow: or trigger "
+                             "with conf {\"change\": \"CHG-1234\"})")
+    freeze.refuse_if_frozen(plan.env.name)  # one line, before anything is said about running; execute asks again
     for approval in plan.approvals:
         err.print(f"gate {approval['gate']} opened by approval {approval['id']} of {approval['approver']} "
                   f"(plan {approval['plan_sha256'][:16]}, expires {approval['expires_at']})")
@@ -72,27 +98,87 @@ def run_one(request: RunRequest) -> int:
     colour = STATUS_COLOURS[outcome.status]
     reason = f" — {outcome.reason}" if outcome.reason else ""
     out.print(f"[{colour}]{outcome.status.upper()}[/{colour}] {plan.name} on {plan.env.name}{reason}")
+    for delivery in outcome.record.get("notifications", []):
+        if not delivery["ok"]:
+            err.print(f"warning: notification to {delivery['target']} failed: {delivery['error']}", markup=False,
+                      soft_wrap=True)
+    out.print(f"run: {outcome.run_id}")
     out.print(f"evidence: {outcome.bundle}", soft_wrap=True)
     return 0 if outcome.status == "passed" else 1
 
 
 def _run_due() -> int:
+    """Every entry that is due, each under a claim so that two invocations at once never run one
+    twice; entries on a frozen environment are skipped (recorded once per firing)."""
     from datetime import datetime, timezone
 
     from ..config import schedule
-    from ..evidence.archive import latest_runs
-    from ..journal import parse_iso
+    from ..runner import due as due_mod
+
+    archive, state = paths.archive_root(), paths.state_dir()
+    worst = 0
+    for entry in schedule.load_schedule():
+        with due_mod.claim(state, entry) as claimed:
+            if not claimed:
+                err.print(f"skipped {entry.key}: another `drillbook run --due` is running it", markup=False)
+                continue
+            now = datetime.now(timezone.utc)
+            _tell_if_overdue(entry, archive, state, now)
+            if due_mod.due_now(entry, archive, now):  # asked again under the claim: never twice
+                worst = max(worst, _run_entry(entry, archive, state, now))
+    return worst
+
+
+def _tell_if_overdue(entry: schedule.Entry, archive: Path, state: Path, now: datetime) -> None:
+    """An entry whose firing went unanswered past its grace: notify its environment, once per firing."""
+    from .. import notify
+    from ..config import schedule
+    from ..config.environments import load_environment
+    from ..config.secrets import Redactor
+    from ..evidence.archive import run_dir
+    from ..runner import due as due_mod
+
+    latest = {(e["drill"], e["env"]): e for e in due_mod.latest_entries(archive)}.get((entry.drill, entry.env))
+    last = due_mod.parse_iso(latest["finished_at"]) if latest else None
+    missed = schedule.overdue_since(entry, last, now)
+    if missed is None or not due_mod.first_time(state, entry, "overdue", missed):
+        return
+    err.print(f"overdue: {entry.key} fired at {missed:%Y-%m-%d %H:%M} UTC and no run followed within {entry.grace}",
+              markup=False)
+    try:
+        env = load_environment(entry.env)
+    except DrillbookError as exc:
+        print_error(exc)
+        return
+    link = str(run_dir(archive, latest["run_id"])) if latest else "no run recorded yet"
+    message = notify.overdue_message(entry.drill, entry.env, f"{missed:%Y-%m-%d %H:%M} UTC", str(entry.grace),
+                                     latest["finished_at"] if latest else None, link)
+    for delivery in notify.send(env, message, Redactor()):
+        if not delivery.ok:
+            err.print(f"warning: notification to {delivery.target} failed: {delivery.error}", markup=False,
+                      soft_wrap=True)
+
+
+def _run_entry(entry: schedule.Entry, archive: Path, state: Path, now: datetime) -> int:
+    from ..errors import Frozen, LockBusy
+    from ..evidence import freeze
+    from ..runner import due as due_mod
     from ..runner.plan import RunRequest
 
-    finished = {(e["drill"], e["env"]): parse_iso(e["finished_at"])
-                for e in latest_runs(paths.archive_root(), dry_runs=False)}
-    worst = 0
-    for entry in schedule.due_entries(schedule.load_schedule(), finished, datetime.now(timezone.utc)):
-        request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve),
-                             approved_by="schedule")
-        try:
-            worst = max(worst, run_one(request))
-        except DrillbookError as exc:  # one bad entry must not stop the others
-            print_error(exc)
-            worst = max(worst, exc.exit_code)
-    return worst
+    found = freeze.frozen(entry.env, archive)
+    firing = entry.cron.previous_before(now) or now
+    if found is not None:
+        if due_mod.first_time(state, entry, "frozen", firing):
+            freeze.record_skip(entry.drill, entry.env, "run --due", found, archive)
+        err.print(f"skipped {entry.key}: {found.describe()}", markup=False, soft_wrap=True)
+        return 0
+    request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve),
+                         change=entry.change, approved_by="schedule")
+    try:
+        return run_one(request, "run --due")
+    except (LockBusy, Frozen) as exc:  # the next invocation runs it; not a failure of this one
+        err.print(f"skipped {entry.key}: {exc.message}", markup=False, soft_wrap=True)
+        return 0
+    except DrillbookError as exc:  # one bad entry must not stop the others
+        print_error(exc)
+        return exc.exit_code

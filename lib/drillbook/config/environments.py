@@ -162,6 +162,7 @@ class Environment(Model):
     secrets: dict[str, SecretRefText] = Field(default_factory=dict)
     parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # notebook name → values
     access: Access = Field(default_factory=Access)  # who may run and who approves (config/access.py)
+    notify: list[SecretRefText] = Field(default_factory=list)  # apprise URLs (they hold tokens): see notify.py
     source: str = ""  # the file it came from, filled in by the loader
 
     def secret_refs(self) -> dict[str, SecretRef]:
@@ -175,6 +176,8 @@ class Environment(Model):
                 ref = getattr(svc, field, None)
                 if ref:
                     refs.setdefault(f"services.{svc_name}.{field}", SecretRef.parse(ref))
+        for index, ref in enumerate(self.notify):
+            refs.setdefault(f"notify.{index}", SecretRef.parse(ref))
         return refs
 
 

@@ -1,14 +1,20 @@
-"""Cron expressions and ``parameters/schedule.yaml``: which drill runs where, and when it is due.
+"""Cron expressions and ``parameters/schedule.yaml``: which drill runs where, when it is due, and
+when it is overdue.
 
-Deliberately small: five-field cron (minute hour day-of-month month day-of-week) with
-``*``, lists, ranges, steps, month/day names and the ``@hourly``/``@daily``/``@weekly``/
-``@monthly`` shorthands. Times are UTC throughout, as in the evidence records.
+The cron arithmetic is croniter's (the library Airflow's own scheduler uses, so a DAG built from
+this schedule fires at the same minutes as ``drillbook run --due``): five fields (minute hour
+day-of-month month day-of-week) with ``*``, lists, ranges, steps, month/day names, and the
+``@hourly``/``@daily``/``@weekly``/``@monthly``/``@yearly`` shorthands. What is checked here is
+what croniter is lenient about: exactly five fields (no seconds or year field), and an error that
+names the field. Times are UTC throughout, as in the evidence records.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .. import paths
@@ -23,48 +29,39 @@ SHORTHANDS = {
     "@monthly": "0 0 1 * *",
     "@yearly": "0 0 1 1 *",
 }
-MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
-DAYS = "sun mon tue wed thu fri sat".split()
-FIELDS = (("minute", 0, 59, []), ("hour", 0, 23, []), ("day of month", 1, 31, []),
-          ("month", 1, 12, MONTHS), ("day of week", 0, 7, DAYS))
+FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+DEFAULT_GRACE = timedelta(hours=1)
+# A firing this far back is still found (29 February can be eight years from the last: 2096 → 2104).
+LOOK_BACK_DAYS = 366 * 9
 
 
-def _value(text: str, names: list[str]) -> int:
-    lowered = text.lower()
-    if lowered in names:
-        return names.index(lowered) + (1 if names is MONTHS else 0)
-    return int(text)
+def _croniter() -> ModuleType:
+    """croniter, imported on first use: about 0.1 s, and most commands never compute a firing."""
+    import croniter
+
+    return croniter
 
 
-def _parse_field(text: str, name: str, low: int, high: int, names: list[str]) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        body, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if body == "*":
-            start, end = low, high
-        elif "-" in body:
-            a, b = body.split("-", 1)
-            start, end = _value(a, names), _value(b, names)
-        else:
-            start = _value(body, names)
-            end = high if step_text else start
-        if not (low <= start <= high and low <= end <= high and start <= end and step > 0):
-            raise ValueError(f"{name} {part!r} is outside {low}-{high}")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
+def _field_error(parts: list[str]) -> str:
+    """Which field croniter rejects, checked one at a time with the others wild."""
+    for index, (name, low, high) in enumerate(FIELDS):
+        probe = ["*"] * 5
+        probe[index] = parts[index]
+        if not _croniter().croniter.is_valid(" ".join(probe)):
+            plain = all(re.fullmatch(r"\d+(-\d+)?(/\d+)?", part) for part in parts[index].split(","))
+            what = "is outside" if plain else "is not a value, range, list or step of names or numbers in"
+            return f"{name} {parts[index]!r} {what} {low}-{high}"
+    return "croniter does not accept it"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)
 class Cron:
-    text: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
-    any_day: bool
-    any_weekday: bool
+    text: str  # as written (a shorthand stays a shorthand)
+    expression: str  # the five fields croniter reads
 
     @classmethod
     def parse(cls, text: str) -> Cron:
@@ -75,53 +72,26 @@ class Cron:
                 f"bad cron expression {text!r}: expected 5 fields, got {len(parts)}",
                 "write minute hour day-of-month month day-of-week, e.g. '0 3 * * 1' or @daily",
             )
-        try:
-            sets = [_parse_field(p, n, lo, hi, names) for p, (n, lo, hi, names) in zip(parts, FIELDS)]
-        except ValueError as exc:
-            raise ConfigError(f"bad cron expression {text!r}: {exc}") from None
-        weekdays = frozenset(d % 7 for d in sets[4])  # 7 is Sunday too
-        return cls(text, sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] == "*", parts[4] == "*")
-
-    def _day_matches(self, t: datetime) -> bool:
-        dom = t.day in self.days
-        dow = (t.isoweekday() % 7) in self.weekdays
-        if self.any_day or self.any_weekday:  # cron: when both are restricted, either may match
-            return dom and dow
-        return dom or dow
+        if not _croniter().croniter.is_valid(expanded):
+            raise ConfigError(f"bad cron expression {text!r}: {_field_error(parts)}")
+        return cls(text, " ".join(parts))
 
     def next_after(self, after: datetime) -> datetime:
-        """The first firing time strictly after ``after``."""
-        t = after.astimezone(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
-        limit = t + timedelta(days=366 * 5)
-        while t < limit:
-            if t.month not in self.months:
-                t = (t.replace(day=1, hour=0, minute=0) + timedelta(days=32)).replace(day=1)
-            elif not self._day_matches(t):
-                t = t.replace(hour=0, minute=0) + timedelta(days=1)
-            elif t.hour not in self.hours:
-                t = t.replace(minute=0) + timedelta(hours=1)
-            elif t.minute not in self.minutes:
-                t += timedelta(minutes=1)
-            else:
-                return t
-        raise ConfigError(f"cron expression {self.text!r} never fires")
+        """The first firing time strictly after ``after`` (cron has minutes: seconds never match)."""
+        lib = _croniter()
+        try:
+            return _utc(lib.croniter(self.expression, _utc(after)).get_next(datetime))
+        except lib.CroniterBadDateError:
+            raise ConfigError(f"cron expression {self.text!r} never fires") from None
 
     def previous_before(self, before: datetime, horizon_days: int = 400) -> datetime | None:
-        """The last firing time at or before ``before`` (None if none within the horizon).
-
-        Looks back through widening windows, so a frequent schedule walks a few firings, not
-        a year of them.
-        """
-        for window in (timedelta(hours=1), timedelta(days=1), timedelta(days=32), timedelta(days=horizon_days)):
-            t = self.next_after(before - window - timedelta(minutes=1))
-            if t > before:
-                continue
-            while True:
-                following = self.next_after(t)
-                if following > before:
-                    return t
-                t = following
-        return None
+        """The last firing time at or before ``before`` (None if none within the horizon)."""
+        lib = _croniter()
+        try:  # croniter's get_prev is strict: start just past ``before`` so a firing at it counts
+            found = _utc(lib.croniter(self.expression, _utc(before) + timedelta(seconds=1)).get_prev(datetime))
+        except lib.CroniterBadDateError:
+            return None
+        return found if found >= before - timedelta(days=horizon_days) else None
 
 
 @dataclass(frozen=True)
@@ -133,6 +103,13 @@ class Entry:
     cron: Cron
     parameters: dict[str, Any] = field(default_factory=dict)
     approve: tuple[str, ...] = ()
+    grace: timedelta = DEFAULT_GRACE  # how long after a firing a run may start before it is overdue
+    change: str | None = None  # the standing change reference a production entry runs under
+
+    @property
+    def key(self) -> str:
+        """``drill@env``: how a person, a lock file and an Airflow DAG id name the entry."""
+        return f"{self.drill}@{self.env}"
 
 
 def schedule_path(project: Path | None = None) -> Path:
@@ -154,7 +131,7 @@ def _entry(item: object, where: str, project: Path | None) -> Entry:
     """One item of ``runs:``, checked key by key (YAML gives any type anywhere)."""
     if not isinstance(item, dict) or not {"drill", "env", "cron"} <= item.keys():
         raise ConfigError(f"{where}: each run needs drill, env and cron")
-    unknown = set(map(str, item)) - {"drill", "env", "cron", "parameters", "approve"}
+    unknown = set(map(str, item)) - {"drill", "env", "cron", "parameters", "approve", "grace", "change"}
     if unknown:
         raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
     try:
@@ -169,7 +146,22 @@ def _entry(item: object, where: str, project: Path | None) -> Entry:
     approve = item.get("approve") or []
     if not isinstance(approve, list) or not all(isinstance(gate, str) for gate in approve):
         raise ConfigError(f"{where}: approve: expected a list of gate names", "write approve: [gate, other-gate]")
-    return Entry(str(item["drill"]), env, cron, dict(parameters), tuple(approve))
+    change = item.get("change")
+    if change is not None and (not isinstance(change, str) or not change.strip()):
+        raise ConfigError(f"{where}: change: expected a change reference (text)", "write change: CHG-1234")
+    return Entry(str(item["drill"]), env, cron, dict(parameters), tuple(approve), _grace(item.get("grace"), where),
+                 change)
+
+
+def _grace(value: object, where: str) -> timedelta:
+    """``grace:`` as minutes (a number) or a duration such as ``90s``, ``30m``, ``2h``, ``1d``."""
+    if value is None:
+        return DEFAULT_GRACE
+    match = re.fullmatch(r"\s*(\d{1,6})\s*([smhd]?)\s*", str(value)) if not isinstance(value, bool) else None
+    if match is None:
+        raise ConfigError(f"{where}: grace: {value!r} is not a duration", "write grace: 30m (or 90s, 2h, 1d)")
+    unit = {"s": "seconds", "m": "minutes", "": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
 
 
 def is_due(cron: Cron, last: datetime | None, now: datetime) -> bool:
@@ -188,3 +180,12 @@ def due_entries(entries: list[Entry], last_finished: dict[tuple[str, str], datet
     """The entries that are due (``is_due``) given ``last_finished`` by (drill, env); dry runs do
     not count and should not be in it."""
     return [entry for entry in entries if is_due(entry.cron, last_finished.get((entry.drill, entry.env)), now)]
+
+
+def overdue_since(entry: Entry, last: datetime | None, now: datetime) -> datetime | None:
+    """The firing that went unanswered: the latest firing at least ``entry.grace`` before ``now``
+    after which no run (passed or not) finished; None when the entry is not overdue."""
+    missed = entry.cron.previous_before(now - entry.grace, LOOK_BACK_DAYS)
+    if missed is None or (last is not None and last >= missed):
+        return None
+    return missed

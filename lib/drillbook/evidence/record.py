@@ -234,6 +234,7 @@ class Record(TypedDict):
     incident: NotRequired[str | None]  # the incident id
     plan: NotRequired[PlanHash]  # every run since approvals: what a dry run's approval binds
     approvals: NotRequired[list[ApprovalInfo]]
+    notifications: NotRequired[list[dict[str, Any]]]  # each delivery of the run's notification (notify.py)
 
 
 # What the record takes from the journal (the rest of the journal is the runner's to know).

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import nbformat
 from nbformat import NotebookNode
 
-from .. import journal, paths, scraps
+from .. import journal, notify, paths, scraps
 from ..config import notebooks
 from ..errors import EvidenceError
-from ..evidence import approvals, keys, record
+from ..evidence import approvals, freeze, keys, record
 from ..evidence.archive import record_run
+from ..evidence.archive import run_dir as bundle_dir
 from ..journal import operator_identity
 from . import inflight, locks
 from .outcome import classify, html_header, keep_kernel_output, mark_failure
@@ -170,9 +171,11 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
     if plan.approvals:
         base["approvals"] = list(plan.approvals)
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait, operator=operator):
+        freeze.refuse_if_frozen(plan.env.name, archive)  # under the lock: a freeze from now on interrupts
         marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
         run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet
         supervisor = Supervisor(plan.timeout)
+        supervisor.stop_when = freeze.watcher(plan.env.name, archive)
         failed: list[int] = []
 
         def on_cell(event: str, index: int, total: int, cell: Any) -> None:
@@ -191,6 +194,7 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
                 attachments: Path | None = run_dir / "attachments"
             except Exception as problem:  # whatever broke, the run still leaves its record
                 done, clean_nb, html, attachments = _fallback_record(plan, base, ran, problem), None, None, None
+            notify.notify_run(plan.env, done, bundle_dir(archive, plan.run_id), plan.redactor, project)
             try:
                 marker.note_outcome(done)  # archiving may be cut short: the next command then finishes it
                 bundle = record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import journal
 from ..config.secrets import Redactor
 from ..evidence.record import verdict
-from .supervise import KERNEL_LOG
+from .supervise import FROZEN, KERNEL_LOG
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -26,6 +26,8 @@ def classify(exc: BaseException | None, supervisor_reason: str | None, kernel_jo
     """The run's status and reason from what the runner saw and what the kernel journalled."""
     if supervisor_reason == "aborted":
         return "aborted", "interrupted by the operator or a signal"
+    if supervisor_reason is not None and supervisor_reason.startswith(FROZEN):
+        return "aborted", f"interrupted because {supervisor_reason[len(FROZEN):]}"
     if supervisor_reason == "timeout":
         return "error", f"execution timeout: the notebook ran longer than {timeout:g} s"
     status = (kernel_journal or {}).get("status")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from traitlets.config import Config
 
 KERNEL_LOG = "kernel.log"  # the kernel process's stdout and stderr, in the private run folder
+FROZEN = "frozen: "  # prefix of the reason of a run interrupted by a freeze
 CLEANUP_GRACE = 120.0  # after a timeout or abort, how long the kernel gets to run its cleanups
 ProgressFn = Callable[[str, int, int, Any], None]  # event, cell index, cell count, the cell
 
@@ -50,12 +51,14 @@ class Supervisor:
 
     def __init__(self, timeout: float, grace: float = CLEANUP_GRACE) -> None:
         self.timeout, self.grace = timeout, grace
-        self.reason: str | None = None  # "timeout" or "aborted"
+        self.reason: str | None = None  # "timeout", "aborted" or FROZEN + the freeze
         self.client: object | None = None  # the notebook client, once papermill has built it
         self.kernel: KernelManagerType | None = None  # the kernel's manager, once it is launched
         self._deadline = time.monotonic() + timeout
         self._kill_at: float | None = None
         self._finished = False  # the worker has ended: a signal now only waits for the archive
+        # Asked at every tick: a reason to stop the run (a freeze of its environment), or None.
+        self.stop_when: Callable[[], str | None] | None = None
 
     def kernel_pid(self) -> int | None:
         km = self.kernel or getattr(self.client, "km", None)
@@ -81,6 +84,8 @@ class Supervisor:
         now = time.monotonic()
         if self.reason is None and now >= self._deadline:
             self.interrupt("timeout")
+        elif self.reason is None and self.stop_when is not None and (why := self.stop_when()):
+            self.interrupt(f"{FROZEN}{why}")
         elif self._kill_at is not None and now >= self._kill_at:
             self._signal(signal.SIGKILL)
             self._kill_at = None

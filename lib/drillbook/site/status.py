@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from ..config import catalog, schedule
 from ..errors import ConfigError
 from ..evidence.freshness import LastDrill
+from ..evidence import freeze
 from .data import Archive, RunSummary
 from .freshness import fresh_cell
 from .md import admonition, age, badge, code, esc, flag, front_matter, link, number, table, when
@@ -166,13 +168,20 @@ def verify_banner(archive: Archive, page: str) -> str:
                       f"Runs marked ✗ below are not trustworthy. {link('Details', page, EVIDENCE_INDEX)}.")
 
 
+def freeze_banners(root: Path) -> list[str]:
+    """One red box per freeze in force (``drillbook freeze``): nothing is scheduled there meanwhile."""
+    return [admonition("failure", f"Frozen: {'all environments' if f.scope == freeze.ALL else f.scope}",
+                       f"{esc(f.describe())}. Drills there are interrupted and not started until "
+                       f"`drillbook thaw`.") for f in freeze.active(root)]
+
+
 def dashboard_page(rows: list[Row], archive: Archive, catalogued: set[str], pages: set[str], now: datetime) -> str:
     page = DASHBOARD
     names = {r.drill for r in archive.runs}
     overdue = [r for r in rows if r.due.overdue]
     out = [front_matter("toc") + "# Dashboard\n",
            f"Latest run of every drill on every environment, as of **{when(now)}** (the time this site was "
-           "built; publish again to refresh).\n", verify_banner(archive, page)]
+           "built; publish again to refresh).\n", verify_banner(archive, page), *freeze_banners(archive.root)]
     if overdue:
         listing = "\n".join(f"- {esc(r.title)} on {esc(r.env or 'any environment')}" for r in overdue)
         out.append(admonition("warning", f"{len(overdue)} overdue", listing))
