@@ -9,6 +9,6 @@
 """
 from __future__ import annotations
 
-from .workcopy import INCIDENTS_DIR, SEVERITIES, IncidentCopy, open_incident
+from .workcopy import INCIDENTS_DIR, IncidentCopy, open_incident
 
-__all__ = ["INCIDENTS_DIR", "SEVERITIES", "IncidentCopy", "open_incident"]
+__all__ = ["INCIDENTS_DIR", "IncidentCopy", "open_incident"]
