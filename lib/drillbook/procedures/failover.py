@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import DrillbookError
-from ..measure.compute import Outcome
+from ..measure.compute import Outcome, first_write_after, node_before
 from ..measure.load import WRITES_TABLE, Load
 from ..targets.postgres import Postgres
 from ..targets.postgres.backup import table_checksums
 from ..targets.postgres.conventions import parse_lsn
 from ..targets.postgres.results import PostgresError
+from .steady import record_latency
 
 
 class FailoverRefused(DrillbookError):
@@ -158,6 +159,8 @@ def record_outcome(drill: Any, pg: Postgres, load: Load, timeout: float = 60.0) 
         outcome = load.outcome(fault, conn)
         load.purge(conn)  # the measures are recorded; the lab stays small
     _record(drill, outcome)
+    first = first_write_after(load.acks, fault, not_on=node_before(load.acks, fault))
+    record_latency(drill, load, fault, first.at if first else None)
     return outcome
 
 
