@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import LabError
 from ..targets.postgres import Postgres
 from ..targets.postgres.results import NodeState, PostgresError
+from .archive import ensure_archive
 from .binaries import select_binaries
 from .environment import env_warnings, lab_postgres
 from .oslevel import check_access, ensure_os_user, make_dirs, require_free_port, stop_pid
@@ -112,6 +113,7 @@ def up(project: Path, ports: LabPorts | None = None, say: Say = _quiet) -> LabSt
         for name in NODES:
             if name != primary:
                 ensure_standby(pg, name, primary, say)
+        ensure_archive(pg, paths, user, primary, say)
     start_sshd(paths, state, say)
     save_state(paths, state)
     return status(project)
