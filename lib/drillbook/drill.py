@@ -23,9 +23,9 @@ import os
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from . import attachments, gates, journal, kernel, paths, runsecrets, scraps
+from . import attachments, gates, hold, journal, kernel, paths, runsecrets, scraps
 from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
@@ -36,10 +36,12 @@ from .journal import RUN_DIR_VAR, operator_name
 from .shells.base import Shell
 from .shells.open import open_shell
 
+if TYPE_CHECKING:  # annotations only: the runner's machinery is imported when a drill runs a notebook
+    from .runner.child import ChildContext
+    from .runner.held import HeldChild
+
 T = TypeVar("T")
 _current: Drill | None = None
-
-
 
 
 class Drill:
@@ -123,6 +125,8 @@ class Drill:
         if fn is None:
             return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan)
         self._ensure_open()
+        if hold.wait_if_held(self.run_dir):  # started ahead by its drill (runner.held): held until the fault
+            self.data["started_at"] = journal.now_iso()  # the run's own time starts now
         record: Step = {"title": title, "mutating": mutating, "gate": gate, "started_at": journal.now_iso(),
                         "status": RUNNING}
         self.data["steps"].append(record)
@@ -232,12 +236,28 @@ class Drill:
 
         The executed copy goes to attachments/; its journal is returned (status, steps, measures).
         """
-        from .runner.child import ChildContext, run_child  # papermill's machinery: only a drill that runs one
+        from .runner.child import run_child  # papermill's machinery: only a drill that runs one
+
+        return self.adopt_child(run_child(self._child_context(), name, parameters or {}))
+
+    def hold_notebook(self, name: str, parameters: dict[str, Any] | None = None) -> HeldChild:
+        """Start ``name`` as ``run_notebook`` would, held at its first step until ``.result()`` (before
+        a fault: the recovery measured then excludes its kernel's start; ``runner.held``)."""
+        from .runner.held import HeldChild  # as run_notebook
+
+        held = HeldChild(self._child_context(), name, parameters or {}).start()
+        self.cleanup(held.cancel, f"stop runbook {name} if it is still running", mutating=False)
+        return held
+
+    def _child_context(self) -> ChildContext:
+        from .runner.child import ChildContext  # as run_notebook
 
         self._ensure_open()
-        context = ChildContext(self.project, self.env, self.dry_run, sorted(self.approved), self.change,
-                               self.run_id, self.redactor, self.attachments_dir())
-        child = run_child(context, name, parameters or {})
+        return ChildContext(self.project, self.env, self.dry_run, sorted(self.approved), self.change, self.run_id,
+                            self.redactor, self.attachments_dir())
+
+    def adopt_child(self, child: ChildRun) -> ChildRun:
+        """Record a child run's executed copy among this run's attachments."""
         self.data["attachments"].append(child["notebook"])
         self._save()
         return child
@@ -321,10 +341,8 @@ class Drill:
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise DrillbookError(
-                f"run {self.run_id} is already closed ({self.data['status']})",
-                "re-run the cell that calls drillbook.start() to begin a new run",
-            )
+            raise DrillbookError(f"run {self.run_id} is already closed ({self.data['status']})",
+                                 "re-run the cell that calls drillbook.start() to begin a new run")
 
     def __enter__(self) -> Drill:
         return self

@@ -21,6 +21,7 @@ from ..measure.load import Load
 from ..targets.postgres import Postgres
 from ..targets.postgres.conventions import FENCE_MARKER, parse_lsn
 from ..targets.postgres.results import PostgresError
+from .failover import stop_command
 from .steady import record_latency
 
 LSN = re.compile(r"\bat ([0-9A-F]+/[0-9A-F]+)")
@@ -159,14 +160,14 @@ def power_loss(pg: Postgres, load: Load) -> str:
     names = pg.context.node_names
     errors: list[str] = []
 
+    commands = {name: stop_command(pg, name) for name in names}  # before the clock starts: the fault is the stops
+
     def stop(name: str) -> None:
         try:
-            pg.servers.stop(name, "immediate")
+            pg.servers.run(name, commands[name], what="pg_ctl stop -m immediate", timeout=70)
         except DrillbookError as exc:
             errors.append(f"{name}: {exc.message}")
 
-    for name in names:  # open each host's shell and learn the owners first: the stops then start together
-        pg.servers.is_running(name)
     threads = [threading.Thread(target=stop, args=(name,)) for name in names]
     load.mark("fault")
     for thread in threads:

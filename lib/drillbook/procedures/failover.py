@@ -6,6 +6,7 @@ The runbook (``runbooks/postgres-failover``) plans with ``plan`` and acts with `
 """
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -144,9 +145,17 @@ def verify_write(pg: Postgres, tag: str) -> str:
 def crash_primary(pg: Postgres, node: str, load: Load) -> str:
     """The fault: mark the time on the load's clock, then stop ``node`` immediately (a crash: no
     checkpoint, clients and standbys cut off)."""
+    stop = stop_command(pg, node)  # found before the clock starts: the fault is the stop alone
     load.mark("fault")
-    pg.servers.stop(node, "immediate")
+    pg.servers.run(node, stop, what="pg_ctl stop -m immediate", timeout=70)
     return f"{node} stopped immediately"
+
+
+def stop_command(pg: Postgres, node: str) -> str:
+    """``pg_ctl stop -m immediate`` of a running node (a crash), as a script for ``servers.run``."""
+    if not pg.servers.is_running(node):
+        raise PostgresError(f"{pg.context.name}/{node} is not running: there is nothing to crash")
+    return f"{pg.servers.tool_path(node, 'pg_ctl')} stop -D {shlex.quote(pg.context.data_dir(node))} -m immediate -w -t 60"
 
 
 def record_outcome(drill: Any, pg: Postgres, load: Load, timeout: float = 60.0) -> Outcome:
