@@ -47,6 +47,8 @@ demo: $(STAMP) system-deps
 	$(DRILLBOOK) run failover --env local --approve fault --approve promote
 	$(DRILLBOOK) run backup-restore --env local
 	$(DRILLBOOK) run key-rotation --env local --approve rotate
+	$(DRILLBOOK) run pitr-restore --env local --approve fault
+	$(DRILLBOOK) run cold-start --env local --approve fault --approve start
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
 	$(DRILLBOOK) publish

@@ -74,3 +74,24 @@ def test_record_latency_measures_each_phase_against_the_environment() -> None:
     assert got["probe_latency_p95_ms_after"] == (1.0, None)
     assert got["write_latency_p50_ms_before"] == (10.0, None) and got["write_latency_p50_ms_after"] == (20.0, None)
     assert "write_latency_p50_ms_during" not in got
+
+
+def test_history_charts_the_latency_measures_of_real_runs() -> None:
+    from drillbook.site import charts
+    from drillbook.site.data import Measure, RunSummary
+
+    def summary(seq: int, finished: str, dry: bool, measures: dict[str, float]) -> RunSummary:
+        ms = tuple(Measure(name, value, "ms", None, None, "recorded") for name, value in measures.items())
+        return RunSummary(seq, f"r{seq}", "cold-start", "local", "drill", "Cold start", "passed", None, None, finished,
+                          dry, (), {}, ms, True, True)
+
+    runs = [summary(1, "2026-12-01T10:00:00Z", False, {"probe_latency_p95_ms_before": 12.0, "rto_seconds": 1.5,
+                                                       "write_latency_p50_ms_after": 2.0}),
+            summary(2, "2026-12-01T11:00:00Z", True, {"probe_latency_p95_ms_before": 99.0}),  # dry run: not charted
+            summary(3, "2026-12-01T12:00:00Z", False, {"probe_latency_p95_ms_before": 14.0,
+                                                       "probe_latency_p99_ms_during": 300.0})]
+    series = charts.latency_series(runs)
+    assert sorted(series) == ["probe before", "probe during", "write after"]
+    assert [v for _, v in series["probe before"]["p95"]] == [12.0, 14.0]
+    assert list(series["probe during"]) == ["p99"] and charts.latency_series(runs[1:2]) == {}
+    assert charts.render_latency(series).startswith(b"\x89PNG")
