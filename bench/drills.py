@@ -93,7 +93,7 @@ def unit_of(name: str) -> tuple[str, int]:
     """(unit, digits) for a measure's name: seconds, milliseconds, or a count."""
     if name.endswith("seconds"):
         return "s", 4
-    return ("ms", 1) if name.endswith("_ms") else ("", 0)
+    return ("ms", 1) if name.endswith("_ms") or "_ms_" in name else ("", 0)
 
 
 def report(drill: str, walls: list[float], measured: list[dict]) -> None:

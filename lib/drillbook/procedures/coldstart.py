@@ -14,7 +14,7 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import DrillbookError
 from ..measure.load import Load
@@ -155,8 +155,9 @@ def start_standby(pg: Postgres, name: str, primary: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the drill
-def power_loss(pg: Postgres, load: Load) -> str:
-    """The fault: mark the time, then stop every node immediately, all at once (one thread each)."""
+def power_loss(pg: Postgres, load: Load, then: Callable[[], None] | None = None) -> str:
+    """The fault: mark the time, then stop every node immediately, all at once (one thread each);
+    ``then`` at once (e.g. release the held runbook)."""
     names = pg.context.node_names
     errors: list[str] = []
 
@@ -175,6 +176,8 @@ def power_loss(pg: Postgres, load: Load) -> str:
     for thread in threads:
         thread.join(timeout=90)
     load.mark("down")  # writes acknowledged before this were the old service's last, not a recovery
+    if then is not None:
+        then()
     if errors:
         raise PostgresError("power loss not complete: " + "; ".join(errors))
     return f"{', '.join(names)} stopped immediately at once"

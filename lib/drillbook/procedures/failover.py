@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import DrillbookError
 from ..measure.compute import Outcome, first_write_after, node_before
@@ -142,12 +142,14 @@ def verify_write(pg: Postgres, tag: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the drill's steps
-def crash_primary(pg: Postgres, node: str, load: Load) -> str:
+def crash_primary(pg: Postgres, node: str, load: Load, then: Callable[[], None] | None = None) -> str:
     """The fault: mark the time on the load's clock, then stop ``node`` immediately (a crash: no
-    checkpoint, clients and standbys cut off)."""
+    checkpoint, clients and standbys cut off); ``then`` at once (e.g. release the held runbook)."""
     stop = stop_command(pg, node)  # found before the clock starts: the fault is the stop alone
     load.mark("fault")
     pg.servers.run(node, stop, what="pg_ctl stop -m immediate", timeout=70)
+    if then is not None:
+        then()
     return f"{node} stopped immediately"
 
 

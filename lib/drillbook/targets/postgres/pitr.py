@@ -82,14 +82,17 @@ def kept_backups(pg: Postgres, node: str, directory: str) -> list[KeptBackup]:
     return sorted(found, key=lambda b: (b.timeline, b.start_lsn))
 
 
-def keep_base_backup(pg: Postgres, directory: str, node: str | None = None) -> tuple[KeptBackup, bool]:
-    """A base backup on the primary's current timeline in the archive ``directory``'s ``base/``: the newest kept one, else a
-    new one (then older ones and the WAL only they needed are removed). True when it took one."""
+def keep_base_backup(pg: Postgres, directory: str, node: str | None = None,
+                     max_age: float | None = None) -> tuple[KeptBackup, bool]:
+    """A base backup on the primary's current timeline in the archive ``directory``'s ``base/``: the
+    newest kept one (if younger than ``max_age`` seconds), else a new one; then older ones and the
+    WAL only they needed are removed, which bounds the archive and the WAL a restore replays.
+    True when it took one."""
     node = node or pg.replication.primary()
     timeline = pg.replication.state(node).timeline
     base = f"{directory}/base"
     kept = kept_backups(pg, node, base)
-    if kept and kept[-1].timeline == timeline:
+    if kept and kept[-1].timeline == timeline and not _older_than(kept[-1], max_age):
         return kept[-1], False
     label = f"pitr-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
     pg.backups.base_backup(target=f"{base}/{label}", node=node, label=label)
@@ -100,6 +103,16 @@ def keep_base_backup(pg: Postgres, directory: str, node: str | None = None) -> t
                    f"{cleanup} {shlex.quote(directory)} {shlex.quote(newest.start_wal)}",
                    what="remove older base backups and WAL", timeout=300)
     return newest, True
+
+
+def _older_than(backup: KeptBackup, max_age: float | None) -> bool:
+    if max_age is None:
+        return False
+    try:  # the server writes it as "2026-12-01 11:13:34 UTC"; another zone name: keep the backup
+        started = datetime.fromisoformat(backup.start_time.replace(" UTC", "+00:00"))
+    except ValueError:
+        return False
+    return started.tzinfo is not None and (datetime.now(timezone.utc) - started).total_seconds() > max_age
 
 
 def archive_current_wal(pg: Postgres, node: str, directory: str, timeout: float = 60.0) -> str:
