@@ -259,3 +259,18 @@ def test_cold_start_interrupted_right_after_its_fault_heals_the_lab(drills: LabP
     assert_healthy(drills)  # healed by the drill's own cleanup: no `lab up`
     with drills.postgres() as pg:
         assert sorted(pg.replication.roles().values()) == ["primary", "standby"]
+
+
+@pytest.mark.integration
+def test_a_runbook_held_before_a_fault_that_never_comes_is_stopped_and_kept_as_evidence(
+        drills: LabProject, tmp_path: Path) -> None:  # noqa: F811
+    assert_healthy(drills)
+    before = lab_state(drills)
+    result, record, bundle = run(drills, tmp_path, "failover", "--approve", "promote")  # the fault's gate is not approved
+    assert result.code == 1 and record["status"] == "error" and "GateNotApproved" in record["reason"]
+    cleanups = {c["title"]: c["status"] for c in record["cleanups"]}
+    assert cleanups["stop runbook postgres-failover if it is still running"] == "passed"
+    assert record["attachments"] == ["attachments/postgres-failover.ipynb"]  # the held runbook's copy is evidence
+    child = json.loads((bundle / "attachments" / "postgres-failover.journal.json").read_text())
+    assert child["status"] == "aborted" and child["steps"] == []  # stopped while held: it never took a step
+    assert lab_state(drills) == before

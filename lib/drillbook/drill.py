@@ -245,7 +245,7 @@ class Drill:
         a fault: the recovery measured then excludes its kernel's start; ``runner.held``)."""
         from .runner.held import HeldChild  # as run_notebook
 
-        held = HeldChild(self._child_context(), name, parameters or {}).start()
+        held = HeldChild(self._child_context(), name, parameters or {}, on_result=self.adopt_child).start()
         self.cleanup(held.cancel, f"stop runbook {name} if it is still running", mutating=False)
         return held
 

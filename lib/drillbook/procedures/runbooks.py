@@ -39,7 +39,7 @@ def run(drill: Any, name: str, parameters: dict[str, Any] | None = None, load: A
     if load is not None:
         load.mark(f"{name} start")
     try:
-        child = drill.adopt_child(held.result()) if held is not None else drill.run_notebook(name, parameters or {})
+        child = held.result() if held is not None else drill.run_notebook(name, parameters or {})
     finally:
         if load is not None:
             load.mark(f"{name} end")

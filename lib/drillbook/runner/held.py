@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import hold
 from ..errors import DrillbookError
@@ -27,8 +27,10 @@ class HeldChildError(DrillbookError):
 
 
 class HeldChild:
-    def __init__(self, parent: ChildContext, name: str, parameters: dict[str, Any]) -> None:
+    def __init__(self, parent: ChildContext, name: str, parameters: dict[str, Any],
+                 on_result: Callable[[dict[str, Any]], object] | None = None) -> None:
         self.name = name
+        self._on_result = on_result  # called once with the result (in the drill's thread), also after cancel
         self._parent, self._parameters = parent, parameters
         self._run_dir: Path | None = None
         self._supervisor: Supervisor | None = None
@@ -89,14 +91,22 @@ class HeldChild:
         if self._error is not None:
             raise self._error
         assert self._result is not None
+        self._adopt()
         return self._result
+
+    def _adopt(self) -> None:
+        if self._on_result is not None and self._result is not None:
+            callback, self._on_result = self._on_result, None
+            callback(self._result)
 
     def cancel(self) -> str:
         """Stop a child still running (interrupted: its cleanups run); nothing if it has ended."""
-        if not self._thread.is_alive():
-            return f"{self.name} had ended"
-        if self._supervisor is not None:
-            self._supervisor.interrupt("aborted")
-        self.release()
-        self._thread.join(timeout=180)
-        return f"{self.name} interrupted"
+        what = "had ended"
+        if self._thread.is_alive():
+            if self._supervisor is not None:
+                self._supervisor.interrupt("aborted")
+            self.release()
+            self._thread.join(timeout=180)
+            what = "interrupted"
+        self._adopt()  # its executed copy belongs to the evidence either way
+        return f"{self.name} {what}"
