@@ -131,6 +131,22 @@ def test_the_restored_copy_is_judged_by_what_was_acknowledged_before_the_target(
     assert seen["rpo_seconds"] == (8.0, "rpo_seconds")  # the missing write 2 was acknowledged 8 s before the target
 
 
+@pytest.mark.parametrize("name", ["../../pg1", "a/b", "", ".hidden", "x" * 80, "a b", "pitr;rm"])
+def test_a_scratch_name_that_is_a_path_is_refused_before_anything_is_removed(name: str) -> None:
+    from types import SimpleNamespace
+
+    pg = SimpleNamespace(context=SimpleNamespace(data_dir=lambda node: "/srv/pg/data/pg1"))
+    with pytest.raises(pitr.DrillbookError, match="not a plain name") as caught:
+        pitr.scratch_dir(pg, "pg1", name)
+    assert caught.value.hint
+    assert pitr.scratch_dir(pg, "pg1", "pitr-1a2b") == "/srv/pg/data/scratch/pitr-1a2b"
+
+
+def test_a_target_lsn_that_is_not_one_is_refused_with_the_format() -> None:
+    with pytest.raises(pitr.DrillbookError, match="is not a WAL position"):
+        pitr.choose_backup([], "", "0/5000060; DROP")
+
+
 # ============================================================================= against the lab
 def run_drill(project: LabProject, tmp_path: Path, drill: str, *args: str) -> tuple[dict, Path]:
     result, record, bundle = run(project, tmp_path, drill, *args)

@@ -9,6 +9,7 @@ write acknowledged before the target is there, none begun after it is.
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -48,6 +49,8 @@ def choose_backup(backups: Sequence[KeptBackup], target_time: str | None, target
         at = parse_time(target_time)
         usable = [b for b in backups if b.start_time and parse_time(b.start_time) < at]
     elif target_lsn:
+        if not LSN_TEXT.match(target_lsn):
+            raise DrillbookError(f"target_lsn {target_lsn!r} is not a WAL position", "write it as PostgreSQL does, e.g. 0/5000060")
         usable = [b for b in backups if b.start_lsn < parse_lsn(target_lsn)]
     else:
         raise DrillbookError("no recovery target", "set target_time or target_lsn")
@@ -68,8 +71,16 @@ def stopped_before(replayed: Replayed, target_time: str | None, target_lsn: str 
     return ok, f"paused at {replayed.lsn}, target {target_lsn}"
 
 
+SCRATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+LSN_TEXT = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+
+
 def scratch_dir(pg: Postgres, node: str, name: str) -> str:
-    """Where a scratch instance lives: ``scratch/<name>`` beside ``node``'s data directory."""
+    """Where a scratch instance lives: ``scratch/<name>`` beside ``node``'s data directory (it is
+    removed with ``rm -rf``: the name must be a plain one, never a path)."""
+    if not SCRATCH_NAME.match(name):
+        raise DrillbookError(f"scratch name {name!r} is not a plain name",
+                             "use letters, digits, '-' and '_' (it becomes scratch/<name> beside the data directory)")
     return str(Path(pg.context.data_dir(node)).parent / "scratch" / name)
 
 

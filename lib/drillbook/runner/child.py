@@ -103,9 +103,9 @@ def run_child(parent: ChildContext, name: str, parameters: dict[str, Any],
     called before its kernel starts (``runner.held`` holds it at its first step)."""
     child = _prepare(parent, name, parameters)
     supervisor = Supervisor(child.timeout)
-    if on_prepared is not None:
-        on_prepared(child.job.run_dir, supervisor)
     try:
+        if on_prepared is not None:
+            on_prepared(child.job.run_dir, supervisor)
         import_runner()  # in this thread, before the worker starts (see import_runner)
         exc = run_supervised(child.job, supervisor)
         keep_kernel_output(child.job.run_dir, parent.redactor, child.attachments / f"{child.name}.{KERNEL_LOG}")
