@@ -272,6 +272,9 @@ def test_cold_start_interrupted_right_after_its_fault_heals_the_lab(drills: LabP
     cleanups = {c["title"]: c["status"] for c in record["cleanups"]}
     assert cleanups["start every node again: the one with the most WAL as the primary"] == "passed", cleanups
     assert all(status == "passed" for status in cleanups.values()), cleanups
+    order = [c["title"] for c in record["cleanups"]]  # the released runbook is stopped before the nodes heal
+    assert order.index("stop runbook postgres-cold-start if it is still running") < \
+        order.index("start every node again: the one with the most WAL as the primary")
     assert_healthy(drills)  # healed by the drill's own cleanup: no `lab up`
     with drills.postgres() as pg:
         assert sorted(pg.replication.roles().values()) == ["primary", "standby"]
