@@ -65,6 +65,8 @@ demo: $(STAMP) system-deps
 	$(DRILLBOOK) run cache-down --env local --approve fault --approve restart
 	$(DRILLBOOK) run slow-query --env local --approve fault --approve cancel
 	$(DRILLBOOK) run cert-expiry --env local --approve fault --approve rotate
+	$(DRILLBOOK) run pitr-restore --env local --approve fault
+	$(DRILLBOOK) run cold-start --env local --approve fault --approve start
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
 	$(DRILLBOOK) anchor

@@ -2,11 +2,13 @@
 
 A lab of its own (temporary project, free ports, stopped and removed at the end), the repository's
 runbooks and drills copied in, each drill run with `drillbook run` as an operator would, and the
-figures read back from each run's record.json. "Tool's share" is how much of the measured RTO
-could be the tool's own sampling: the largest gap between two probes (the probe resolution) and
-the writer's retry interval, as a fraction of the RTO.
+figures read back from each run's record.json. For the failover, each drill run is followed by a
+raw failover on the same lab (``baseline.raw_failover``: immediate stop, promote, first write,
+nothing else) and the RTO is broken down: raw, the runbook's own steps before the first write
+(promotion excluded: the raw figure has it), and the rest, the tool's share (the runbook is started
+before the fault and held at its first step, so its kernel's start is not in it).
 
-    .venv/bin/python bench/drills.py [--runs 5] [--drills failover,backup-restore,key-rotation]
+    .venv/bin/python bench/drills.py [--runs 5] [--drills failover,backup-restore,key-rotation,pitr-restore,cold-start]
 """
 from __future__ import annotations
 
@@ -22,9 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from baseline import raw_failover
+
 REPO = Path(__file__).resolve().parent.parent
 DRILLBOOK = Path(sys.executable).parent / "drillbook"
-APPROVE = {"failover": ["fault", "promote"], "backup-restore": [], "key-rotation": ["rotate"]}
+APPROVE = {"failover": ["fault", "promote"], "backup-restore": [], "key-rotation": ["rotate"],
+           "pitr-restore": ["fault"], "cold-start": ["fault", "start"]}
+DRILLS = ",".join(APPROVE)
+BEFORE_FIRST_WRITE = ("Check roles", "Estimate the data at risk", "Fence")  # the failover runbook's steps before Promote
 WRITER_RETRY_SECONDS = 0.02  # measure.load.SequencedWriter's retry_interval: the RTO's own granularity
 
 
@@ -56,7 +63,7 @@ def make_project() -> Path:
     return root
 
 
-def run_drill(root: Path, drill: str) -> tuple[float, dict]:
+def run_drill(root: Path, drill: str) -> tuple[float, dict, Path]:
     args = [str(DRILLBOOK), "run", drill, "--env", "local", *[a for g in APPROVE[drill] for a in ("--approve", g)]]
     t0 = time.perf_counter()
     done = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=900)
@@ -65,7 +72,16 @@ def run_drill(root: Path, drill: str) -> tuple[float, dict]:
     record = json.loads((runs[-1] / "record.json").read_text())
     if record["status"] != "passed":
         raise SystemExit(f"{drill} ended {record['status']}: {record['reason']}\n{done.stdout[-2000:]}")
-    return wall, {m["name"]: m["value"] for m in record["measures"]}
+    return wall, {m["name"]: m["value"] for m in record["measures"]}, runs[-1]
+
+
+def breakdown(bundle: Path, rto: float, raw: dict[str, float]) -> dict[str, float]:
+    """The failover drill's RTO next to the raw failover measured right after it on the same lab."""
+    child = json.loads((bundle / "attachments" / "postgres-failover.journal.json").read_text())
+    steps = sum(s["seconds"] for s in child["steps"] if s["title"].startswith(BEFORE_FIRST_WRITE))
+    return {"raw_rto_seconds": raw["rto_seconds"], "raw_promote_seconds": raw["promote_seconds"],
+            "runbook_steps_before_promote_seconds": round(steps, 4),
+            "tool_share_seconds": round(rto - raw["rto_seconds"] - steps, 4)}
 
 
 def figure(values: list[float], unit: str = "s", digits: int = 3) -> str:
@@ -77,7 +93,7 @@ def unit_of(name: str) -> tuple[str, int]:
     """(unit, digits) for a measure's name: seconds, milliseconds, or a count."""
     if name.endswith("seconds"):
         return "s", 4
-    return ("ms", 1) if name.endswith("_ms") else ("", 0)
+    return ("ms", 1) if name.endswith("_ms") or "_ms_" in name else ("", 0)
 
 
 def report(drill: str, walls: list[float], measured: list[dict]) -> None:
@@ -90,16 +106,18 @@ def report(drill: str, walls: list[float], measured: list[dict]) -> None:
     if drill == "failover":
         share = [m["probe_resolution_seconds"] / m["rto_seconds"] for m in measured]
         retry = [WRITER_RETRY_SECONDS / m["rto_seconds"] for m in measured]
-        kernel = [m["rto_seconds"] - m["runbook_seconds"] for m in measured]
-        print(f"  tool's share of the RTO: probe resolution {figure([100 * s for s in share], '%', 1)}; "
+        print(f"  sampling: probe resolution {figure([100 * s for s in share], '%', 1)} of the RTO; "
               f"writer retry ({WRITER_RETRY_SECONDS * 1000:.0f} ms) {figure([100 * r for r in retry], '%', 1)}")
-        print(f"  RTO outside the runbook's own steps (crash, papermill kernel start, reconnect): {figure(kernel)}")
+        print("  RTO breakdown (each run next to a raw failover measured right after it):")
+        for name in ("rto_seconds", "raw_rto_seconds", "raw_promote_seconds", "promote_step_seconds",
+                     "runbook_steps_before_promote_seconds", "tool_share_seconds"):
+            print(f"    {name:<38} {figure([m[name] for m in measured], 's', 4)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--drills", default="failover,backup-restore,key-rotation")
+    parser.add_argument("--drills", default=DRILLS)
     args = parser.parse_args()
     from drillbook import lab
 
@@ -110,7 +128,9 @@ def main() -> None:
         for drill in args.drills.split(","):
             walls, measured = [], []
             for _ in range(args.runs):
-                wall, values = run_drill(root, drill)
+                wall, values, bundle = run_drill(root, drill)
+                if drill == "failover":
+                    values.update(breakdown(bundle, values["rto_seconds"], raw_failover(root)))
                 walls.append(wall)
                 measured.append(values)
             report(drill, walls, measured)

@@ -14,9 +14,9 @@ Everything is journalled to ``$DRILLBOOK_RUN_DIR`` for the runner to archive. In
 runner started (a person in JupyterLab), ``start()`` opens the run itself and archives it at its
 end (``runner/interactive.py``); ``start()`` again while it is open keeps it.
 
-``Drill`` composes small helpers that never import it back: ``kernel`` (the IPython hook, the
-scrubbed kernel output), ``gates`` (approvals, the production change guard), ``cleanups``,
-``attachments`` and ``runsecrets``.
+``Drill`` composes small helpers that never import it back: ``steps`` (one step, journalled),
+``kernel`` (the IPython hook, the scrubbed kernel output), ``gates`` (approvals, the production
+change guard), ``cleanups``, ``attachments`` and ``runsecrets``.
 """
 from __future__ import annotations
 
@@ -27,19 +27,21 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from . import attachments, gates, journal, kernel, opening, paths, runsecrets, scraps
+from . import attachments, gates, journal, kernel, opening, paths, runsecrets, scraps, steps
 from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
 from .config.secrets import Redactor
 from .errors import ChangeRequired, CheckFailed, DrillbookError, UnreachableHost
-from .evidence.record import RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status, Step, measured, verdict
+from .evidence.record import RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status, measured, verdict
 from .journal import RUN_DIR_VAR, operator_identity
 from .shells.base import Shell
 from .shells.open import open_shell
 from .summary import line, summary, tag
 
-if TYPE_CHECKING:  # annotations only: the runner's pieces load once a person opens a run
+if TYPE_CHECKING:  # annotations only: the runner's pieces load once a person opens a run or a drill a notebook
+    from .runner.child import ChildContext
+    from .runner.held import HeldChild
     from .runner.interactive import InteractiveRun
 
 T = TypeVar("T")
@@ -140,48 +142,17 @@ class Drill:
         if fn is None:
             return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan, confirm=confirm)
         self._ensure_open()
-        record: Step = {"title": title, "mutating": mutating, "gate": gate, "started_at": journal.now_iso(),
-                        "status": RUNNING}
-        self.data["steps"].append(record)
-        t0 = time.monotonic()
-        what = plan or (fn.__doc__ or "").strip() or title
-        if mutating and self.dry_run:
-            record.update(status="dry-run", detail=f"would: {what}", ended_at=journal.now_iso(), seconds=0.0)
-            self._save()
-            self._say(f"○ {title} — DRY RUN, would: {what}" + (f" (after gate {gate!r})" if gate else ""))
-            return None
-        try:
-            if mutating:
-                self._require_change(title)
-            if gate:
-                gates.pass_gate(self, gate, title, confirm)
-            self._say(f"▶ {title}")
-            self._save()
-            result = fn()
-        except BaseException as exc:
-            record.update(status="failed", detail=f"{type(exc).__name__}: {exc}",
-                          ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
-            self._save()
-            if self.interactive is not None:  # a person sees one line; the evidence keeps the traceback
-                kernel.one_line(exc, f"step {title!r} {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'failed'}")
-            raise
-        record.update(status="passed", ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
-        if isinstance(result, (str, int, float, bool)) and result is not None:
-            record["detail"] = str(result)
-        self._save()
-        shown = isinstance(result, (int, float)) or (isinstance(result, str) and len(result) <= 120 and "\n" not in result)
-        self._say(f"✓ {title} ({record['seconds']:.2f} s)" + (f": {result}" if shown else ""))
-        kernel.quiet(result if shown else None)  # on the line above: never echoed bare under the cell
-        return result
+        return steps.run_step(self, title, fn, mutating, gate, plan, confirm)
 
     def not_applicable(self, title: str, reason: str) -> None:
         """Record a step that cannot apply here (e.g. no SSH host), with the reason. Never a pass."""
         self._ensure_open()
-        now = journal.now_iso()
-        self.data["steps"].append({"title": title, "mutating": False, "gate": None, "started_at": now,
-                                   "ended_at": now, "seconds": 0.0, "status": "not-applicable", "detail": reason})
-        self._save()
-        self._say(f"– {title} — not applicable: {reason}")
+        steps.not_applicable(self, title, reason)
+
+    @property
+    def attended(self) -> bool:
+        """A person watches this run in a notebook: a failing step shows one line, not a traceback."""
+        return self.interactive is not None
 
     def _require_change(self, title: str) -> None:
         refusal = gates.change_missing(self, f"step {title!r}")
@@ -243,12 +214,28 @@ class Drill:
 
         The executed copy goes to attachments/; its journal is returned (status, steps, measures).
         """
-        from .runner.child import ChildContext, run_child  # papermill's machinery: only a drill that runs one
+        from .runner.child import run_child  # papermill's machinery: only a drill that runs one
+
+        return self.adopt_child(run_child(self._child_context(), name, parameters or {}))
+
+    def hold_notebook(self, name: str, parameters: dict[str, Any] | None = None) -> HeldChild:
+        """Start ``name`` as ``run_notebook`` would, held at its first step until ``.result()`` (before
+        a fault: the recovery measured then excludes its kernel's start; ``runner.held``)."""
+        from .runner.held import HeldChild  # as run_notebook
+
+        held = HeldChild(self._child_context(), name, parameters or {}, on_result=self.adopt_child).start()
+        self.cleanup(held.cancel, f"stop runbook {name} if it is still running", mutating=False)
+        return held
+
+    def _child_context(self) -> ChildContext:
+        from .runner.child import ChildContext  # as run_notebook
 
         self._ensure_open()
-        context = ChildContext(self.project, self.env, self.dry_run, sorted(self.approved), self.change,
-                               self.run_id, self.redactor, self.attachments_dir())
-        child = run_child(context, name, parameters or {})
+        return ChildContext(self.project, self.env, self.dry_run, sorted(self.approved), self.change, self.run_id,
+                            self.redactor, self.attachments_dir())
+
+    def adopt_child(self, child: ChildRun) -> ChildRun:
+        """Record a child run's executed copy among this run's attachments."""
         self.data["attachments"].append(child["notebook"])
         self._save()
         return child

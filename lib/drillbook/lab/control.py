@@ -14,6 +14,7 @@ from ..errors import LabError
 from ..targets.postgres import Postgres
 from ..targets.postgres.results import NodeState, PostgresError
 from . import pgbouncer, redis
+from .archive import ensure_archive
 from .binaries import select_binaries
 from .environment import env_warnings, lab_postgres
 from .oslevel import check_access, ensure_os_user, make_dirs, require_free_port, stop_pid
@@ -127,6 +128,7 @@ def up(project: Path, ports: LabPorts | None = None, say: Say = _quiet) -> LabSt
             if name != primary:
                 ensure_standby(pg, name, primary, say)
         pgbouncer.start(pg, paths, state, primary, say)
+        ensure_archive(pg, paths, user, primary, say)
     start_sshd(paths, state, say)
     redis.start(paths, state, say)
     save_state(paths, state)

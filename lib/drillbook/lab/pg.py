@@ -17,6 +17,7 @@ from ..errors import LabError
 from ..targets.postgres import Postgres
 from ..targets.postgres.conventions import FENCE_MARKER, NODE_CONF, conf_string, is_refusal, parse_lsn, render_node_conf
 from ..targets.postgres.results import PostgresError
+from .archive import server_conf_lines
 from .oslevel import write_private
 from .state import NODES, LabPaths, Say
 
@@ -48,6 +49,7 @@ def render_server_conf(paths: LabPaths) -> str:
         "wal_log_hints = on  # pg_rewind", "hot_standby = on", "wal_receiver_status_interval = 1s",
         "log_line_prefix = '%m [%p] %q%u@%d '", "log_min_messages = warning",
         "shared_preload_libraries = 'pg_stat_statements'  # the slow-query runbooks read it",
+        *server_conf_lines(paths),
         f"include_if_exists = {q(NODE_CONF)}  # per node: port, primary_conninfo", "",
     ])
 

@@ -6,17 +6,19 @@ The runbook (``runbooks/postgres-failover``) plans with ``plan`` and acts with `
 """
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import DrillbookError
-from ..measure.compute import Outcome
+from ..measure.compute import Outcome, first_write_after, node_before
 from ..measure.load import WRITES_TABLE, Load
 from ..targets.postgres import Postgres
 from ..targets.postgres.backup import table_checksums
 from ..targets.postgres.conventions import parse_lsn
 from ..targets.postgres.results import PostgresError
+from .steady import record_latency
 
 
 class FailoverRefused(DrillbookError):
@@ -140,12 +142,22 @@ def verify_write(pg: Postgres, tag: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the drill's steps
-def crash_primary(pg: Postgres, node: str, load: Load) -> str:
+def crash_primary(pg: Postgres, node: str, load: Load, then: Callable[[], None] | None = None) -> str:
     """The fault: mark the time on the load's clock, then stop ``node`` immediately (a crash: no
-    checkpoint, clients and standbys cut off)."""
+    checkpoint, clients and standbys cut off); ``then`` at once (e.g. release the held runbook)."""
+    stop = stop_command(pg, node)  # found before the clock starts: the fault is the stop alone
     load.mark("fault")
-    pg.servers.stop(node, "immediate")
+    pg.servers.run(node, stop, what="pg_ctl stop -m immediate", timeout=70)
+    if then is not None:
+        then()
     return f"{node} stopped immediately"
+
+
+def stop_command(pg: Postgres, node: str) -> str:
+    """``pg_ctl stop -m immediate`` of a running node (a crash), as a script for ``servers.run``."""
+    if not pg.servers.is_running(node):
+        raise PostgresError(f"{pg.context.name}/{node} is not running: there is nothing to crash")
+    return f"{pg.servers.tool_path(node, 'pg_ctl')} stop -D {shlex.quote(pg.context.data_dir(node))} -m immediate -w -t 60"
 
 
 def record_outcome(drill: Any, pg: Postgres, load: Load, timeout: float = 60.0) -> Outcome:
@@ -158,6 +170,8 @@ def record_outcome(drill: Any, pg: Postgres, load: Load, timeout: float = 60.0) 
         outcome = load.outcome(fault, conn)
         load.purge(conn)  # the measures are recorded; the lab stays small
     _record(drill, outcome)
+    first = first_write_after(load.acks, fault, not_on=node_before(load.acks, fault))
+    record_latency(drill, load, fault, first.at if first else None)
     return outcome
 
 

@@ -20,12 +20,14 @@ from ..errors import DrillbookError, NotFound
 from ..measure.compute import failed_probes, probe_resolution
 from ..measure.isolated import IsolatedLoad
 from ..measure.load import Load, clock
+from ..measure.phases import probe_samples
 from ..pki import public_line
 from ..targets import write_file_secret
 from ..targets.postgres import Postgres
 from ..targets.postgres.conventions import is_refusal
 from ..targets.postgres.results import PostgresError, ServedCert
 from ..targets.postgres.rotation import alternate_login
+from .steady import record_phases
 
 
 class RotationFailed(DrillbookError):
@@ -74,6 +76,12 @@ def record_window(drill: Any, what: str, loads: Sequence[Load] | None, start: fl
     failed, total = failed_between(loads, start, clock())
     drill.measure(f"failed_probes_{what}", failed, unit="probes", objective="failed_probes",
                   detail=f"{failed} of {total} probe connections failed on {len(loads)} node(s) during the {what} rotation")
+
+
+def record_latency(drill: Any, loads: Sequence[Load] | None, start: float, end: float) -> None:
+    """Probe latency p50/p95/p99 of every node before, during (``start``→``end``) and after the rotations."""
+    if loads:
+        record_phases(drill, {"probe": [s for load in loads for s in probe_samples(load.probes)]}, start, end)
 
 
 # ----------------------------------------------------------------------------- database credentials

@@ -20,8 +20,18 @@ class RunbookFailed(DrillbookError):
     exit_code = 1
 
 
-def run(drill: Any, name: str, parameters: dict[str, Any] | None = None, load: Any = None) -> dict[str, Any]:
-    """Run runbook ``name`` as part of ``drill``; adopt its checks; raise if it errored.
+def hold(drill: Any, name: str, parameters: dict[str, Any] | None = None) -> Any:
+    """Start runbook ``name`` now, held at its first step (``Drill.hold_notebook``); pass it to
+    ``run`` after the fault: the recovery then counts the runbook's steps, not its kernel's start."""
+    held = drill.hold_notebook(name, parameters or {})
+    print(f"runbook {name} started ahead, waiting at its first step ({held.wait_holding():.2f} s to get there)")
+    return held
+
+
+def run(drill: Any, name: str, parameters: dict[str, Any] | None = None, load: Any = None,
+        held: Any = None) -> dict[str, Any]:
+    """Run runbook ``name`` as part of ``drill`` (or release ``held``, from ``hold``); adopt its
+    checks; raise if it errored.
 
     With a ``load`` (``measure.load.Load``), the runbook's start and end are marked on its clock as
     ``"<name> start"`` and ``"<name> end"``, to measure what clients saw meanwhile.
@@ -29,7 +39,7 @@ def run(drill: Any, name: str, parameters: dict[str, Any] | None = None, load: A
     if load is not None:
         load.mark(f"{name} start")
     try:
-        child = drill.run_notebook(name, parameters or {})
+        child = held.result() if held is not None else drill.run_notebook(name, parameters or {})
     finally:
         if load is not None:
             load.mark(f"{name} end")

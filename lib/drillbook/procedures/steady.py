@@ -6,12 +6,13 @@ the run ends ``error`` (nothing could be measured), not ``failed`` (measured, ob
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import DrillbookError
 from ..measure.compute import failed_probes, probe_resolution
 from ..measure.isolated import IsolatedLoad
 from ..measure.load import Load
+from ..measure.phases import Sample, latency_measures, objective_for, probe_samples, write_samples
 from ..targets.postgres import Postgres
 from ..targets.postgres.results import NodeState, PostgresError
 
@@ -136,5 +137,20 @@ def record_availability(drill: Any, pg: Postgres, load: Load, start: str, end: s
     drill.measure("probe_resolution_seconds", probe_resolution(load.probes),
                   detail="largest gap between two probes: nothing shorter can be seen")
     drill.check("no write failed meanwhile", not errors, errors[0] if errors else f"{acked} writes acknowledged")
+    record_latency(drill, load, t0, t1)
     with pg.connections.connect() as conn:
         load.purge(conn)
+
+
+def record_latency(drill: Any, load: Load, fault_at: float, recovered_at: float | None) -> None:
+    """Record p50/p95/p99 of successful probes and writes before, during and after the fault (ms),
+    against the environment's latency objectives where it sets them (``measure.phases``)."""
+    writes = write_samples(load.acks, load.writer.latencies if load.writer else [])
+    record_phases(drill, {"probe": probe_samples(load.probes), "write": writes}, fault_at, recovered_at)
+
+
+def record_phases(drill: Any, kinds: Mapping[str, Sequence[Sample]], fault_at: float, recovered_at: float | None) -> None:
+    """``record_latency`` for samples gathered elsewhere (e.g. the probes of every node)."""
+    for m in latency_measures(kinds, fault_at, recovered_at):
+        drill.measure(m.name, m.value_ms, unit="ms", objective=objective_for(m, drill.env.objectives),
+                      detail=f"{m.samples} successful {m.kind}s {m.phase} the fault")

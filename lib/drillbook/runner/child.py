@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import journal
 from ..config import catalog, notebooks
@@ -95,13 +95,17 @@ def _status(kernel_journal: dict[str, Any], error: str | None, timed_out: bool) 
     return judge(kernel_journal)
 
 
-def run_child(parent: ChildContext, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+def run_child(parent: ChildContext, name: str, parameters: dict[str, Any],
+              on_prepared: Callable[[Path, Supervisor], None] | None = None) -> dict[str, Any]:
     """Run the catalogued notebook ``name``; its result (status, reason, steps, checks, measures)
     is returned and, inside a run, kept as attachments/<name>.journal.json beside the executed copy
-    and the kernel's log (attachments/<name>.kernel.log)."""
+    and the kernel's log (attachments/<name>.kernel.log). ``on_prepared(run_dir, supervisor)`` is
+    called before its kernel starts (``runner.held`` holds it at its first step)."""
     child = _prepare(parent, name, parameters)
     supervisor = Supervisor(child.timeout)
     try:
+        if on_prepared is not None:
+            on_prepared(child.job.run_dir, supervisor)
         import_runner()  # in this thread, before the worker starts (see import_runner)
         exc = run_supervised(child.job, supervisor)
         keep_kernel_output(child.job.run_dir, parent.redactor, child.attachments / f"{child.name}.{KERNEL_LOG}")

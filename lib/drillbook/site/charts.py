@@ -2,7 +2,9 @@
 
 * measures: every measure compared with an objective (RTO, RPO, …), one panel each, a line per
   environment, and that environment's objective as a dashed line (as recorded at run time);
-* outcomes: every run as a dot per environment over time, coloured by status, hollow for dry runs.
+* outcomes: every run as a dot per environment over time, coloured by status, hollow for dry runs;
+* latency: the load's p50/p95/p99 (``measure.phases``), one panel per kind and phase (probe or
+  write; before, during or after the fault), a line per percentile: the performance baseline.
 
 Drawing is the slow part (importing matplotlib alone costs about 0.4 s), so the caller renders a
 chart only when its data digest changed since the last build.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -26,6 +29,8 @@ STATUS_COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "error": "#82071e", 
 ENV_COLOURS = ["#0969da", "#8250df", "#bf3989", "#1b7c83", "#953800", "#57606a"]
 
 Point = tuple[datetime, float, float | None, str]  # when, value, objective, verdict
+LATENCY = re.compile(r"^(probe|write)_latency_(p\d+)_ms_(before|during|after)$")  # measure.phases' names
+PHASE_ORDER = {"before": 0, "during": 1, "after": 2}
 
 
 def measure_series(runs: list[RunSummary]) -> dict[str, dict[str, list[Point]]]:
@@ -38,6 +43,36 @@ def measure_series(runs: list[RunSummary]) -> dict[str, dict[str, list[Point]]]:
             series.setdefault(m.name, {}).setdefault(run.env, []).append(
                 (run.finished, m.value, m.objective_value, m.verdict))
     return series
+
+
+def latency_series(runs: list[RunSummary]) -> dict[str, dict[str, list[tuple[datetime, float]]]]:
+    """"<kind> <phase>" → percentile → points, from the latency measures of real runs."""
+    series: dict[str, dict[str, list[tuple[datetime, float]]]] = {}
+    for run in runs:
+        if run.finished is None or run.dry_run:
+            continue
+        for m in run.measures:
+            found = LATENCY.match(m.name)
+            if found:
+                kind, point, phase = found.groups()
+                series.setdefault(f"{kind} {phase}", {}).setdefault(point, []).append((run.finished, m.value))
+    return series
+
+
+def render_latency(series: dict[str, dict[str, list[tuple[datetime, float]]]]) -> bytes:
+    panels_order = sorted(series, key=lambda k: (k.split()[0], PHASE_ORDER[k.split()[1]]))
+    figure = _figure(2.2 * len(panels_order) + 0.4)
+    panels = figure.subplots(len(panels_order), 1, squeeze=False)[:, 0]
+    for axes, name in zip(panels, panels_order, strict=True):
+        for index, (point, points) in enumerate(sorted(series[name].items(), key=lambda p: int(p[0][1:]))):
+            axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3,
+                      color=ENV_COLOURS[index % len(ENV_COLOURS)], label=point)
+        axes.set_title(f"{name} the fault", loc="left", fontsize=11)
+        axes.set_ylabel("ms")
+        axes.set_ylim(bottom=0)
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        _time_axis(axes)
+    return _png(figure)
 
 
 def outcome_points(runs: list[RunSummary]) -> list[tuple[datetime, str, str, bool]]:

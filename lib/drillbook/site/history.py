@@ -11,7 +11,15 @@ from collections import Counter
 from typing import Callable
 
 from ..config import catalog
-from .charts import digest, measure_series, outcome_points, render_measures, render_outcomes
+from .charts import (
+    digest,
+    latency_series,
+    measure_series,
+    outcome_points,
+    render_latency,
+    render_measures,
+    render_outcomes,
+)
 from .data import Archive, Cache, RunSummary
 from .files import PageTree
 from .md import badge, code, esc, front_matter, link, rel, table, when
@@ -34,7 +42,7 @@ def _chart(tree: PageTree, cache: Cache, rel_path: str, kind: str, data: object,
 
 
 def _charts(tree: PageTree, cache: Cache, name: str, runs: list[RunSummary]) -> bool:
-    """Write the drill's charts; True when it has a measures chart."""
+    """Write the drill's charts; True when it has a measures chart (a latency chart when it measured latency)."""
     series = measure_series(runs)
     units = {m.name: m.unit for r in runs for m in r.objective_measures()}
     if series:
@@ -42,6 +50,9 @@ def _charts(tree: PageTree, cache: Cache, name: str, runs: list[RunSummary]) -> 
                lambda: render_measures(series, units))
     points = outcome_points(runs)
     _chart(tree, cache, chart(name, "outcomes"), "outcomes", points, lambda: render_outcomes(points))
+    latency = latency_series(runs)
+    if latency:
+        _chart(tree, cache, chart(name, "latency"), "latency", latency, lambda: render_latency(latency))
     return bool(series)
 
 
@@ -71,6 +82,11 @@ def history_markdown(name: str, runs: list[RunSummary], archive: Archive, tree: 
                    "a red × marks a missed objective.\n")
     else:
         out.append("No measure of this notebook is compared with an objective (`drill.measure(..., objective=...)`).\n")
+    if tree.produced(chart(name, "latency")):
+        out.append("## Latency\n")
+        out.append(f"![{esc(title)}: probe and write latency]({rel(page, chart(name, 'latency'))})\n\n"
+                   "p50, p95 and p99 of successful probes (connect + `SELECT 1`) and acknowledged writes, before, "
+                   "during and after the fault, per real run: the service's performance baseline.\n")
     out.append("## Outcomes\n")
     out.append(f"![{esc(title)}: outcome of every run]({rel(page, chart(name, 'outcomes'))})\n")
     out.append("## Runs\n")
