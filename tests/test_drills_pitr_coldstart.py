@@ -14,7 +14,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 from conftest import DRILLBOOK
 from drillbook.journal import parse_iso
