@@ -57,6 +57,10 @@ class EnvironmentChoice:
     def value(self) -> str:
         return str(self.dropdown.value)
 
+    @value.setter
+    def value(self, name: str) -> None:  # as choosing it in the dropdown (remembered across Run All)
+        self.dropdown.value = name
+
     @property
     def change(self) -> str | None:
         return self.change_box.value.strip() or None
