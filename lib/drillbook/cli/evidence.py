@@ -6,18 +6,25 @@ from typing import Optional
 
 import typer
 
-from .app import STATUS_COLOURS, app, archive_path, out, table
+from .. import paths
+from .app import ARCHIVE_HELP, STATUS_COLOURS, app, archive_at, out, table
 
 
 @app.command()
 def verify(
-    archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
+    archive: Optional[str] = typer.Option(None, help=ARCHIVE_HELP),
     public_key: list[Path] = typer.Option([], "--public-key", help="Trust only this public key (PEM); repeatable."),
 ) -> None:
     """Recompute every hash and signature; name each run changed, removed, reordered or added outside the ledger."""
     from ..evidence.verify import verify_archive
 
-    report = verify_archive(archive_path(archive), public_key or None)
+    where = archive_at(archive)
+    if isinstance(where, Path):
+        report = verify_archive(where, public_key or None)
+    else:
+        from ..evidence import remote
+
+        report = remote.verify(where, public_key or None)
     for problem in report.problems:
         out.print(f"[red]✗[/red] {problem}")
     if not report.ok:
@@ -31,12 +38,17 @@ def status(
     drill: Optional[str] = typer.Option(None, help="Only this drill or runbook."),
     env: Optional[str] = typer.Option(None, "--env", "-e", help="Only this environment."),
     only: Optional[str] = typer.Option(None, "--status", help="Only runs with this status (passed, failed, error, aborted)."),
-    archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
+    archive: Optional[str] = typer.Option(None, help=ARCHIVE_HELP),
 ) -> None:
     """Show the latest run of each notebook on each environment."""
     from ..evidence import status as status_mod
 
-    frame = status_mod.latest_table(archive_path(archive), drill=drill, env=env, status=only)
+    where = archive_at(archive)
+    if not isinstance(where, Path):
+        from ..evidence import remote
+
+        where = remote.sync_ledger(where, paths.state_dir())  # the ledger alone, new entries only
+    frame = status_mod.latest_table(where, drill=drill, env=env, status=only)
     if frame.empty:
         out.print("no runs recorded yet" + (" matching the filters" if drill or env or only else ""))
         return

@@ -1,6 +1,7 @@
 """``drillbook run``: one notebook against one environment, or every schedule entry that is due."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
@@ -78,7 +79,7 @@ def _run_due() -> int:
     from ..runner.plan import RunRequest
 
     finished = {(e["drill"], e["env"]): parse_iso(e["finished_at"])
-                for e in latest_runs(paths.archive_root(), dry_runs=False)}
+                for e in latest_runs(_ledger_folder(), dry_runs=False)}
     worst = 0
     for entry in schedule.due_entries(schedule.load_schedule(), finished, datetime.now(timezone.utc)):
         request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve))
@@ -88,3 +89,15 @@ def _run_due() -> int:
             print_error(exc)
             worst = max(worst, exc.exit_code)
     return worst
+
+
+def _ledger_folder() -> Path:
+    """The archive's folder, or a local copy of an S3 archive's ledger (new entries fetched)."""
+    from ..evidence.store import parse_location
+
+    where = parse_location(paths.archive_location())
+    if isinstance(where, Path):
+        return where
+    from ..evidence import remote
+
+    return remote.sync_ledger(where, paths.state_dir())

@@ -120,13 +120,18 @@ def append_once(archive: Path, key: Ed25519PrivateKey, fields: RunFields) -> dic
         return entry
 
 
+def new_entry(key: Ed25519PrivateKey, kid: str, fields: RunFields, seq: int, prev: str) -> dict[str, Any]:
+    """The signed entry number ``seq`` after the entry whose hash is ``prev`` (a folder's or a bucket's)."""
+    entry = {"seq": seq, **fields, "prev": prev, "recorded_at": journal.now_iso(), "key_id": kid}
+    entry["hash"] = entry_hash(entry)
+    entry["sig"] = keys.sign(key, entry["hash"].encode("ascii"))
+    return entry
+
+
 def _append_locked(archive: Path, key: Ed25519PrivateKey, kid: str, fields: RunFields) -> dict[str, Any]:
     path = archive / LEDGER_NAME
     last = _last_entry(path)
-    entry = {"seq": (last["seq"] + 1) if last else 1, **fields,
-             "prev": last["hash"] if last else GENESIS, "recorded_at": journal.now_iso(), "key_id": kid}
-    entry["hash"] = entry_hash(entry)
-    entry["sig"] = keys.sign(key, entry["hash"].encode("ascii"))
+    entry = new_entry(key, kid, fields, (last["seq"] + 1) if last else 1, last["hash"] if last else GENESIS)
     _append_line(path, (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8"))
     write_head(archive, key, entry)
     return entry
@@ -150,10 +155,15 @@ def _append_line(path: Path, line: bytes) -> None:
         os.close(fd)
 
 
-def write_head(archive: Path, key: Ed25519PrivateKey, entry: dict[str, Any]) -> None:
+def head_for(key: Ed25519PrivateKey, entry: dict[str, Any]) -> dict[str, Any]:
+    """The signed HEAD that names ``entry`` as the ledger's end."""
     head = {"seq": entry["seq"], "hash": entry["hash"], "key_id": entry["key_id"]}
     head["sig"] = keys.sign(key, canonical(head))
-    journal.write_json_atomic(archive / HEAD_NAME, head, mode=0o644)
+    return head
+
+
+def write_head(archive: Path, key: Ed25519PrivateKey, entry: dict[str, Any]) -> None:
+    journal.write_json_atomic(archive / HEAD_NAME, head_for(key, entry), mode=0o644)
 
 
 def read_head(archive: Path) -> dict[str, Any] | None:

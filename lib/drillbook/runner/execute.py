@@ -22,7 +22,8 @@ from .. import journal, paths, scraps
 from ..config import notebooks
 from ..errors import EvidenceError
 from ..evidence import keys, record
-from ..evidence.archive import record_run
+from ..evidence.remote import STAGING, archive_run
+from ..evidence.store import S3Archive, parse_location
 from ..journal import operator_name
 from . import inflight, locks
 from .outcome import classify, html_header, keep_kernel_output, mark_failure
@@ -36,7 +37,7 @@ class Outcome:
     run_id: str
     status: str
     reason: str | None
-    bundle: Path
+    bundle: Path | str  # a folder, or the URL of the bundle on object storage
     record: dict[str, Any]
 
 
@@ -132,9 +133,9 @@ def _fallback_record(plan: Plan, base: dict[str, Any], ran: _Ran, exc: Exception
 
 
 def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None = None,
-            archive: Path | None = None, state: Path | None = None) -> Outcome:
+            archive: Path | S3Archive | None = None, state: Path | None = None) -> Outcome:
     project = project or paths.project_root()
-    archive = archive or paths.archive_root(project)
+    archive = archive or parse_location(paths.archive_location(project))
     state = state or paths.state_dir(project)
     key = keys.load_or_create_signing_key()  # fail before running if the key is unusable
     entry = plan.entry
@@ -170,8 +171,8 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
                 done, clean_nb, html, attachments = _fallback_record(plan, base, ran, problem), None, None, None
             try:
                 marker.note_outcome(done)  # archiving may be cut short: the next command then finishes it
-                bundle = record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
-                                    attachments=attachments, on_manifest=marker.note_manifest)
+                bundle = archive_run(archive, key, done, plan.redactor, run_dir / STAGING, notebook=clean_nb,
+                                     html=html, attachments=attachments, on_manifest=marker.note_manifest)
             except OSError as exc:  # e.g. a full disk: nothing half-written is left, the marker keeps the run
                 raise EvidenceError(f"run {plan.run_id} ended {done['status']} but could not be archived: {exc}",
                                     "free space, then run any drillbook command: it archives the run "
