@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import DRILLBOOK, Project, cli
+from conftest import DRILLBOOK, REPO, Project, cli
 from drillbook.evidence import keys, remote, s3ledger
 from drillbook.evidence.store import S3Store, parse_s3
 from s3support import s3_archive, s3_server  # noqa: F401  (fixtures)
+from sitesupport import site_build
 
 WRITERS = 8
 APPENDS_EACH = 5
@@ -131,6 +133,9 @@ def test_two_workers_share_one_bucket(project: Project, tmp_path: Path, s3_archi
     assert chained == set(run_ids)
     status = cli(one["DRILLBOOK_PROJECT"], "status", env=one)
     assert status.code == 0 and all(r in status.stdout for r in run_ids), status.output
+    shutil.copy(REPO / "mkdocs.yml", Path(two["DRILLBOOK_PROJECT"]) / "mkdocs.yml")
+    shutil.copytree(REPO / "docs", Path(two["DRILLBOOK_PROJECT"]) / "docs", ignore=lambda folder, names: [
+        n for n in names if Path(folder) == REPO / "docs" and n in site_build.GENERATED_DOCS])
     site = tmp_path / "site"
     published = cli(two["DRILLBOOK_PROJECT"], "publish", "--out", str(site), env=two)
     assert published.code == 0, published.output
