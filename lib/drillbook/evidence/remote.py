@@ -74,6 +74,11 @@ def record_run(archive: S3Archive, key: Ed25519PrivateKey, record: Record, redac
     return bundle_url(archive, record["run_id"])
 
 
+def preflight(archive: S3Archive) -> None:
+    """Fail now, before a drill runs, if the bucket cannot be reached with these credentials."""
+    S3Store(archive).list("keys/")
+
+
 def archive_run(archive: Path | S3Archive, key: Ed25519PrivateKey, record: Record, redactor: Redactor,
                 staging: Path, *, notebook: dict[str, Any] | None = None, html: str | None = None,
                 attachments: Path | None = None, on_manifest: Callable[[str], None] | None = None) -> Path | str:
@@ -99,6 +104,23 @@ def retry_upload(archive: S3Archive, key: Ed25519PrivateKey, staging: Path, mani
         upload_bundle(store, record["run_id"], staging)
     s3ledger.append_once(store, key, _ledger_fields(record, manifest_sha))
     return str(record.get("status"))
+
+
+def resume(archive: S3Archive, key: Ed25519PrivateKey, staging: Path, run_id: str,
+           manifest_sha: str | None) -> str | None:
+    """Finish archiving a run whose runner stopped after building its bundle; return the status
+    entered, or None if it never got that far (the caller records it from its marker)."""
+    if not manifest_sha:
+        return None
+    if staging.is_dir():  # stopped while uploading, or before the entry: upload again, enter once
+        return retry_upload(archive, key, staging, manifest_sha)
+    store = S3Store(archive)  # stopped after the entry, while removing its run folder
+    mine = [e for e in s3ledger.read_entries(store) if e.get("run_id") == run_id]
+    if not mine or mine[-1].get("manifest_sha256") != manifest_sha:
+        raise EvidenceError(f"run {run_id} built a bundle that is neither staged nor in the ledger of {archive}",
+                            "run drillbook verify, then look at the objects under runs/" + run_id)
+    s3ledger.advance_head(store, key, mine[-1])
+    return str(mine[-1].get("status"))
 
 
 # --------------------------------------------------------------------------- reading

@@ -146,8 +146,10 @@ class S3Store:
         """Every object under ``prefix`` (a key prefix, e.g. ``runs/``): key → ETag."""
         found: dict[str, str] = {}
         try:
+            # The whole archive is "<prefix>/": never a sibling prefix that merely starts the same.
+            whole = self.archive.key() + "/" if self.archive.prefix else ""
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.archive.bucket, Prefix=self.archive.key(prefix) if prefix else self.archive.key())
+                Bucket=self.archive.bucket, Prefix=self.archive.key(prefix) if prefix else whole)
             for page in pages:
                 for item in page.get("Contents", []):
                     found[item["Key"]] = item["ETag"]

@@ -22,7 +22,7 @@ from .. import journal, paths, scraps
 from ..config import notebooks
 from ..errors import EvidenceError
 from ..evidence import keys, record
-from ..evidence.remote import STAGING, archive_run
+from ..evidence.remote import STAGING, archive_run, preflight
 from ..evidence.store import S3Archive, parse_location
 from ..journal import operator_name
 from . import inflight, locks
@@ -138,6 +138,8 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
     archive = archive or parse_location(paths.archive_location(project))
     state = state or paths.state_dir(project)
     key = keys.load_or_create_signing_key()  # fail before running if the key is unusable
+    if isinstance(archive, S3Archive):
+        preflight(archive)  # nor run a drill whose evidence has nowhere to go
     entry = plan.entry
     base = record.base_record(
         run_id=plan.run_id, drill=plan.name, kind=entry.kind if entry else "notebook",
@@ -177,6 +179,10 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
                 raise EvidenceError(f"run {plan.run_id} ended {done['status']} but could not be archived: {exc}",
                                     "free space, then run any drillbook command: it archives the run "
                                     "with this status") from None
+            except EvidenceError as exc:  # e.g. the object store went away mid-upload: the marker keeps the run
+                raise EvidenceError(f"run {plan.run_id} ended {done['status']} but could not be archived: "
+                                    f"{exc.message}", "fix the cause, then run any drillbook command: it "
+                                    "uploads the run again with this status") from None
         marker.finish()
     return Outcome(plan.run_id, done["status"], done["reason"], bundle, done)
 

@@ -312,8 +312,9 @@ def _recover_one(marker: Marker, project: Path | None) -> str:
     archive, run_id = parse_location(info["archive"]), info["run_id"]
     staging = Path(info["run_dir"]) / remote.STAGING
     if isinstance(archive, S3Archive):
-        if info.get("manifest_sha256") and staging.is_dir():  # stopped while uploading: upload again
-            return remote.retry_upload(archive, marker.key, staging, info["manifest_sha256"])
+        status = remote.resume(archive, marker.key, staging, run_id, info.get("manifest_sha256"))
+        if status is not None:  # the bundle was built: uploaded (again) and entered once
+            return status
     elif os.path.lexists(bundle_dir(archive, run_id)):  # stopped after the rename
         if not info.get("manifest_sha256"):
             raise EvidenceError(f"bundle {bundle_dir(archive, run_id)} was not written by this run's runner",
