@@ -201,6 +201,25 @@ def test_verify_names_the_offending_object(s3_archive: str) -> None:
     assert any(f"(object {s3_archive}/ledger/000000000002.json)" in p for p in problems), problems
 
 
+def test_status_and_due_fetch_only_new_entries(s3_archive: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from drillbook.cli.run import _ledger_folder
+    from drillbook.evidence.archive import latest_runs
+
+    os.environ.update(DRILLBOOK_ARCHIVE=s3_archive, DRILLBOOK_STATE=str(tmp_path / "state"))
+    store, key = S3Store(parse_s3(s3_archive)), keys.Ed25519PrivateKey.generate()
+    for n in range(3):
+        s3ledger.append(store, key, {**_fields(f"r{n}"), "drill": f"d{n % 2}"})
+    assert {e["run_id"] for e in latest_runs(_ledger_folder())} == {"r1", "r2"}
+    for n in range(3, 5):
+        s3ledger.append(store, key, {**_fields(f"r{n}"), "drill": f"d{n % 2}"})
+    fetched: list[str] = []
+    real_get = S3Store.get
+    monkeypatch.setattr(S3Store, "get", lambda self, k: fetched.append(k) or real_get(self, k))
+    assert {e["run_id"] for e in latest_runs(_ledger_folder())} == {"r3", "r4"}
+    assert sorted(k.rsplit("/", 1)[1] for k in fetched) == ["000000000004.json", "000000000005.json"]
+
+
 def test_bad_archive_url_is_one_line_and_exit_2(project: Project) -> None:
     result = cli(project, "status", "--archive", "s3://Not_A_Bucket/x")
     assert result.code == 2, result.output

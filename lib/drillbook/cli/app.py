@@ -41,6 +41,14 @@ def archive_path(archive: Optional[Path]) -> Path:
     return archive.resolve() if archive else paths.archive_root()
 
 
+def cache_root() -> Path:
+    """Where local copies of an S3 archive are kept: the project's state folder, else the user's."""
+    try:
+        return paths.state_dir()
+    except NotFound:  # --archive s3://… from outside a project
+        return paths.home_dir()
+
+
 def archive_at(archive: Optional[str]) -> Path | S3Archive:
     """The --archive option (a folder or ``s3://bucket/prefix``), or the project's archive."""
     from ..evidence.store import parse_location

@@ -6,8 +6,7 @@ from typing import Optional
 
 import typer
 
-from .. import paths
-from .app import ARCHIVE_HELP, STATUS_COLOURS, app, archive_at, out, table
+from .app import ARCHIVE_HELP, STATUS_COLOURS, app, archive_at, cache_root, out, table
 
 
 @app.command()
@@ -47,7 +46,7 @@ def status(
     if not isinstance(where, Path):
         from ..evidence import remote
 
-        where = remote.sync_ledger(where, paths.state_dir())  # the ledger alone, new entries only
+        where = remote.sync_ledger(where, cache_root())  # the ledger alone, new entries only
     frame = status_mod.latest_table(where, drill=drill, env=env, status=only)
     if frame.empty:
         out.print("no runs recorded yet" + (" matching the filters" if drill or env or only else ""))

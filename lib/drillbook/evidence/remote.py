@@ -177,7 +177,11 @@ def mirror(archive: S3Archive, target: Path, previous: dict[str, str] | None = N
     entries = s3ledger.read_entries(store)
     store.download([k for k in wanted if k != head and previous.get(k) != listed[k]], target)
     for gone in set(previous) - set(wanted):
-        (target / store.archive.relative(gone)).unlink(missing_ok=True)
+        path = target / store.archive.relative(gone)
+        path.unlink(missing_ok=True)
+        while path.parent != target and path.parent.is_dir() and not any(path.parent.iterdir()):
+            path = path.parent
+            path.rmdir()  # a run folder emptied: the mirror must not show a run that is gone
     _write_ledger(entries, target)
     (target / ETAGS).write_text(json.dumps({k: listed[k] for k in wanted}), encoding="utf-8")
     return strays

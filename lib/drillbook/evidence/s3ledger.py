@@ -163,7 +163,7 @@ def read_entries(store: S3Store, cache: Path | None = None) -> list[dict[str, An
         for name, data in fetched.items():
             (cache / name).parent.mkdir(parents=True, exist_ok=True)
             (cache / name).write_bytes(data)
-        known = {name: listed[name] for name in numbered.values() if name in fetched or name in known}
+        known = {name: listed[name] for name in numbered.values() if name in fetched or known.get(name) == listed[name]}
         (cache / CACHE_INDEX).write_text(json.dumps(known), encoding="utf-8")
     entries: list[dict[str, Any]] = []
     for seq in range(1, max(numbered, default=0) + 1):
