@@ -41,11 +41,12 @@ def archive_location(project: Path | None = None) -> str:
 
 def archive_root(project: Path | None = None) -> Path:
     """The archive's folder; an archive on object storage has none (use ``archive_location``)."""
-    location = archive_location(project)
-    if location.startswith("s3://"):
-        raise EvidenceError(f"the archive {location} is on object storage, and this reads a folder",
-                            "set DRILLBOOK_ARCHIVE to a folder for this command")
-    return Path(location).resolve()
+    if os.environ.get("DRILLBOOK_ARCHIVE"):
+        if os.environ["DRILLBOOK_ARCHIVE"].startswith("s3://"):
+            raise EvidenceError(f"the archive {os.environ['DRILLBOOK_ARCHIVE']} is on object storage, and this "
+                                "reads a folder", "set DRILLBOOK_ARCHIVE to a folder for this command")
+        return Path(os.environ["DRILLBOOK_ARCHIVE"]).resolve()
+    return (project or project_root()) / "reports" / "evidence"
 
 
 def state_dir(project: Path | None = None) -> Path:

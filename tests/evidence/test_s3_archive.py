@@ -91,7 +91,8 @@ def test_concurrent_appenders_never_fork(s3_archive: str) -> None:
     total = WRITERS * APPENDS_EACH
     entries = s3ledger.read_entries(S3Store(archive))
     assert [e["seq"] for e in entries] == list(range(1, total + 1))
-    assert sorted(e["run_id"] for e in entries) == sorted(f"w{w}-{n}" for w in range(WRITERS) for n in range(APPENDS_EACH))
+    wanted = sorted(f"w{w}-{n}" for w in range(WRITERS) for n in range(APPENDS_EACH))
+    assert sorted(e["run_id"] for e in entries) == wanted
     assert len({e["prev"] for e in entries}) == total  # no two entries chained onto the same one
     assert sum(r.retries for r in results) > 0, "the writers never collided: the test proved nothing"
     head, _ = s3ledger.read_head(S3Store(archive))

@@ -51,9 +51,9 @@ def cache_root() -> Path:
 
 def archive_at(archive: Optional[str]) -> Path | S3Archive:
     """The --archive option (a folder or ``s3://bucket/prefix``), or the project's archive."""
-    from ..evidence.store import parse_location
+    from ..evidence.store import parse_location, project_archive
 
-    return parse_location(archive or paths.archive_location())
+    return parse_location(archive) if archive else project_archive()
 
 
 @app.callback()

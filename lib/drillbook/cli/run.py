@@ -93,9 +93,9 @@ def _run_due() -> int:
 
 def _ledger_folder() -> Path:
     """The archive's folder, or a local copy of an S3 archive's ledger (new entries fetched)."""
-    from ..evidence.store import parse_location
+    from ..evidence.store import project_archive
 
-    where = parse_location(paths.archive_location())
+    where = project_archive()
     if isinstance(where, Path):
         return where
     from ..evidence import remote

@@ -39,7 +39,8 @@ def entry_name(seq: int) -> str:
 
 def seq_of(name: str) -> int | None:
     """The sequence number an entry object's name (relative to the prefix) holds, if it is one."""
-    stem = name[len(LEDGER_DIR) + 1:-len(".json")] if name.startswith(LEDGER_DIR + "/") and name.endswith(".json") else ""
+    inside = name.startswith(LEDGER_DIR + "/") and name.endswith(".json")
+    stem = name[len(LEDGER_DIR) + 1:-len(".json")] if inside else ""
     return int(stem) if len(stem) == DIGITS and stem.isdigit() else None
 
 

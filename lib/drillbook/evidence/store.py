@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from .. import paths
 from ..errors import EvidenceError
 
 if TYPE_CHECKING:
@@ -72,6 +73,12 @@ def parse_s3(text: str) -> S3Archive:
 def parse_location(text: str) -> Path | S3Archive:
     """A folder (made absolute) or an S3 archive."""
     return parse_s3(text) if is_s3(text) else Path(text).resolve()
+
+
+def project_archive(project: Path | None = None) -> Path | S3Archive:
+    """The archive ``DRILLBOOK_ARCHIVE`` names, else the project's folder."""
+    location = paths.archive_location(project)
+    return parse_s3(location) if is_s3(location) else paths.archive_root(project)
 
 
 def _client() -> BaseClient:

@@ -23,7 +23,7 @@ from ..config import notebooks
 from ..errors import EvidenceError
 from ..evidence import keys, record
 from ..evidence.remote import STAGING, archive_run, preflight
-from ..evidence.store import S3Archive, parse_location
+from ..evidence.store import S3Archive, project_archive
 from ..journal import operator_name
 from . import inflight, locks
 from .outcome import classify, html_header, keep_kernel_output, mark_failure
@@ -135,7 +135,7 @@ def _fallback_record(plan: Plan, base: dict[str, Any], ran: _Ran, exc: Exception
 def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None = None,
             archive: Path | S3Archive | None = None, state: Path | None = None) -> Outcome:
     project = project or paths.project_root()
-    archive = archive or parse_location(paths.archive_location(project))
+    archive = archive or project_archive(project)
     state = state or paths.state_dir(project)
     key = keys.load_or_create_signing_key()  # fail before running if the key is unusable
     if isinstance(archive, S3Archive):
