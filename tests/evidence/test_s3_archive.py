@@ -237,6 +237,19 @@ def test_bad_urls_are_refused(url: str) -> None:
     assert parse_s3("s3://good-bucket/a/b/").key("HEAD") == "a/b/HEAD"
 
 
+def test_unreachable_bucket_stops_a_run_before_it_starts(s3_server: str, project: Project) -> None:
+    from s3support import client_env
+
+    project.add_notebook("passes.ipynb")
+    env = {**client_env(s3_server), "DRILLBOOK_ARCHIVE": f"s3://drillbook-{uuid.uuid4().hex[:12]}/x"}
+    result = cli(project, "run", "passes", "--env", "local", env=env)
+    assert result.code == 2 and "NoSuchBucket" in result.stderr and "hint: check the bucket" in result.stderr, \
+        result.output
+    assert "PASSED" not in result.output
+    assert not list((Path(os.environ["DRILLBOOK_HOME"]) / "runs").glob("run-*")), "the drill started"
+    assert not list(project.state.glob("inflight/*.json"))
+
+
 def test_unused_bucket_name_is_reported(s3_server: str, project: Project) -> None:
     from s3support import client_env
 
