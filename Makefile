@@ -78,6 +78,7 @@ bench: $(STAMP) system-deps
 	$(PY) bench/archive_scale.py
 	$(PY) bench/site_build.py
 	$(PY) bench/drills.py
+	$(PY) bench/s3_archive.py
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) .drillbook site

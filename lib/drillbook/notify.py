@@ -141,7 +141,7 @@ def send_to(refs: Iterable[tuple[str, str]], message: Message, redactor: Redacto
             for target, url, error in resolved]
 
 
-def notify_run(env: Environment, record: dict[str, Any], bundle: Path, redactor: Redactor,
+def notify_run(env: Environment, record: dict[str, Any], bundle: Path | str, redactor: Redactor,
                project: Path | None = None) -> None:
     """For a run that failed or errored, notify ``env``'s targets and note each delivery in
     ``record["notifications"]`` (before it is archived: the record says who was told)."""
@@ -151,7 +151,7 @@ def notify_run(env: Environment, record: dict[str, Any], bundle: Path, redactor:
     record["notifications"] = [d.as_dict() for d in send(env, run_message(record, link), redactor, project)]
 
 
-def notify_verify(archive: Path, problems: list[str], project: Path | None = None) -> list[Delivery]:
+def notify_verify(archive: Path | str, problems: list[str], project: Path | None = None) -> list[Delivery]:
     """A failed verify concerns everyone: every environment's targets (each URL once) are told."""
     from .config.environments import environment_names, load_environment
 

@@ -4,7 +4,8 @@ Every location can be moved with an environment variable so tests (and operators
 several checkouts) never touch each other's files:
 
 * ``DRILLBOOK_PROJECT``  project root (default: nearest parent holding ``parameters/``)
-* ``DRILLBOOK_ARCHIVE``  evidence archive (default: ``<project>/reports/evidence``)
+* ``DRILLBOOK_ARCHIVE``  evidence archive (default: ``<project>/reports/evidence``): a folder, or
+  ``s3://bucket/prefix`` on object storage (``evidence.store``)
 * ``DRILLBOOK_STATE``    locks and in-flight markers (default: ``<project>/.drillbook``)
 * ``DRILLBOOK_HOME``     the signing key, outside the repository (default: ``~/.config/drillbook``),
   and ``runs/``, the private folders (0700) of runs in flight
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import NotFound
+from .errors import EvidenceError, NotFound
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -31,8 +32,19 @@ def project_root(start: Path | None = None) -> Path:
     )
 
 
-def archive_root(project: Path | None = None) -> Path:
+def archive_location(project: Path | None = None) -> str:
+    """Where the archive is, as given: a folder, or an ``s3://`` URL (``evidence.store.parse_location``)."""
     if os.environ.get("DRILLBOOK_ARCHIVE"):
+        return os.environ["DRILLBOOK_ARCHIVE"]
+    return str((project or project_root()) / "reports" / "evidence")
+
+
+def archive_root(project: Path | None = None) -> Path:
+    """The archive's folder; an archive on object storage has none (use ``archive_location``)."""
+    if os.environ.get("DRILLBOOK_ARCHIVE"):
+        if os.environ["DRILLBOOK_ARCHIVE"].startswith("s3://"):
+            raise EvidenceError(f"the archive {os.environ['DRILLBOOK_ARCHIVE']} is on object storage, and this "
+                                "reads a folder", "set DRILLBOOK_ARCHIVE to a folder for this command")
         return Path(os.environ["DRILLBOOK_ARCHIVE"]).resolve()
     return (project or project_root()) / "reports" / "evidence"
 

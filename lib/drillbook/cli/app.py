@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.table import Table
 
 from .. import paths
 from ..errors import DrillbookError, NotFound
+
+if TYPE_CHECKING:
+    from ..evidence.store import S3Archive
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -29,12 +32,28 @@ _WIDTH = None if sys.stdout.isatty() else max(160, int(os.environ.get("COLUMNS",
 out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False, width=_WIDTH)
 
+ARCHIVE_HELP = "Evidence archive: a folder or s3://bucket/prefix (default: $DRILLBOOK_ARCHIVE, else reports/evidence)."
 STATUS_COLOURS = {"passed": "green", "failed": "red", "error": "red", "aborted": "yellow"}
 
 
 def archive_path(archive: Optional[Path]) -> Path:
     """The --archive option, or the project's archive."""
     return archive.resolve() if archive else paths.archive_root()
+
+
+def cache_root() -> Path:
+    """Where local copies of an S3 archive are kept: the project's state folder, else the user's."""
+    try:
+        return paths.state_dir()
+    except NotFound:  # --archive s3://… from outside a project
+        return paths.home_dir()
+
+
+def archive_at(archive: Optional[str]) -> Path | S3Archive:
+    """The --archive option (a folder or ``s3://bucket/prefix``), or the project's archive."""
+    from ..evidence.store import parse_location, project_archive
+
+    return parse_location(archive) if archive else project_archive()
 
 
 @app.callback()

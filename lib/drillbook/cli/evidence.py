@@ -9,10 +9,11 @@ import typer
 from rich.text import Text
 
 from .. import paths
-from .app import STATUS_COLOURS, app, archive_path, err, out, table
+from .app import ARCHIVE_HELP, STATUS_COLOURS, app, archive_at, cache_root, err, out, table
 
 if TYPE_CHECKING:  # annotations only: the evidence modules load cryptography
     from ..evidence.anchors import Anchor
+    from ..evidence.store import S3Archive
 
 
 def _anchors(archive: Path, against: list[str], required: bool) -> list[Anchor]:
@@ -32,9 +33,18 @@ def _anchors(archive: Path, against: list[str], required: bool) -> list[Anchor]:
     return found
 
 
+def _local(where: Path | S3Archive) -> Path:
+    """A folder archive as it is; an S3 archive's ledger copied locally (new entries only)."""
+    if isinstance(where, Path):
+        return where
+    from ..evidence import remote
+
+    return remote.sync_ledger(where, cache_root())
+
+
 @app.command()
 def verify(
-    archive: Optional[Path] = typer.Option(None, help="Evidence archive, or a published site's folder (default: reports/evidence)."),
+    archive: Optional[str] = typer.Option(None, help=ARCHIVE_HELP + " Or a published site's folder."),
     public_key: list[Path] = typer.Option([], "--public-key", help="Trust only this public key (PEM); repeatable."),
     against: list[str] = typer.Option([], "--against", help="A published site (folder or URL) whose anchor the ledger must still hold; repeatable."),
     anchors: bool = typer.Option(False, "--anchors", help="Hold the ledger to every anchor on the project's evidence-anchors git branch."),
@@ -44,17 +54,23 @@ def verify(
     from ..evidence import published
     from ..evidence.verify import verify_archive
 
-    root = archive_path(archive)
-    found = _anchors(root, against, anchors)
-    report = verify_archive(root, public_key or None, anchors=found)
+    where = archive_at(archive)
+    found: list[Anchor] = []
+    if isinstance(where, Path):
+        found = _anchors(where, against, anchors)
+        report = verify_archive(where, public_key or None, anchors=found)
+    else:  # S3: downloaded into a fresh folder and verified there, naming the objects
+        from ..evidence import remote
+
+        report = remote.verify(where, public_key or None)
     for problem in report.problems:
         out.print(f"[red]✗[/red] {problem}", markup=True, highlight=False, soft_wrap=True)
     if not report.ok:
         out.print(f"verify: {len(report.problems)} problem(s) in an archive of {report.runs} run(s)")
-        _notify_verify(archive_path(archive), [str(p) for p in report.problems])
+        _notify_verify(where if isinstance(where, Path) else str(where), [str(p) for p in report.problems])
         raise typer.Exit(1)
     held = f", held to {len(found)} anchor(s)" if found else ""
-    site = published.site_archive(root)
+    site = published.site_archive(where) if isinstance(where, Path) else None
     if site is not None:
         from ..evidence.ledger import read_entries
 
@@ -64,7 +80,7 @@ def verify(
     out.print(f"verify: {report.runs} run(s), ledger chain, signatures and every file intact{held}")
 
 
-def _notify_verify(archive: Path, problems: list[str]) -> None:
+def _notify_verify(archive: Path | str, problems: list[str]) -> None:
     """Tell every environment's notification targets; a dead one is printed, never fatal."""
     from .. import notify
 
@@ -91,16 +107,17 @@ def status(
     drill: Optional[str] = typer.Option(None, help="Only this drill or runbook."),
     env: Optional[str] = typer.Option(None, "--env", "-e", help="Only this environment."),
     only: Optional[str] = typer.Option(None, "--status", help="Only runs with this status (passed, failed, error, aborted)."),
-    archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
+    archive: Optional[str] = typer.Option(None, help=ARCHIVE_HELP),
     stale: bool = typer.Option(False, "--stale", help="List runbooks changed since (or never exercised by) their last passing drill; exit 1 when any (for CI)."),
 ) -> None:
     """Show the latest run of each notebook on each environment (or, with --stale, the runbooks that need a drill)."""
     if stale:
-        raise typer.Exit(_stale(archive_path(archive)))
+        raise typer.Exit(_stale(_local(archive_at(archive))))
     from ..evidence import status as status_mod
 
-    frame = status_mod.latest_table(archive_path(archive), drill=drill, env=env, status=only)
-    _print_freezes(archive_path(archive))
+    where = _local(archive_at(archive))
+    frame = status_mod.latest_table(where, drill=drill, env=env, status=only)
+    _print_freezes(where)
     if frame.empty:
         out.print("no runs recorded yet" + (" matching the filters" if drill or env or only else ""))
         return

@@ -115,7 +115,7 @@ def _run_due() -> int:
     from ..config import schedule
     from ..runner import due as due_mod
 
-    archive, state = paths.archive_root(), paths.state_dir()
+    archive, state = _ledger_folder(), paths.state_dir()  # an S3 archive: its ledger, copied here
     worst = 0
     for entry in schedule.load_schedule():
         with due_mod.claim(state, entry) as claimed:
@@ -182,3 +182,15 @@ def _run_entry(entry: schedule.Entry, archive: Path, state: Path, now: datetime)
     except DrillbookError as exc:  # one bad entry must not stop the others
         print_error(exc)
         return exc.exit_code
+
+
+def _ledger_folder() -> Path:
+    """The archive's folder, or a local copy of an S3 archive's ledger (new entries fetched)."""
+    from ..evidence.store import project_archive
+
+    where = project_archive()
+    if isinstance(where, Path):
+        return where
+    from ..evidence import remote
+
+    return remote.sync_ledger(where, paths.state_dir())

@@ -115,18 +115,7 @@ def record_run(archive: Path, key: Ed25519PrivateKey, record: Record, redactor: 
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        if attachments is not None and attachments.is_dir() and any(attachments.iterdir()):
-            for source in sorted(p for p in attachments.rglob("*") if p.is_file()):
-                target = partial / "attachments" / source.relative_to(attachments)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _write_scrubbed(target, source.read_bytes(), redactor)
-        if notebook is not None:
-            _write_scrubbed(partial / "notebook.ipynb", json.dumps(notebook, indent=1), redactor)
-        if html is not None:
-            _write_scrubbed(partial / "notebook.html", html, redactor)
-        text = json.dumps(record, indent=2, sort_keys=False, default=str)
-        _write_scrubbed(partial / RECORD_NAME, text + "\n", redactor)
-        manifest_sha = write_manifest(partial)
+        manifest_sha = build_bundle(partial, record, redactor, notebook, html, attachments)
         if on_manifest is not None:
             on_manifest(manifest_sha)
         os.replace(partial, final)
@@ -135,6 +124,24 @@ def record_run(archive: Path, key: Ed25519PrivateKey, record: Record, redactor: 
         raise
     ledger.append(archive, key, _ledger_fields(record, manifest_sha))
     return final
+
+
+def build_bundle(folder: Path, record: Record, redactor: Redactor, notebook: dict[str, Any] | None,
+                 html: str | None, attachments: Path | None) -> str:
+    """Write a run's files, scrubbed, into the empty ``folder`` and list them in MANIFEST;
+    return the MANIFEST's sha256."""
+    if attachments is not None and attachments.is_dir() and any(attachments.iterdir()):
+        for source in sorted(p for p in attachments.rglob("*") if p.is_file()):
+            target = folder / "attachments" / source.relative_to(attachments)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_scrubbed(target, source.read_bytes(), redactor)
+    if notebook is not None:
+        _write_scrubbed(folder / "notebook.ipynb", json.dumps(notebook, indent=1), redactor)
+    if html is not None:
+        _write_scrubbed(folder / "notebook.html", html, redactor)
+    text = json.dumps(record, indent=2, sort_keys=False, default=str)
+    _write_scrubbed(folder / RECORD_NAME, text + "\n", redactor)
+    return write_manifest(folder)
 
 
 def _ledger_fields(record: Record, manifest_sha: str) -> ledger.RunFields:

@@ -105,6 +105,18 @@ def thaw(env: str | None, archive: Path | None = None) -> list[Freeze]:
     return [f for f in lifted if _delete(archive, f"{f.scope}.json")]
 
 
+def _readable(archive: Path | None) -> Path | None:
+    """Where to look for freezes: ``archive``, else the project's archive when it is a folder. Freezes
+    are kept with a folder archive only: with an ``s3://`` archive there are none to find (and
+    ``freeze`` itself refuses, with the reason)."""
+    if archive is not None:
+        return archive
+    from .store import project_archive
+
+    where = project_archive()
+    return where if isinstance(where, Path) else None
+
+
 def _parse(name: str, text: str) -> Freeze:
     scope = name[: -len(".json")]
     try:
@@ -116,7 +128,9 @@ def _parse(name: str, text: str) -> Freeze:
 
 def active(archive: Path | None = None) -> list[Freeze]:
     """Every freeze in force: ALL first, then by environment."""
-    archive = archive or paths.archive_root()
+    archive = _readable(archive)
+    if archive is None:
+        return []
     found = []
     for name in _names(archive):
         if name.endswith(".json") and (name == f"{ALL}.json" or re.fullmatch(r"[a-z0-9][a-z0-9_-]*\.json", name)):
@@ -128,7 +142,9 @@ def active(archive: Path | None = None) -> list[Freeze]:
 
 def frozen(env: str, archive: Path | None = None) -> Freeze | None:
     """The freeze that stops ``env``, if any (the --all one first)."""
-    archive = archive or paths.archive_root()
+    archive = _readable(archive)
+    if archive is None:
+        return None
     for scope in (ALL, validate_environment_name(env)):
         text = _get(archive, f"{scope}.json")
         if text is not None:
@@ -159,7 +175,9 @@ def record_skip(drill: str, env: str, scheduler: str, found: Freeze, archive: Pa
 
 def skipped(archive: Path | None = None) -> list[dict[str, object]]:
     """The recorded skips, oldest first (unreadable ones are left out)."""
-    archive = archive or paths.archive_root()
+    archive = _readable(archive)
+    if archive is None:
+        return []
     found = []
     for name in _names(archive, SKIPPED):
         try:

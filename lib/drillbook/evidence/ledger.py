@@ -122,16 +122,23 @@ def append_once(archive: Path, key: Ed25519PrivateKey, fields: RunFields) -> dic
         return entry
 
 
-def _append_locked(archive: Path, key: Ed25519PrivateKey, kid: str, fields: Mapping[str, Any],
-                   cosigner: Ed25519PrivateKey | None = None) -> dict[str, Any]:
-    path = archive / LEDGER_NAME
-    last = _last_entry(path)
-    entry = {"seq": (last["seq"] + 1) if last else 1, **fields,
-             "prev": last["hash"] if last else GENESIS, "recorded_at": journal.now_iso(), "key_id": kid}
+def new_entry(key: Ed25519PrivateKey, kid: str, fields: Mapping[str, Any], seq: int, prev: str,
+              cosigner: Ed25519PrivateKey | None = None) -> dict[str, Any]:
+    """The signed entry number ``seq`` after the entry whose hash is ``prev`` (a folder's or a
+    bucket's); a key transition is signed by the new key too (``cosigner``)."""
+    entry = {"seq": seq, **fields, "prev": prev, "recorded_at": journal.now_iso(), "key_id": kid}
     entry["hash"] = entry_hash(entry)
     entry["sig"] = keys.sign(key, entry["hash"].encode("ascii"))
     if cosigner is not None:
         entry["new_sig"] = keys.sign(cosigner, entry["hash"].encode("ascii"))
+    return entry
+
+
+def _append_locked(archive: Path, key: Ed25519PrivateKey, kid: str, fields: Mapping[str, Any],
+                   cosigner: Ed25519PrivateKey | None = None) -> dict[str, Any]:
+    path = archive / LEDGER_NAME
+    last = _last_entry(path)
+    entry = new_entry(key, kid, fields, (last["seq"] + 1) if last else 1, last["hash"] if last else GENESIS, cosigner)
     if last is None:
         trust.adopt_genesis_key(archive, key, entry["recorded_at"])
     _append_line(path, (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8"))
@@ -174,12 +181,17 @@ def _append_line(path: Path, line: bytes) -> None:
         os.close(fd)
 
 
-def write_head(archive: Path, key: Ed25519PrivateKey, entry: dict[str, Any]) -> None:
+def head_for(key: Ed25519PrivateKey, entry: dict[str, Any]) -> dict[str, Any]:
+    """The signed HEAD that names ``entry`` as the ledger's end."""
     # The signature covers every field but ``sig``: a HEAD binds its entry's seq, hash and time.
     head = {"seq": entry["seq"], "hash": entry["hash"], "recorded_at": entry.get("recorded_at"),
             "key_id": keys.key_id(key.public_key())}
     head["sig"] = keys.sign(key, canonical(head))
-    journal.write_json_atomic(archive / HEAD_NAME, head, mode=0o644)
+    return head
+
+
+def write_head(archive: Path, key: Ed25519PrivateKey, entry: dict[str, Any]) -> None:
+    journal.write_json_atomic(archive / HEAD_NAME, head_for(key, entry), mode=0o644)
 
 
 def read_head(archive: Path) -> dict[str, Any] | None:

@@ -22,8 +22,9 @@ from .. import journal, notify, paths, scraps
 from ..config import notebooks
 from ..errors import EvidenceError
 from ..evidence import approvals, freeze, keys, record
-from ..evidence.archive import record_run
 from ..evidence.archive import run_dir as bundle_dir
+from ..evidence.remote import STAGING, archive_run, preflight
+from ..evidence.store import S3Archive, project_archive
 from ..journal import operator_identity
 from . import inflight, locks
 from .outcome import classify, html_header, keep_kernel_output, mark_failure
@@ -40,7 +41,7 @@ class Outcome:
     run_id: str
     status: str
     reason: str | None
-    bundle: Path
+    bundle: Path | str  # a folder, or the URL of the bundle on object storage
     record: dict[str, Any]
 
 
@@ -150,12 +151,8 @@ def _fallback_record(plan: Plan, base: dict[str, Any], ran: _Ran, exc: Exception
                                   results=None)
 
 
-def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None = None,
-            archive: Path | None = None, state: Path | None = None) -> Outcome:
-    project = project or paths.project_root()
-    archive = archive or paths.archive_root(project)
-    state = state or paths.state_dir(project)
-    key = keys.load_or_create_signing_key()  # fail before running if the key is unusable
+def _base_record(plan: Plan, project: Path) -> dict[str, Any]:
+    """What the record says before the run starts: what runs, where, by whom, with which approvals."""
     entry = plan.entry
     operator, operator_source = operator_identity()  # the kernel, which inherits the environment, says the same
     base = record.base_record(
@@ -170,12 +167,26 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
     base["plan"] = approvals.plan_hash(plan.path, plan.parameters, Path(plan.env.source))  # what an approval binds
     if plan.approvals:
         base["approvals"] = list(plan.approvals)
-    with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait, operator=operator):
-        freeze.refuse_if_frozen(plan.env.name, archive)  # under the lock: a freeze from now on interrupts
+    return base
+
+
+def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None = None,
+            archive: Path | S3Archive | None = None, state: Path | None = None) -> Outcome:
+    project = project or paths.project_root()
+    archive = archive or project_archive(project)
+    state = state or paths.state_dir(project)
+    key = keys.load_or_create_signing_key()  # fail before running if the key is unusable
+    if isinstance(archive, S3Archive):
+        preflight(archive)  # nor run a drill whose evidence has nowhere to go
+    base = _base_record(plan, project)
+    with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait, operator=base["operator"]):
+        folder = archive if isinstance(archive, Path) else None  # freezes are kept with a folder archive
+        freeze.refuse_if_frozen(plan.env.name, folder)  # under the lock: a freeze from now on interrupts
         marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
         run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet
         supervisor = Supervisor(plan.timeout)
-        supervisor.stop_when = freeze.watcher(plan.env.name, archive)
+        if folder is not None:
+            supervisor.stop_when = freeze.watcher(plan.env.name, folder)
         failed: list[int] = []
 
         def on_cell(event: str, index: int, total: int, cell: Any) -> None:
@@ -194,15 +205,20 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
                 attachments: Path | None = run_dir / "attachments"
             except Exception as problem:  # whatever broke, the run still leaves its record
                 done, clean_nb, html, attachments = _fallback_record(plan, base, ran, problem), None, None, None
-            notify.notify_run(plan.env, done, bundle_dir(archive, plan.run_id), plan.redactor, project)
+            link = bundle_dir(archive, plan.run_id) if folder is not None else f"{archive}/runs/{plan.run_id}"
+            notify.notify_run(plan.env, done, link, plan.redactor, project)
             try:
                 marker.note_outcome(done)  # archiving may be cut short: the next command then finishes it
-                bundle = record_run(archive, key, done, plan.redactor, notebook=clean_nb, html=html,
-                                    attachments=attachments, on_manifest=marker.note_manifest)
+                bundle = archive_run(archive, key, done, plan.redactor, run_dir / STAGING, notebook=clean_nb,
+                                     html=html, attachments=attachments, on_manifest=marker.note_manifest)
             except OSError as exc:  # e.g. a full disk: nothing half-written is left, the marker keeps the run
                 raise EvidenceError(f"run {plan.run_id} ended {done['status']} but could not be archived: {exc}",
                                     "free space, then run any drillbook command: it archives the run "
                                     "with this status") from None
+            except EvidenceError as exc:  # e.g. the object store went away mid-upload: the marker keeps the run
+                raise EvidenceError(f"run {plan.run_id} ended {done['status']} but could not be archived: "
+                                    f"{exc.message}", "fix the cause, then run any drillbook command: it "
+                                    "uploads the run again with this status") from None
         marker.finish()
     return Outcome(plan.run_id, done["status"], done["reason"], bundle, done)
 

@@ -40,9 +40,10 @@ from .. import files, journal, paths
 from ..config import environments
 from ..config.secrets import Redactor
 from ..errors import DrillbookError, EvidenceError
-from ..evidence import keys, ledger, record, rotation
-from ..evidence.archive import finish_archived, load_record, record_run
+from ..evidence import keys, ledger, record, remote, rotation
+from ..evidence.archive import finish_archived, load_record
 from ..evidence.archive import run_dir as bundle_dir
+from ..evidence.store import S3Archive, parse_location
 from ..journal import RUN_DIR_VAR
 from .outcome import html_header, keep_kernel_output, mark_failure
 from .render import HtmlRenderer
@@ -201,7 +202,7 @@ class Marker:
         self.path, self.info, self.key, self.redactor = path, info, key, redactor
 
     @classmethod
-    def create(cls, state: Path, plan: Plan, base: dict[str, Any], archive: Path,
+    def create(cls, state: Path, plan: Plan, base: dict[str, Any], archive: Path | S3Archive,
                key: Ed25519PrivateKey, scrub_parameters: dict[str, Any]) -> Marker:
         """A new private run folder and its marker (or neither).
 
@@ -318,16 +319,21 @@ def _recover_marker(path: Path, key: Ed25519PrivateKey, project: Path | None, re
 def _recover_one(marker: Marker, project: Path | None) -> str:
     """Archive the run from where its runner stopped; return the status archived."""
     info = marker.info
-    archive, run_id = Path(info["archive"]), info["run_id"]
-    if os.path.lexists(bundle_dir(archive, run_id)):  # stopped after the rename
+    archive, run_id = parse_location(info["archive"]), info["run_id"]
+    staging = Path(info["run_dir"]) / remote.STAGING
+    if isinstance(archive, S3Archive):
+        status = remote.resume(archive, marker.key, staging, run_id, info.get("manifest_sha256"))
+        if status is not None:  # the bundle was built: uploaded (again) and entered once
+            return status
+    elif os.path.lexists(bundle_dir(archive, run_id)):  # stopped after the rename
         if not info.get("manifest_sha256"):
             raise EvidenceError(f"bundle {bundle_dir(archive, run_id)} was not written by this run's runner",
                                 "run drillbook verify, then look at the bundle")
         finish_archived(archive, marker.key, run_id, info["manifest_sha256"])
         return str(load_record(archive, run_id).get("status"))
     done, redactor, notebook, html, attachments = _record_to_archive(info, project)
-    record_run(archive, marker.key, done, redactor, notebook=notebook, html=html,
-               attachments=attachments, on_manifest=marker.note_manifest)
+    remote.archive_run(archive, marker.key, done, redactor, staging, notebook=notebook, html=html,
+                       attachments=attachments, on_manifest=marker.note_manifest)
     return str(done["status"])
 
 
