@@ -24,7 +24,7 @@ from ..errors import EvidenceError
 from ..evidence import keys, record
 from ..evidence.archive import record_run
 from ..journal import operator_identity
-from . import inflight, locks
+from . import inflight, locks, resume
 from .outcome import classify, html_header, keep_kernel_output, mark_failure
 from .plan import Plan, RunRequest, prepare, refresh_redactor
 from .render import HtmlRenderer
@@ -166,9 +166,11 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
         operator=operator, operator_source=operator_source, mode="run",
         severity=plan.request.severity, incident=plan.request.incident,
     )
+    resume.stamp_run(base, plan.request, plan.path, archive)  # a resumed run names the run it resumes
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait, operator=operator):
         marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
         run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet
+        resume.hand_over(plan.request.resume, run_dir, archive)  # the steps its kernel may skip
         supervisor = Supervisor(plan.timeout)
         failed: list[int] = []
 

@@ -38,6 +38,8 @@ class RunRequest:
     severity: str | None = None  # P0–P3, when the run serves an incident
     approved_by: str = "approve"  # how ``approve`` was given: "approve" (--approve) or "schedule"
     incident: str | None = None  # the incident's id
+    resume: str | None = None  # the run this one resumes (``resume.request_for``)
+    allow_changed: bool = False  # resume although the notebook changed since (recorded)
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""Resuming a failed run: the real ``drillbook`` command, papermill and a real kernel, in a temporary project.
+
+The runbook has five steps; step 3 checks a file that the test removes (the broken precondition),
+so the first run fails there; the test puts the file back and resumes. Each step appends its title
+to a tally file, so what really ran is known from outside the evidence too.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+from conftest import Project, cli
+
+RUNBOOK = '''import drillbook
+from pathlib import Path
+drill = drillbook.start(env=env, dry_run=dry_run, approve=approve, run_id=run_id)
+tally = Path(workdir) / "tally.txt"
+def did(title, value):
+    with open(tally, "a") as f:
+        f.write(title + "\\n")
+    return value
+drill.require("steady state", (Path(workdir) / "steady").exists(), "the system answers")
+fenced = drill.step("Fence the old primary", lambda: did("fence", {"fenced": "pg1", "lsn": 42}),
+                    mutating=True, resume="skip")
+promoted = drill.step("Promote the standby", lambda: did("promote", "pg2"), mutating=True, resume="skip")
+def repoint():
+    if not (Path(workdir) / "dns-ready").exists():
+        raise RuntimeError("DNS is not ready")
+    return did("repoint", f"app -> {promoted}")
+drill.step("Repoint the application", repoint, mutating=True, resume="skip")
+drill.step("Check replication", lambda: did("check", fenced["lsn"] + 1))
+drill.step("Record the new primary", lambda: did("record", promoted), mutating=True)
+drill.finish()
+'''
+
+
+def _runbook(project: Project, code: str = RUNBOOK) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["drillbook"] = {"kind": "runbook", "title": "Five steps", "owner": "tests"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('env = "local"\ndry_run = True\napprove = []\nrun_id = None\n'
+                                       'change = None\nworkdir = "."')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(code)]
+    path = project.root / "runbooks" / "five.ipynb"
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _record(project: Project, run_id: str) -> dict:
+    return json.loads((project.archive / "runs" / run_id / "record.json").read_text())
+
+
+def _run_ids(project: Project) -> list[str]:
+    return [p.name for p in project.run_dirs()]
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells[1].source = nb.cells[1].source.replace(old, new)
+    nbformat.write(nb, str(path))
+
+
+def test_a_run_failed_at_step_3_of_5_resumed_skips_steps_1_2_with_their_values_and_both_verify(
+        project: Project, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "steady").touch()
+    path = _runbook(project)
+    project.write_env("staging", "description: staging\nhosts:\n  here:\n    shell: local\n")
+    first = cli(project, "run", "five", "--env", "local", "-p", f"workdir={work}", "--incident", "INC-7")
+    assert first.code == 1, first.output  # step 3's precondition (dns-ready) is missing
+    [first_id] = _run_ids(project)
+    assert _record(project, first_id)["status"] == "error"
+    assert (work / "tally.txt").read_text().split() == ["fence", "promote"]
+    assert _record(project, first_id)["steps"][0]["value"] == {"fenced": "pg1", "lsn": 42}  # journalled
+    ledger = (project.archive / "ledger.jsonl").read_bytes()
+
+    # Refusals: one line, exit 2, nothing written.
+    _edit(path, "DNS is not ready", "DNS still not ready")
+    cases = {
+        ("--resume", "20260101T000000Z-nope-local-000000"): "is unknown",
+        ("--resume", "../../etc"): "is not a run id",
+        ("--resume", first_id, "--env", "staging"): "ran on environment 'local', not 'staging'",
+        ("--resume", first_id): "changed since run",
+        ("passes", "--resume", first_id): f"ran five, not passes",
+    }
+    for args, says in cases.items():
+        refused = cli(project, "run", *args)
+        assert refused.code == 2 and says in refused.output, (args, refused.output)
+        assert len(refused.output.strip().splitlines()) <= 2, refused.output  # the line and its hint
+    assert (project.archive / "ledger.jsonl").read_bytes() == ledger
+
+    (work / "dns-ready").touch()  # the precondition repaired
+    (work / "tally.txt").unlink()
+    again = cli(project, "run", "--resume", first_id, "--allow-changed")
+    assert again.code == 0, again.output
+    assert f"resuming run {first_id}" in again.output
+    # Steps 1–2 did not run again; 3–5 ran, with the values steps 1–2 journalled in the first run.
+    assert (work / "tally.txt").read_text().split() == ["repoint", "check", "record"]
+    [second_id] = [r for r in _run_ids(project) if r != first_id]
+    rec = _record(project, second_id)
+    assert rec["status"] == "passed" and rec["resumes"] == first_id and rec["resume_source_changed"] is True
+    assert rec["incident"] == "INC-7" and rec["parameters"]["workdir"] == str(work)  # carried over
+    steps = {s["title"]: s for s in rec["steps"]}
+    assert [s["status"] for s in rec["steps"]] == ["skipped", "skipped", "passed", "passed", "passed"]
+    assert steps["Fence the old primary"]["value"] == {"fenced": "pg1", "lsn": 42}
+    assert steps["Fence the old primary"]["resumed_from"] == first_id
+    assert steps["Repoint the application"]["value"] == "app -> pg2"  # built from step 2's handed-on value
+    assert steps["Check replication"]["value"] == 43  # built from step 1's handed-on value
+    assert [c["name"] for c in rec["checks"]] == ["steady state"]  # the steady state was checked again
+    verified = cli(project, "verify")
+    assert verified.code == 0, verified.output
+
+    twice = cli(project, "run", "--resume", first_id, "--allow-changed")
+    assert twice.code == 2 and f"already resumed by run {second_id}" in twice.output, twice.output
+    passed = cli(project, "run", "--resume", second_id)
+    assert passed.code == 2 and "passed: there is nothing to resume" in passed.output, passed.output
+    assert len(_run_ids(project)) == 2
+
+
+def test_saved_outputs_are_not_a_change_of_source(project: Project, tmp_path: Path) -> None:
+    from drillbook.evidence.record import code_sha256
+
+    path = _runbook(project)
+    before = code_sha256(path)
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="✓ done")]
+    nb.cells[1].execution_count = 3
+    nbformat.write(nb, str(path))
+    assert code_sha256(path) == before
+    nb.cells[1].source += "\n# edited"
+    nbformat.write(nb, str(path))
+    assert code_sha256(path) != before
