@@ -7,10 +7,13 @@ to a tally file, so what really ran is known from outside the evidence too.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from conftest import Project, cli
+from test_interactive import Kernel
 
 RUNBOOK = '''import drillbook
 from pathlib import Path
@@ -133,3 +136,54 @@ def test_saved_outputs_are_not_a_change_of_source(project: Project, tmp_path: Pa
     nb.cells[1].source += "\n# edited"
     nbformat.write(nb, str(path))
     assert code_sha256(path) != before
+
+
+# --------------------------------------------------------------------------- drillbook.start(resume=…) in a kernel
+def _kernel(project: Project, sockets: Path) -> Kernel:
+    env = {"DRILLBOOK_OPERATOR": "alice", "JPY_SESSION_NAME": "runbooks/five.ipynb",
+           "DRILLBOOK_HOME": os.environ["DRILLBOOK_HOME"]}
+    return Kernel(project.root, env, sockets)
+
+
+def test_a_person_resumes_a_failed_interactive_run_in_a_fresh_kernel(
+        project: Project, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "steady").touch()
+    _runbook(project)
+    params = f'env = "local"\ndry_run = False\napprove = []\nrun_id = None\nworkdir = {str(work)!r}'
+    first = _kernel(project, tmp_path_factory.mktemp("k1"))
+    try:
+        first.run(params)
+        failed = first.run(RUNBOOK)
+        assert failed.error is not None and "DNS is not ready" in failed.text, failed.text
+        first_id = first.run("print(drill.run_id)").text.strip()
+    finally:
+        first.stop(now=True)
+    assert _record(project, first_id)["mode"] == "interactive"
+    (work / "dns-ready").touch()
+    (work / "tally.txt").unlink()
+    second = _kernel(project, tmp_path_factory.mktemp("k2"))  # kernel state is gone, as after a restart
+    try:
+        second.run(params)
+        resumed = second.run(RUNBOOK.replace("run_id=run_id)", f"run_id=run_id, resume={first_id!r})"))
+        assert resumed.error is None, resumed.text
+        assert "Fence the old primary — completed in run" in resumed.text
+        second_id = second.run("print(drill.run_id)").text.strip()
+    finally:
+        second.stop(now=True)
+    assert (work / "tally.txt").read_text().split() == ["repoint", "check", "record"]
+    rec = _record(project, second_id)
+    assert rec["mode"] == "interactive" and rec["status"] == "passed" and rec["resumes"] == first_id
+    assert [s["status"] for s in rec["steps"]] == ["skipped", "skipped", "passed", "passed", "passed"]
+    assert rec["steps"][3]["value"] == 43 and rec["steps"][2]["value"] == "app -> pg2"
+    assert cli(project, "verify").code == 0
+    # start(resume=…) again: refused with one line (already resumed), nothing opened.
+    again = _kernel(project, tmp_path_factory.mktemp("k3"))
+    try:
+        refused = again.run(f"import drillbook\ndrillbook.start(dry_run=False, resume={first_id!r})")
+        assert refused.error is not None and f"already resumed by run {second_id}" in refused.text, refused.text
+        assert "Traceback" not in refused.text
+    finally:
+        again.stop(now=True)
+    assert len(_run_ids(project)) == 2
