@@ -13,13 +13,15 @@ APT_PACKAGES := postgresql openssh-server chromium
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml jupyter-config/drillbook.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	@# rfc3987-syntax (an optional extra of jsonschema) costs 1.2 s on every import of nbformat;
 	@# nothing here validates IRIs, so drop it (jsonschema skips the format when it is absent).
 	$(PY) -m pip uninstall -q -y rfc3987-syntax || true
+	@# An editable install skips pyproject's data-files: enable the Jupyter extension (pre-save hook) here.
+	install -D -m 644 jupyter-config/drillbook.json $(VENV)/etc/jupyter/jupyter_server_config.d/drillbook.json
 	@touch $(STAMP)
 
 system-deps:

@@ -149,13 +149,60 @@ def test_gate_panel_approves_only_the_exact_name(run_dir: Path) -> None:
     panel = ui.gate_panel(drill, ["promote"])
     typed, button, state = panel.children[0].children
     typed.value = "promot"
-    button.click()
-    assert "promote" not in drill.approved and state.value == "type exactly promote"
+    assert button.disabled and state.value == "type promote to enable Approve"
+    button.click()  # a click that raced the last keystroke: nothing approved, nothing contradictory said
+    assert "promote" not in drill.approved
     typed.value = "promote"
+    assert not button.disabled and state.value == "press Approve"
     button.click()
-    assert "promote" in drill.approved and button.disabled
-    assert drill.data["gates"][0]["how"].startswith("approved in the gate panel by ")
+    assert "promote" in drill.approved and typed.disabled
+    assert not button.disabled and button.description == "Approved"  # keeps the focus: Shift+Enter goes on
+    assert drill.data["gates"][0]["how"].startswith("confirmed in the gate panel by ")
     assert drill.step("Promote", lambda: "ok", mutating=True, gate="promote") == "ok"
     pressed, passed = drill.data["gates"]  # the step's entry: confirmed in the panel, when it was pressed
     assert passed["method"] == pressed["method"] == "panel" and passed["at"] == pressed["at"]
     assert "in advance" not in passed["how"]
+
+
+def test_a_destructive_gate_needs_its_word_typed_in_full(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    del os.environ["DRILLBOOK_RUN_DIR"]
+    drill = drillbook.start(env="local", dry_run=False)
+    typed, button, _ = ui.gate_panel(drill, ["rollback"]).children[0].children
+    typed.value = "rollback"
+    button.click()  # approved with the gate's name, but the step asks for ROLLBACK
+    monkeypatch.setattr("builtins.input", lambda prompt: "rollback")
+    with pytest.raises(GateNotApproved, match="not confirmed"):
+        drill.step("Roll back", lambda: "done", mutating=True, gate="rollback", confirm="ROLLBACK")
+    drill = drillbook.start(env="local", dry_run=False)
+    typed, button, state = ui.gate_panel(drill, ["rollback"], confirm={"rollback": "ROLLBACK"}).children[0].children
+    assert state.value == "type ROLLBACK to enable Approve"
+    typed.value = "ROLLBACK"
+    button.click()
+    assert drill.step("Roll back", lambda: "done", mutating=True, gate="rollback", confirm="ROLLBACK") == "done"
+
+
+def test_in_jupyterlab_an_unapproved_gate_stops_the_cell_and_keeps_the_run_open(
+        run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drillbook import drill as drill_module, gates
+
+    del os.environ["DRILLBOOK_RUN_DIR"]
+    shown: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(gates, "_in_place", [lambda run, gate, title, word: shown.append((gate, title, word))])
+    drill = drillbook.start(env="local", dry_run=False)
+    with pytest.raises(gates.AwaitingApproval) as stopped:
+        drill.step("Promote pg2", lambda: "promoted", mutating=True, gate="promote")
+    assert shown == [("promote", "Promote pg2", "promote")]
+    assert stopped.value._render_traceback_()[1].startswith("hint: type promote above and press Approve")
+    drill_module._cell_failed(stopped.value)  # what the kernel's hook does after the cell raised
+    assert not drill._closed and drill.data["steps"] == []  # still open; the step never started
+    drill.approve_gate("promote", "confirmed in the gate panel by test", "panel", "promote")
+    assert drill.step("Promote pg2", lambda: "promoted", mutating=True, gate="promote") == "promoted"
+
+
+def test_a_live_production_run_in_jupyterlab_asks_for_the_change_reference_at_start(project: Project) -> None:
+    os.environ["DRILLBOOK_PROJECT"] = str(project.root)
+    project.write_env("prod", "production: true\n")
+    with pytest.raises(ChangeRequired, match="needs a change reference before it starts"):
+        drillbook.start(env="prod", dry_run=False)
+    assert drillbook.start(env="prod", dry_run=True).dry_run  # a dry run needs none
+    assert drillbook.start(env="prod", dry_run=False, change="CHG-7").change == "CHG-7"

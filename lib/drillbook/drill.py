@@ -128,15 +128,14 @@ class Drill:
 
     # ----------------------------------------------------------------- steps
     def step(self, title: str, fn: Callable[[], T] | None = None, *, mutating: bool = False,
-             gate: str | None = None, plan: str | None = None, resume: str = "run") -> Any:
+             gate: str | None = None, plan: str | None = None, confirm: str | None = None, resume: str = "run") -> Any:
         """Run ``fn`` as a recorded step. Use directly, or as a decorator (the function runs at once).
 
         A mutating step under ``dry_run`` prints ``plan`` (or the function's docstring) and does
-        nothing. A step with a ``gate`` runs only once the gate is approved. ``resume="skip"``: when
-        this run resumes one in which the step completed, it is skipped and hands on its value.
-        """
+        nothing. A ``gate`` must be approved first (``confirm``: the word to type in full, e.g. ``ROLLBACK``).
+        ``resume="skip"``: in a run that resumes one where the step completed, it hands on its value instead."""
         if fn is None:
-            return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan, resume=resume)
+            return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan, confirm=confirm, resume=resume)
         self._ensure_open()
         if (kept := resuming.carried(self, title, mutating, gate, resume)) is not resuming.RUN:
             return kept
@@ -154,7 +153,7 @@ class Drill:
             if mutating:
                 self._require_change(title)
             if gate:
-                gates.pass_gate(self, gate, title)
+                gates.pass_gate(self, gate, title, confirm)
             self._say(f"▶ {title}")
             self._save()
             result = fn()
@@ -189,9 +188,9 @@ class Drill:
         if refusal:
             raise ChangeRequired(refusal)
 
-    def approve_gate(self, gate: str, how: str | None = None, method: str = "panel") -> None:
-        """Approve a gate ahead of its step (the confirmation panel does), journalling who, how and when."""
-        gates.approve(self, gate, how, method)
+    def approve_gate(self, gate: str, how: str | None = None, method: str = "panel", word: str | None = None) -> None:
+        """Approve a gate ahead of its step (the panel does, with the ``word`` typed), journalling who, how and when."""
+        gates.approve(self, gate, how, method, word)
         self._save()
 
     # ----------------------------------------------------------------- checks and measures
@@ -346,9 +345,9 @@ class Drill:
 # --------------------------------------------------------------------- lifecycle hooks
 def _cell_failed(error: BaseException) -> None:
     """A cell raised (or was interrupted; the kernel's hook says) → close the run and run the cleanups now,
-    unless start() refused to change the open run: then the run is untouched and goes on."""
+    unless start() refused to change the open run or a step stopped at its gate: then the run goes on."""
     drill = _current
-    if drill is not None and not drill._closed and not isinstance(error, opening.REFUSALS):
+    if drill is not None and not drill._closed and not isinstance(error, (*opening.REFUSALS, gates.AwaitingApproval)):
         drill.fail(error)
 
 
@@ -384,6 +383,7 @@ def start(env: str | None = None, dry_run: bool = True, approve: list[str] | tup
     project = paths.project_root()
     environment = environments.load_environment(want.env, project)
     run_dir = Path(os.environ[RUN_DIR_VAR]) if os.environ.get(RUN_DIR_VAR) else None
+    gates.require_change_up_front(environment, dry_run, change, unattended=run_dir is not None)
     drill = Drill(environment, dry_run=dry_run, approve=list(approve or []), run_id=run_id,
                   change=change, run_dir=run_dir, project=project, severity=want.severity, incident=want.incident)
     kernel.scrub_kernel_output(drill.redactor)

@@ -4,14 +4,23 @@ reference.
 The functions read and write the run's own public state (``approved``, ``unattended``, the
 journal's ``gates``), passed in as a :class:`Gated`, so a drill and its helpers never disagree
 about what is approved.
+
+A gate is confirmed by typing its word in full: the gate's name, or the word the step declares
+(``confirm="ROLLBACK"``). In JupyterLab an unapproved gate never waits: a kernel cannot handle a
+widget's click while a cell runs (ipykernel handles comm messages on the shell channel, queued
+behind the cells Run All sent), so a step that reaches an unapproved gate shows the gate's panel
+in its own output and stops the cell with :class:`AwaitingApproval`. Run All stops there; the run
+stays open; the operator approves and runs the cell again. A terminal IPython asks at a prompt.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
+from weakref import WeakKeyDictionary
 
 from . import journal
 from .config.environments import Environment
-from .errors import GateNotApproved
+from .errors import ChangeRequired, GateNotApproved
 from .evidence.record import Gate, Journal
 
 
@@ -33,20 +42,55 @@ def change_missing(run: Gated, what: str) -> str | None:
     return None
 
 
-def pass_gate(run: Gated, gate: str, title: str) -> None:
-    """Let step ``title`` through ``gate``: approved in advance, or confirmed by a person at a prompt
-    (never in an unattended run). Journals when it was confirmed and how; raises ``GateNotApproved``
-    otherwise."""
-    if gate in run.approved:
+class AwaitingApproval(GateNotApproved):
+    """A step reached a gate nobody approved yet, in JupyterLab: the cell stops (and Run All with
+    it) but the run stays open; approving in the panel and running the cell again goes on."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython prints instead of a traceback: the message and the hint, nothing else."""
+        return [f"\x1b[1;33m‖ {self.message}\x1b[0m", f"hint: {self.hint}"]
+
+
+# How a step shows the gate's panel in its own output (set by ``ui`` in a kernel with a frontend):
+# called with the run, the gate, the step's title and the word to type.
+InPlacePanel = Callable[["Gated", str, str, str], None]
+_in_place: list[InPlacePanel] = []
+# The word each gate was confirmed with in a panel, per run (absent: approved by parameter).
+_typed: WeakKeyDictionary[Gated, dict[str, str]] = WeakKeyDictionary()
+
+
+def show_in_place_with(show: InPlacePanel) -> None:
+    _in_place[:] = [show]
+
+
+def is_approved(run: Gated, gate: str, word: str | None = None) -> bool:
+    """Approved by parameter, or confirmed in a panel with the word this step asks for."""
+    typed = _typed.get(run, {}).get(gate)
+    return gate in run.approved and (typed is None or typed == (word or gate))
+
+
+def pass_gate(run: Gated, gate: str, title: str, word: str | None = None) -> None:
+    """Let step ``title`` through ``gate``: approved in advance or in the panel, or confirmed by a
+    person at a prompt (never in an unattended run). Journals how; raises ``GateNotApproved``
+    otherwise, and ``AwaitingApproval`` in JupyterLab after showing the panel."""
+    required = word or gate
+    if is_approved(run, gate, word):
         entry = _approved(run, gate, title)
     elif run.unattended:
         raise GateNotApproved(
             f"gate {gate!r} (step {title!r}) is not approved; an unattended run never waits for input",
             f"re-run with --approve {gate} once you are sure",
         )
+    elif _in_place:
+        run.data["steps"].pop()  # the step never started: drop the record its drill opened before asking
+        _in_place[0](run, gate, title, required)
+        raise AwaitingApproval(
+            f"stopped before {title!r}: gate {gate!r} is not approved (nothing was changed by this step)",
+            f"type {required} above and press Approve, then Shift+Enter runs this cell and goes on; "
+            "Run All stops at every unapproved gate because the kernel reads a click only between cells")
     else:
         asked = journal.now_iso()
-        ask(gate, title)
+        ask(gate, title, required)
         run.approved.add(gate)  # the confirmation is when the person answered, not when asked
         entry = Gate(gate=gate, step=title, at=journal.now_iso(), how=f"confirmed at the prompt by {run.data['operator']}",
                      method="prompt", asked_at=asked)
@@ -64,22 +108,36 @@ def _approved(run: Gated, gate: str, title: str) -> Gate:
                 how="approved when the run was started (--approve or the approve parameter)")
 
 
-def ask(gate: str, title: str) -> None:
-    """Ask the person at the keyboard to type the gate's name; anything else refuses the step."""
+def ask(gate: str, title: str, word: str | None = None) -> None:
+    """Ask the person at the keyboard to type the gate's word in full; anything else refuses the step."""
+    required = word or gate
     try:
-        answer = input(f"Step {title!r} is dangerous. Type {gate} to proceed: ")
+        answer = input(f"Step {title!r} is dangerous. Type {required} to proceed: ")
     except Exception as exc:  # StdinNotImplementedError under bare papermill, EOF without a tty
         raise GateNotApproved(
             f"gate {gate!r} (step {title!r}) needs confirmation and no one can answer ({type(exc).__name__})",
             f"pass approve=['{gate}'] as a parameter, or run interactively",
         ) from None
-    if answer.strip() != gate:
+    if answer.strip() != required:
         raise GateNotApproved(f"gate {gate!r} not confirmed (typed {answer.strip()!r})",
-                              f"type exactly {gate} to proceed")
+                              f"type {required} in full to proceed")
 
 
-def approve(run: Gated, gate: str, how: str | None = None, method: str = "panel") -> None:
-    """Approve ``gate`` ahead of its step, now, journalling who and how (the caller saves the journal)."""
+def approve(run: Gated, gate: str, how: str | None = None, method: str = "panel", word: str | None = None) -> None:
+    """Approve ``gate`` ahead of its step, now, journalling who and how (the caller saves the journal).
+    ``word``: what the person typed in a panel, which a step that declares its own word checks."""
     run.approved.add(gate)
+    if word is not None:
+        _typed.setdefault(run, {})[gate] = word
     run.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(), "method": method,
                               "how": how or f"approved in the gate panel by {run.data['operator']}"})
+
+
+def require_change_up_front(env: Environment, dry_run: bool, change: str | None, unattended: bool) -> None:
+    """An operator going live on production gives the change reference when the run starts, not
+    when its first mutating step refuses (an unattended run is refused at that step, as before)."""
+    if env.production and not dry_run and not change and not unattended:
+        raise ChangeRequired(
+            f"a live run on production environment {env.name!r} needs a change reference before it starts",
+            "type it in the picker's change box (or set change = 'CHG-1234' in the parameters cell), "
+            "then run the picker's cell and this one again")

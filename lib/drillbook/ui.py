@@ -4,28 +4,35 @@ Both degrade to nothing under ``drillbook run`` (unattended): the environment co
 ``env`` parameter and gates from ``--approve``. Widget callbacks run between cells, so the
 pattern is two cells: one shows the widget, the next reads it.
 
-The environment is chosen once: while a run is open in the kernel the picker shows that run's
-environment and returns it; otherwise it starts at the environment last picked in this kernel
-(Run All re-runs the picker cell: it must not fall back to the default), or at the working
-copy's ``incident.json``.
+    picker = drillbook.ui.environment_picker(env, dry_run=dry_run, change=change)   # cell 1: choose
+    drill = drillbook.start(env=picker.value, ..., change=picker.change)           # cell 2: start
+    drillbook.ui.gate_panel(drill, ["promote"])          # type the gate's word, press Approve
 
-    picker = drillbook.ui.environment_picker(env)        # cell 1: choose
-    drill = drillbook.start(env=picker.value, ...)       # cell 2: start against the choice
-    drillbook.ui.gate_panel(drill, ["promote"])          # type the gate's name, press Approve
+The picker remembers the operator's choice in this kernel: Run All, or running its cell again,
+shows the same environment and change reference instead of the parameters cell's defaults.
+A step that reaches a gate nobody approved shows the gate's row in its own output and stops
+(see ``gates``): Run All cannot wait for a click, so it stops there, and after Approve the
+focus stays on the button, where Shift+Enter runs that cell again and goes on.
 """
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from . import incidentfile, journal
+from . import incidentfile, journal, kernel
+from .gates import Gated, is_approved, show_in_place_with
 from .config import environments
 from .drill import Drill, current
 from .journal import RUN_DIR_VAR
 
-_picked: str | None = None  # the environment last picked in this kernel
+if TYPE_CHECKING:  # ipywidgets is imported only in a kernel that shows a widget
+    import ipywidgets
+
+# The operator's last choice in this kernel ("env", "change"): Run All must not reset it.
+_chosen: dict[str, str] = {}
 
 
 def unattended() -> bool:
@@ -34,73 +41,141 @@ def unattended() -> bool:
 
 @dataclass
 class FixedChoice:
-    """What ``environment_picker`` returns under the runner: the parameter, unchanged."""
+    """What ``environment_picker`` returns under the runner: the parameters, unchanged."""
 
     value: str
+    change: str | None = None
 
 
-def environment_picker(default: str = "local") -> Any:
-    """A dropdown of the project's environments (production ones marked). Read ``.value``."""
+class EnvironmentChoice:
+    """What the picker returns in JupyterLab: read ``.value`` (the environment) and ``.change``."""
+
+    def __init__(self, dropdown: ipywidgets.Dropdown, change: ipywidgets.Text, box: ipywidgets.VBox) -> None:
+        self.dropdown, self.change_box, self.box = dropdown, change, box
+
+    @property
+    def value(self) -> str:
+        return str(self.dropdown.value)
+
+    @property
+    def change(self) -> str | None:
+        return self.change_box.value.strip() or None
+
+
+def _mode_badge(name: str, dry_run: bool) -> str:
+    production = environments.load_environment(name).production
+    mode = ('<b style="color:#1565c0">DRY-RUN</b>' if dry_run else '<b style="color:#e65100">LIVE</b>')
+    prod = ' <b style="color:#fff;background:#c62828;padding:0 4px">PRODUCTION</b>' if production else ""
+    return f"{html.escape(name)}: {mode}{prod}"
+
+
+def environment_picker(default: str = "local", dry_run: bool = True,
+                       change: str | None = None) -> FixedChoice | EnvironmentChoice:
+    """A dropdown of the project's environments (production ones marked) and, for production, the
+    change reference, asked here rather than at the first live step. Read ``.value``, ``.change``."""
     if unattended():
-        return FixedChoice(default)
+        return FixedChoice(default, change)
     import ipywidgets as widgets
     from IPython.display import display
 
     run = current()
     if run is not None and run.interactive is not None and run.data["finished_at"] is None:
-        display(widgets.HTML(f"<b>Environment: {run.env.name}</b>{' — PRODUCTION' if run.env.production else ''} "
-                             f"(run {run.run_id} is open: call drill.finish() to change it)"))
-        return FixedChoice(run.env.name)
+        display(widgets.HTML(f"Environment {_mode_badge(run.env.name, run.dry_run)} "
+                             f"(run {html.escape(run.run_id)} is open: call drill.finish() to change it)"))
+        return FixedChoice(run.env.name, run.change)
     options = []
     for name in environments.environment_names():
         env = environments.load_environment(name)
         options.append((f"{name} — PRODUCTION" if env.production else name, name))
-    found = incidentfile.load_incident_file(Path.cwd())
-    start = (found.env if found and found.env else None) or _picked or default
-    picker = widgets.Dropdown(options=options, value=start if start in dict(options).values() else None,
-                              description="Environment", style={"description_width": "initial"})
-    picker.observe(_remember, names="value")
-    _remember({"new": picker.value})
-    display(picker)
-    return picker
+    names = [value for _, value in options]
+    incident = incidentfile.load_incident_file(Path.cwd())  # a working copy runs where its incident is
+    chosen = incident.env if incident is not None and incident.env else _chosen.get("env", default)
+    initial = chosen if chosen in names else (default if default in names else None)
+    picker = widgets.Dropdown(options=options, value=initial,
+                              description="Environment", style={"description_width": "initial"},
+                              disabled=incident is not None and bool(incident.env))
+    change_box = widgets.Text(value=_chosen.get("change", change or ""), description="Change reference",
+                              placeholder="CHG-1234 (required to go live on production)",
+                              style={"description_width": "initial"})
+    badge = widgets.HTML()
+
+    def update(_: object = None) -> None:
+        if picker.value is None:
+            return
+        _chosen["env"] = str(picker.value)
+        _chosen["change"] = change_box.value.strip()
+        production = environments.load_environment(str(picker.value)).production
+        change_box.layout.display = None if production else "none"
+        badge.value = _mode_badge(str(picker.value), dry_run)
+
+    picker.observe(update, names="value")
+    change_box.observe(update, names="value")
+    update()
+    box = widgets.VBox([widgets.HBox([picker, badge]), change_box])
+    display(box)
+    return EnvironmentChoice(picker, change_box, box)
 
 
-def _remember(change: dict[str, Any]) -> None:
-    global _picked
-    if change.get("new"):
-        _picked = str(change["new"])
+def gate_panel(drill: Drill, gates: list[str], confirm: dict[str, str] | None = None) -> ipywidgets.VBox | None:
+    """For each gate: a box where the operator types the gate's word (its name, or the word in
+    ``confirm``, e.g. ``{"rollback": "ROLLBACK"}``) in full, and an Approve button, enabled only then.
 
-
-def gate_panel(drill: Drill, gates: list[str]) -> Any:
-    """For each gate: a text box where the operator types the gate's name, and an Approve button.
-
-    Approving records who approved and when in the run's journal; the gated step then runs
-    without asking again. Under the runner nothing is shown: gates come from ``--approve``.
+    Approving records who approved, when and with what word in the run's journal; the gated step
+    then runs without asking again. Under the runner nothing is shown: gates come from ``--approve``.
     """
     if drill.unattended:
         return None
     import ipywidgets as widgets
     from IPython.display import display
 
-    rows = [_gate_row(drill, gate, widgets) for gate in gates]
-    panel = widgets.VBox(rows)
+    panel = widgets.VBox([gate_row(drill, gate, (confirm or {}).get(gate) or gate) for gate in gates])
     display(panel)
     return panel
 
 
-def _gate_row(drill: Drill, gate: str, widgets: Any) -> Any:
-    typed = widgets.Text(placeholder=f"type {gate} to approve", description=gate,
-                         style={"description_width": "initial"})
-    button = widgets.Button(description="Approve", button_style="danger", icon="check")
-    state = widgets.Label("approved" if gate in drill.approved else "not approved")
+def gate_row(drill: Drill, gate: str, word: str) -> ipywidgets.HBox:
+    """One gate: type ``word`` in full, then Approve. The button keeps the focus after approving
+    (a disabled button would drop it, and Shift+Enter would then do nothing)."""
+    import ipywidgets as widgets
 
-    def approve(_: Any) -> None:
-        if typed.value.strip() != gate:
-            state.value = f"type exactly {gate}"
+    typed = widgets.Text(placeholder=f"type {word}", description=f"gate {gate}", style={"description_width": "initial"})
+    button = widgets.Button(description="Approve", button_style="danger", icon="check", disabled=True)
+    state = widgets.Label(f"type {word} to enable Approve")
+
+    def approved(how: str) -> None:
+        typed.disabled = True
+        button.disabled, button.description, button.button_style = False, "Approved", "success"
+        state.value = f"✓ {how} — Shift+Enter goes on"
+
+    def on_type(_: object) -> None:
+        if button.description == "Approved":
             return
-        drill.approve_gate(gate, f"approved in the gate panel by {drill.data['operator']}")
-        state.value = f"approved at {journal.now_iso()}"
-        button.disabled = typed.disabled = True
+        ready = typed.value.strip() == word
+        button.disabled = not ready
+        state.value = "press Approve" if ready else f"type {word} to enable Approve"
 
+    def approve(_: object) -> None:
+        if button.description == "Approved" or typed.value.strip() != word:
+            return  # already done, or the box changed after the button was enabled: nothing to approve
+        at = journal.now_iso()
+        how = f"confirmed in the gate panel by {drill.data['operator']} (typed {word})"
+        drill.approve_gate(gate, how, "panel", word)
+        approved(f"approved by {drill.data['operator']} at {at}")
+
+    if is_approved(drill, gate, word):
+        approved("approved")
+    typed.observe(on_type, names="value")
     button.on_click(approve)
     return widgets.HBox([typed, button, state])
+
+
+def _in_place(run: Gated, gate: str, title: str, word: str) -> None:
+    """A step stopped at ``gate``: its row, in the step's own output."""
+    if isinstance(run, Drill):
+        from IPython.display import display
+
+        display(gate_row(run, gate, word))
+
+
+if getattr(kernel.ipython(), "kernel", None) is not None:  # a kernel with a frontend that shows widgets
+    show_in_place_with(_in_place)
