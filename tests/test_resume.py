@@ -17,7 +17,7 @@ from test_interactive import Kernel
 
 RUNBOOK = '''import drillbook
 from pathlib import Path
-drill = drillbook.start(env=env, dry_run=dry_run, approve=approve, run_id=run_id)
+drill = drillbook.start(env=env, dry_run=dry_run, approve=approve, run_id=run_id, resume=resume)
 tally = Path(workdir) / "tally.txt"
 def did(title, value):
     with open(tally, "a") as f:
@@ -43,7 +43,7 @@ def _runbook(project: Project, code: str = RUNBOOK) -> Path:
     nb.metadata["drillbook"] = {"kind": "runbook", "title": "Five steps", "owner": "tests"}
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     params = nbformat.v4.new_code_cell('env = "local"\ndry_run = True\napprove = []\nrun_id = None\n'
-                                       'change = None\nworkdir = "."')
+                                       'change = None\nresume = None\nworkdir = "."')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(code)]
     path = project.root / "runbooks" / "five.ipynb"
@@ -133,6 +133,9 @@ def test_saved_outputs_are_not_a_change_of_source(project: Project, tmp_path: Pa
     nb.cells[1].execution_count = 3
     nbformat.write(nb, str(path))
     assert code_sha256(path) == before
+    nb.cells[0].source += "\nresume = 'a-run'"  # the parameters cell: what an operator sets
+    nbformat.write(nb, str(path))
+    assert code_sha256(path) == before
     nb.cells[1].source += "\n# edited"
     nbformat.write(nb, str(path))
     assert code_sha256(path) != before
@@ -151,7 +154,7 @@ def test_a_person_resumes_a_failed_interactive_run_in_a_fresh_kernel(
     work.mkdir()
     (work / "steady").touch()
     _runbook(project)
-    params = f'env = "local"\ndry_run = False\napprove = []\nrun_id = None\nworkdir = {str(work)!r}'
+    params = f'env = "local"\ndry_run = False\napprove = []\nrun_id = None\nresume = None\nworkdir = {str(work)!r}'
     first = _kernel(project, tmp_path_factory.mktemp("k1"))
     try:
         first.run(params)
@@ -165,8 +168,8 @@ def test_a_person_resumes_a_failed_interactive_run_in_a_fresh_kernel(
     (work / "tally.txt").unlink()
     second = _kernel(project, tmp_path_factory.mktemp("k2"))  # kernel state is gone, as after a restart
     try:
-        second.run(params)
-        resumed = second.run(RUNBOOK.replace("run_id=run_id)", f"run_id=run_id, resume={first_id!r})"))
+        second.run(params.replace("resume = None", f"resume = {first_id!r}"))
+        resumed = second.run(RUNBOOK)
         assert resumed.error is None, resumed.text
         assert "Fence the old primary — completed in run" in resumed.text
         second_id = second.run("print(drill.run_id)").text.strip()

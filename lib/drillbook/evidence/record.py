@@ -282,13 +282,18 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+PARAMETER_TAGS = ("parameters", "injected-parameters")  # papermill's: what an operator is meant to change
+
+
 def code_sha256(path: Path) -> str | None:
-    """sha256 of a notebook's code cells' sources, in order (None if it cannot be read as a notebook):
-    what a resumed run compares, since running a working copy saves outputs into it."""
+    """sha256 of a notebook's code cells' sources, in order, parameter cells left out (None if it cannot
+    be read as a notebook): what a resumed run compares. Running a working copy saves outputs into it, and
+    an operator sets parameters (``resume = "RUN_ID"``) in the parameters cell: neither is a change of code."""
     try:
         cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
         sources = ["".join(c["source"]) if isinstance(c["source"], list) else str(c["source"])
-                   for c in cells if isinstance(c, dict) and c.get("cell_type") == "code"]
+                   for c in cells if isinstance(c, dict) and c.get("cell_type") == "code"
+                   and not set(c.get("metadata", {}).get("tags") or []) & set(PARAMETER_TAGS)]
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
     return hashlib.sha256(json.dumps(sources).encode("utf-8")).hexdigest()

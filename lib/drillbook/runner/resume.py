@@ -29,7 +29,7 @@ from .plan import RunRequest
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 RESUMABLE = ("failed", "error", "aborted")
 # What the runner sets itself: never carried over from the original's parameters.
-RUNNER_SET = ("env", "dry_run", "approve", "change", "run_id", "severity", "incident")
+RUNNER_SET = ("env", "dry_run", "approve", "change", "run_id", "severity", "incident", "resume")
 
 
 def _resumed_by(archive: Path, run_id: str) -> str | None:
