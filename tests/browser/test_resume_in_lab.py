@@ -8,21 +8,27 @@ Under CI=true a missing browser is a failure, never a skip.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
+import threading
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import Project, cli
+from conftest import REPO, Project, cli
+from drillbook.site import build as site_build
 from labbrowser import JupyterLab, Lab, Shots, wait_until
-from sitesupport import CHROMIUM, CHROMIUM_FLAGS, require_browser
+from sitesupport import CHROMIUM, CHROMIUM_FLAGS, QuietHandler, require_browser
 
 pytestmark = pytest.mark.integration
 CELLS = [
     "import drillbook\nfrom pathlib import Path\n"
-    "drill = drillbook.start(env=env, dry_run=dry_run, approve=approve, run_id=run_id, resume=resume)\n"
+    "drill = drillbook.start(env=env, dry_run=dry_run, approve=approve, run_id=run_id, resume=resume,\n"
+    "                        incident='INC-9', severity='P1')\n"
     "tally = Path(workdir) / 'tally.txt'\n"
     "def did(title, value):\n    with open(tally, 'a') as f:\n        f.write(title + '\\n')\n    return value\n"
     "drill.require('steady state', (Path(workdir) / 'steady').exists())",
@@ -106,3 +112,31 @@ def test_an_operator_resumes_a_run_that_failed_at_step_3_of_5(lab: Lab, project:
     assert runs[1]["steps"][3]["value"] == 43 and runs[1]["steps"][2]["value"] == "app -> pg2"
     verified = cli(project, "verify")
     assert verified.code == 0, verified.output
+    _incident_on_the_site(lab, project, [r["run_id"] for r in runs])
+
+
+def _incident_on_the_site(lab: Lab, project: Project, run_ids: list[str]) -> None:
+    """The published site's incidents page, opened in the same browser: the incident, its timeline, its verdict."""
+    shutil.copy(REPO / "mkdocs.yml", project.root / "mkdocs.yml")
+    shutil.copytree(REPO / "docs", project.root / "docs",
+                    ignore=lambda folder, names: [n for n in names if Path(folder) == REPO / "docs"
+                                                  and n in ("runbooks", "status", "evidence")])
+    site_build.publish(project.root, project.archive)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(project.root / "site")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        lab.page.goto(base + "status/", wait_until="load")
+        lab.page.locator("nav a", has_text="Incidents").first.click()  # from the dashboard, by the navigation
+        wait_until("the incidents page", lambda: "status/incidents" in lab.page.url)
+        text = lab.page.locator("article").inner_text()
+        assert "INC-9" in text and "resolved" in text and "severity P1" in text and "2 run(s)" in text
+        assert "Time to resolution" in text and "met (target 60 min)" in text
+        assert f"resuming run {run_ids[0]}" in text and "Fence the old primary: skipped" in text
+        assert "Ana Oncall" in text
+        lab.shots.take(lab.page, "incidents-page")
+        lab.page.locator(f"article a[href*='{run_ids[0]}']").first.click()  # the first run's evidence
+        wait_until("the first run's evidence page", lambda: run_ids[0] in lab.page.url)
+        assert f"This run was resumed by run {run_ids[1]}" in lab.page.locator("article").inner_text()
+    finally:
+        server.shutdown()

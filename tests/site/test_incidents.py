@@ -100,7 +100,7 @@ def test_an_incident_of_three_runs_shows_its_timeline_and_verdicts(project: Proj
     for run_id in resolved:
         assert f"(../evidence/runs/{run_id}/index.md)" in inc42  # links to each run's evidence
     # The timeline: who did what, when, in order, from the three records.
-    assert "2026-11-30 03:00 UTC | ana@host | started run INC-42-run-a of five on local in a notebook (LIVE)" in inc42
+    assert "2026-11-30 03:00:00 UTC | ana@host | started run INC-42-run-a of five on local in a notebook (LIVE)" in inc42
     assert "ana@host | approved gate promote (panel)" in inc42
     assert "ana@host | mutating step Fence the old primary: passed" in inc42
     assert "bo@host | started run INC-42-run-b of five on local in a notebook (LIVE, resuming run INC-42-run-a)" in inc42

@@ -148,6 +148,12 @@ def incidents(parts: dict[str, dict[str, Any]], project: Path) -> list[Incident]
     return sorted(found, key=lambda i: (not i.open, -(i.opened.timestamp() if i.opened else 0)))
 
 
+def _stamp(at: str) -> str:
+    """A timeline's time, to the second (``when`` rounds to the minute)."""
+    moment = parse_time(at)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "?"
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
@@ -178,14 +184,17 @@ def _section(incident: Incident, pages: set[str], now: datetime) -> str:
                 link("evidence", page, run_page(str(p["run_id"]))) if p["run_id"] in pages else "page not published"]
                for p in incident.runs]),
            "**Timeline**\n",
-           table(["When", "Who", "What"], [[esc(when(at) or "?"), esc(who), esc(what)]
+           table(["When", "Who", "What"], [[esc(_stamp(at)), esc(who), esc(what)]
                                             for p in incident.runs for at, who, what in p.get("events") or []])]
     return "\n".join(out)
 
 
 def incidents_page(found: list[Incident], pages: set[str], now: datetime) -> str:
+    # The build time only when an open incident's "so far" depends on it: otherwise the page stays unchanged
+    # between publishes (a rebuild writes only what changed).
+    asof = f", as of **{when(now)}**" if any(i.open for i in found) else ""
     out = [front_matter("toc", title="Incidents") + "# Incidents\n",
-           f"Every incident the evidence names, as of **{when(now)}**: open ones first. An incident is open "
+           f"Every incident the evidence names{asof}: open ones first. An incident is open "
            "until one of its real runs passed. Response targets: P0 15 min, P1 1 h, P2 4 h, P3 24 h, unless the "
            "environment of its first run sets `response_targets` (minutes per severity).\n"]
     if not found:
