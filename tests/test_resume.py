@@ -190,3 +190,45 @@ def test_a_person_resumes_a_failed_interactive_run_in_a_fresh_kernel(
     finally:
         again.stop(now=True)
     assert len(_run_ids(project)) == 2
+
+
+def test_journalled_values_and_what_cannot_be_kept(tmp_path: Path) -> None:
+    from drillbook import resuming
+
+    step: dict = {}
+    resuming.keep(step, {"lsn": 42, "hosts": ["pg1"]})  # type: ignore[arg-type]
+    assert step == {"value": {"lsn": 42, "hosts": ["pg1"]}}
+    for unkept in (object(), float("nan"), "x" * (resuming.MAX_VALUE_CHARS + 1)):
+        step = {}
+        resuming.keep(step, unkept)  # type: ignore[arg-type]
+        assert step == {"value_kept": resuming.UNKEPT}
+    with pytest.raises(Exception, match="resume must be 'skip' or 'run'"):
+        resuming.carried(None, "Fence", True, None, "maybe")  # type: ignore[arg-type]
+
+
+def test_only_completed_steps_declared_skip_are_skipped_each_in_its_place(tmp_path: Path) -> None:
+    from drillbook import resuming
+
+    done = {"mutating": True, "gate": None, "started_at": "t", "status": "passed"}
+    resuming.write_handover(tmp_path, "run-1", [  # type: ignore[list-item]
+        {**done, "title": "Fence", "value": "pg1"}, {**done, "title": "Unkept", "value_kept": resuming.UNKEPT},
+        {**done, "title": "Note", "status": "not-applicable"}, {**done, "title": "Fence", "status": "failed"},
+        {**done, "title": "Read", "value": 1}])
+
+    class Run:
+        run_dir, carried, said = tmp_path, resuming.Carried(), []
+        data: dict = {"steps": []}
+
+        def _save(self) -> None: ...
+
+        def _say(self, text: str) -> None:
+            self.said.append(text)
+
+    run = Run()
+    assert resuming.carried(run, "Fence", True, None, "skip") == "pg1"  # type: ignore[arg-type]
+    assert resuming.carried(run, "Unkept", True, None, "skip") is resuming.RUN  # its value was not journalled
+    assert resuming.carried(run, "Note", False, None, "skip") is resuming.RUN  # never a step of its own
+    assert resuming.carried(run, "Fence", True, None, "skip") is resuming.RUN  # the second Fence had failed
+    assert resuming.carried(run, "Read", False, None, "run") is resuming.RUN  # not declared safe to skip
+    assert [s["status"] for s in run.data["steps"]] == ["skipped"]
+    assert run.data["steps"][0]["resumed_from"] == "run-1" and "completed in run run-1" in run.said[0]

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -44,6 +45,9 @@ def wanted(env: str | None, severity: str | None, incident: str | None, folder: 
     """What the call asks for, completed from ``folder/incident.json`` when there is one; when it resumes
     a run, from that run's record (its environment, severity and incident)."""
     severity, incident = incidentfile.validate_severity(severity), incidentfile.validate_incident(incident)
+    if resume and os.environ.get(journal.RUN_DIR_VAR):  # the runner chose the environment and locked it
+        raise ResumeRefused("resume=… is for a run a person starts in JupyterLab",
+                            f"resume from the command line: drillbook run --resume {resume}")
     if resume:
         earlier = _resumable(resume, env)
         env, severity, incident = earlier["env"], severity or earlier.get("severity"), incident or earlier.get("incident")

@@ -25,8 +25,11 @@ from .evidence.record import Journal, Step
 HANDOVER_NAME = "resume.json"
 RESUME_CHOICES = ("skip", "run")
 COMPLETED = ("passed", "skipped")  # a step skipped by an earlier resume completed before it
-# What a step returned that JSON cannot hold is not journalled: the step cannot be skipped later.
+# What a step returned that JSON cannot hold (or that is too large to rewrite with the journal after every
+# event) is not journalled: the step cannot be skipped later, it runs again.
 UNKEPT = "unkept"
+MAX_VALUE_CHARS = 65536
+NOT_A_STEP = "not-applicable"  # journalled by drill.not_applicable(), never by step(): not counted
 
 
 @dataclass
@@ -74,7 +77,7 @@ def _load(carried: Carried, run_dir: Path | None) -> None:
     carried.resumes = str(data.get("resumes"))
     counts: dict[str, int] = {}
     for step in data["steps"]:
-        if not isinstance(step, dict) or not isinstance(step.get("title"), str):
+        if not isinstance(step, dict) or not isinstance(step.get("title"), str) or step.get("status") == NOT_A_STEP:
             continue
         n = counts[step["title"]] = counts.get(step["title"], 0) + 1
         carried.steps[(step["title"], n)] = step  # type: ignore[assignment]  # read back as it was written
@@ -106,11 +109,13 @@ def carried(run: Resumable, title: str, mutating: bool, gate: str | None, resume
 def keep(step: Step, value: object) -> None:
     """Journal what a step returned, when JSON can hold it, so a resumed run can hand it on."""
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
+        kept = len(json.dumps(value, allow_nan=False)) <= MAX_VALUE_CHARS
+    except (TypeError, ValueError, RecursionError):
+        kept = False
+    if kept:
+        step["value"] = value
+    else:
         step["value_kept"] = UNKEPT
-        return
-    step["value"] = value
 
 
 def _short(value: object) -> bool:
