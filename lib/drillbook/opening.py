@@ -50,7 +50,8 @@ def wanted(env: str | None, severity: str | None, incident: str | None, folder: 
                             f"resume from the command line: drillbook run --resume {resume}")
     if resume:
         earlier = _resumable(resume, env)
-        env, severity, incident = earlier["env"], severity or earlier.get("severity"), incident or earlier.get("incident")
+        env, severity = earlier["env"], severity or earlier.get("severity")
+        incident = incident or earlier.get("incident")
     want = _wanted(env, severity, incident, folder)
     return replace(want, resume=resume, allow_changed=allow_changed) if resume else want
 

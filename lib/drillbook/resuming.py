@@ -93,7 +93,8 @@ def carried(run: Resumable, title: str, mutating: bool, gate: str | None, resume
         _load(run.carried, run.run_dir)
     n = run.carried.seen[title] = run.carried.seen.get(title, 0) + 1
     before = run.carried.steps.get((title, n))
-    if resume != "skip" or before is None or before.get("status") not in COMPLETED or before.get("value_kept") == UNKEPT:
+    if (resume != "skip" or before is None or before.get("status") not in COMPLETED
+            or before.get("value_kept") == UNKEPT):
         return RUN
     origin = before.get("resumed_from") or run.carried.resumes
     now = journal.now_iso()
@@ -102,7 +103,8 @@ def carried(run: Resumable, title: str, mutating: bool, gate: str | None, resume
                   "resumed_from": origin, "value": before.get("value")}
     run.data["steps"].append(step)
     run._save()
-    run._say(f"↷ {title} — completed in run {origin}, skipped" + (f": {step['value']}" if _short(step["value"]) else ""))
+    shown = f": {step['value']}" if _short(step["value"]) else ""
+    run._say(f"↷ {title} — completed in run {origin}, skipped{shown}")
     return before.get("value")
 
 

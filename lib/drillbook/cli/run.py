@@ -58,7 +58,8 @@ def run(
     from ..runner.plan import RunRequest
 
     request = RunRequest(name or "", env or "", _parse_parameters(param), dry_run, list(approve), change, timeout, wait,
-                         preflight=not skip_preflight, severity=severity, incident=incident, allow_changed=allow_changed)
+                         preflight=not skip_preflight, severity=severity, incident=incident,
+                         allow_changed=allow_changed)
     if resume:
         from ..runner.resume import request_for
 
@@ -74,7 +75,8 @@ def run_one(request: RunRequest) -> int:
 
     plan = prepare(request)
     resumes = f", resuming run {request.resume}" if request.resume else ""
-    err.print(f"running {plan.name} on {plan.env.name}{' (dry run)' if request.dry_run else ''}: run {plan.run_id}{resumes}")
+    dry = " (dry run)" if request.dry_run else ""
+    err.print(f"running {plan.name} on {plan.env.name}{dry}: run {plan.run_id}{resumes}")
     outcome = execute(plan, CellProgress(f"{plan.name}@{plan.env.name}"))
     colour = STATUS_COLOURS[outcome.status]
     reason = f" — {outcome.reason}" if outcome.reason else ""

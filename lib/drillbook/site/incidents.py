@@ -59,13 +59,15 @@ def _events(rec: Record) -> list[list[str]]:
     found = [[str(rec.get("started_at") or ""), who, f"started run {rec.get('run_id')} of {rec.get('drill')} on "
               f"{rec.get('env')} {mode} ({live}{resumes})"]]
     for gate in rec.get("gates") or []:
-        found.append([str(gate.get("at") or ""), who, f"approved gate {gate.get('gate')} ({gate.get('method') or 'approve'})"])
+        how = gate.get("method") or "approve"
+        found.append([str(gate.get("at") or ""), who, f"approved gate {gate.get('gate')} ({how})"])
     for step in rec.get("steps") or []:
         kind = "mutating step" if step.get("mutating") else "step"
-        found.append([str(step.get("started_at") or ""), who, f"{kind} {step.get('title')}: {step.get('status')}"
-                      + (f" — {step['detail']}" if step.get("status") in ("failed", "skipped") and step.get("detail") else "")])
+        why = f" — {step['detail']}" if step.get("status") in ("failed", "skipped") and step.get("detail") else ""
+        found.append([str(step.get("started_at") or ""), who, f"{kind} {step.get('title')}: {step.get('status')}{why}"])
     for check in rec.get("checks") or []:
-        found.append([str(check.get("at") or ""), who, f"check {check.get('name')}: {'passed' if check.get('passed') else 'failed'}"])
+        verdict = "passed" if check.get("passed") else "failed"
+        found.append([str(check.get("at") or ""), who, f"check {check.get('name')}: {verdict}"])
     found.append([str(rec.get("finished_at") or ""), who, f"run ended {rec.get('status')}"
                   + (f": {rec['reason']}" if rec.get("reason") else "")])
     return sorted(found[:MAX_EVENTS], key=lambda e: e[0])
@@ -172,13 +174,13 @@ def _verdict(start: datetime | None, end: datetime | None, target: float, now: d
 
 def _section(incident: Incident, pages: set[str], now: datetime) -> str:
     page = INCIDENTS
-    state = "open" if incident.open else "resolved"
+    state, target = ("open" if incident.open else "resolved"), incident.target_minutes
     out = [f"## {esc(incident.id)} {{ #{slug('incident-' + incident.id).lower()} }}\n",
            f"**{state}** · severity {esc(incident.severity or 'not given (P3 target)')} · opened "
            f"{when(incident.opened)} · {len(incident.runs)} run(s)\n",
            table(["", "Measured"], [
-               ["Time to first action", esc(_verdict(incident.opened, incident.first_action, incident.target_minutes, now))],
-               ["Time to resolution", esc(_verdict(incident.opened, incident.resolved, incident.target_minutes, now))]]),
+               ["Time to first action", esc(_verdict(incident.opened, incident.first_action, target, now))],
+               ["Time to resolution", esc(_verdict(incident.opened, incident.resolved, target, now))]]),
            table(["Run", "Status", "Started", "Evidence"], [
                [esc(p["run_id"]), badge(str(p.get("status")), bool(p.get("dry_run"))), when(p.get("started_at")),
                 link("evidence", page, run_page(str(p["run_id"]))) if p["run_id"] in pages else "page not published"]
