@@ -11,12 +11,14 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from conftest import REPO, Project, cli
 from drillbook.config import environments
 from drillbook.config.secrets import Redactor
 from drillbook.evidence import keys, record
 from drillbook.evidence.archive import record_run
 from drillbook.site import build as site_build
+from drillbook.site import incidents as site_incidents
 
 T0 = datetime(2026, 11, 30, 3, 0, tzinfo=timezone.utc)
 NOW = T0 + timedelta(hours=6)
@@ -76,7 +78,8 @@ def _incident(project: Project, incident: str, severity: str, start: datetime, m
     return [a, b, c]
 
 
-def test_an_incident_of_three_runs_shows_its_timeline_and_verdicts(project: Project) -> None:
+def test_an_incident_of_three_runs_shows_its_timeline_and_verdicts(project: Project,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copy(REPO / "mkdocs.yml", project.root / "mkdocs.yml")
     shutil.copytree(REPO / "docs", project.root / "docs",
                     ignore=lambda folder, names: [n for n in names if Path(folder) == REPO / "docs"
@@ -126,3 +129,10 @@ def test_an_incident_of_three_runs_shows_its_timeline_and_verdicts(project: Proj
     assert cli(project, "verify").code == 0
     site_build.build(project.root, project.root / "site")  # --strict: every link and anchor resolves
     assert (project.root / "site" / "status" / "incidents" / "index.html").is_file()
+    # Full pages stay bounded: an open incident's runs keep theirs, an old resolved one's may go.
+    monkeypatch.setattr(site_incidents, "RECENT_INCIDENTS", 0)
+    site_build.generate(project.root, project.archive, full_runs=0, now=NOW, state=project.state)
+    page = (project.root / "docs" / "status" / "incidents.md").read_text()
+    assert "(../evidence/runs/INC-7-run-a/index.md)" in page and "INC-42-run-a/index.md" not in page
+    assert (project.root / "docs" / "evidence" / "runs" / "INC-7-run-a" / "index.md").is_file()
+    assert not (project.root / "docs" / "evidence" / "runs" / a).exists()

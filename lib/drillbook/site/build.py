@@ -95,14 +95,16 @@ def generate(project: Path, archive: Path, full_runs: int = DEFAULT_FULL_RUNS, n
     data = load_archive(archive, cache)
     catalogued = {e.name for e in entries}
     parts = run_parts(data, cache)
-    data.resumed_by = resumed_by(parts)  # run pages link a resumed run to the run that resumed it
+    found = incidents(parts, project)
+    full = full_page_runs(data.runs, full_runs) | page_runs(found)
+    # Run pages link a resumed run and the run that resumed it, when both have a page.
+    data.resumed_by = {a: b for a, b in resumed_by(parts).items() if a in full and b in full}
     # Evidence first: the other pages link to a run's page only if it was written.
-    pages = write_evidence(tree, data, full_page_runs(data.runs, full_runs) | page_runs(parts), catalogued)
+    pages = write_evidence(tree, data, full, catalogued)
     write_history(tree, data, {e.name: e for e in entries}, cache)
     write_runbooks(tree, project, entries, skipped, data, pages, plan, cache)
     rows = dashboard_rows(entries, plan, data, now)
-    found = incidents(parts, project)
-    tree.write(INCIDENTS, incidents_page(found, pages, now))
+    tree.write(INCIDENTS, incidents_page(found, pages, {r.run_id for r in data.runs if r.has_html}, now))
     tree.write(DASHBOARD, dashboard_page(rows, data, catalogued, pages, now, open_incidents(found, DASHBOARD)))
     tree.write(COMPLIANCE, compliance_page(entries, rows, data, pages))
     stats = tree.prune()

@@ -29,10 +29,11 @@ from ..evidence.archive import load_record
 from ..evidence.record import SEVERITIES, Record
 from .data import Archive, Cache
 from .md import admonition, badge, esc, front_matter, link, parse_time, rel, slug, table, when
-from .paths import DASHBOARD, INCIDENTS, run_page
+from .paths import DASHBOARD, INCIDENTS, run_html, run_page
 
 RESPONSE_TARGETS = {"P0": 15.0, "P1": 60.0, "P2": 240.0, "P3": 1440.0}  # minutes
 MAX_EVENTS = 200  # per run: a runaway notebook must not make the page unreadable
+RECENT_INCIDENTS = 20  # resolved incidents whose runs keep a full evidence page
 
 
 @dataclass
@@ -116,9 +117,12 @@ def resumed_by(parts: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {str(p["resumes"]): run_id for run_id, p in parts.items() if p.get("resumes") in parts}
 
 
-def page_runs(parts: dict[str, dict[str, Any]]) -> set[str]:
-    """Runs that get a full page whatever their age: those of an incident, and both ends of a resume."""
-    return {run_id for run_id, p in parts.items() if p.get("incident") or p.get("resumes")} | set(resumed_by(parts))
+def page_runs(found: list["Incident"]) -> set[str]:
+    """Runs that get a full page whatever their age: those of every open incident and of the
+    ``RECENT_INCIDENTS`` most recently opened (bounded, like the other full pages); an older
+    incident's runs link to their run-time HTML when their page has gone."""
+    chosen = [i for i in found if i.open] + [i for i in found if not i.open][:RECENT_INCIDENTS]
+    return {str(p["run_id"]) for incident in chosen for p in incident.runs}
 
 
 def _target(severity: str | None, env: str | None, project: Path) -> float:
@@ -172,7 +176,14 @@ def _verdict(start: datetime | None, end: datetime | None, target: float, now: d
     return f"{_minutes(spent)} — {'met' if spent <= target * 60 else 'missed'} ({limit})"
 
 
-def _section(incident: Incident, pages: set[str], now: datetime) -> str:
+def _evidence(part: dict[str, Any], page: str, pages: set[str], html: set[str]) -> str:
+    run_id = str(part["run_id"])
+    if run_id in pages:
+        return link("evidence", page, run_page(run_id))
+    return link("notebook as run", page, run_html(run_id)) if run_id in html else "page not published"
+
+
+def _section(incident: Incident, pages: set[str], html: set[str], now: datetime) -> str:
     page = INCIDENTS
     state, target = ("open" if incident.open else "resolved"), incident.target_minutes
     out = [f"## {esc(incident.id)} {{ #{slug('incident-' + incident.id).lower()} }}\n",
@@ -183,7 +194,7 @@ def _section(incident: Incident, pages: set[str], now: datetime) -> str:
                ["Time to resolution", esc(_verdict(incident.opened, incident.resolved, target, now))]]),
            table(["Run", "Status", "Started", "Evidence"], [
                [esc(p["run_id"]), badge(str(p.get("status")), bool(p.get("dry_run"))), when(p.get("started_at")),
-                link("evidence", page, run_page(str(p["run_id"]))) if p["run_id"] in pages else "page not published"]
+                _evidence(p, page, pages, html)]
                for p in incident.runs]),
            "**Timeline**\n",
            table(["When", "Who", "What"], [[esc(_stamp(at)), esc(who), esc(what)]
@@ -191,7 +202,8 @@ def _section(incident: Incident, pages: set[str], now: datetime) -> str:
     return "\n".join(out)
 
 
-def incidents_page(found: list[Incident], pages: set[str], now: datetime) -> str:
+def incidents_page(found: list[Incident], pages: set[str], html: set[str], now: datetime) -> str:
+    """The page; ``pages``: runs with a full page, ``html``: runs whose run-time HTML is published."""
     # The build time only when an open incident's "so far" depends on it: otherwise the page stays unchanged
     # between publishes (a rebuild writes only what changed).
     asof = f", as of **{when(now)}**" if any(i.open for i in found) else ""
@@ -201,7 +213,7 @@ def incidents_page(found: list[Incident], pages: set[str], now: datetime) -> str
            "environment of its first run sets `response_targets` (minutes per severity).\n"]
     if not found:
         out.append("No run names an incident yet (`drillbook run … --incident INC-42 --severity P1`).\n")
-    out += [_section(incident, pages, now) for incident in found]
+    out += [_section(incident, pages, html, now) for incident in found]
     out.append(f"See also: {link('dashboard', INCIDENTS, DASHBOARD)}\n")
     return "\n".join(out)
 
