@@ -7,7 +7,7 @@ DRILLBOOK := $(VENV)/bin/drillbook
 STAMP := $(VENV)/.installed
 # Debian packages the lab and the browser test use; installed when missing and running as root.
 # (postgresql: the lab needs TLS, which the pgserver wheel's binaries are built without.)
-APT_PACKAGES := postgresql openssh-server chromium
+APT_PACKAGES := postgresql openssh-server chromium pgbouncer redis-server
 
 .PHONY: demo test venv system-deps lint bench clean
 
@@ -45,13 +45,20 @@ lint: $(STAMP)
 demo: $(STAMP) system-deps
 	$(DRILLBOOK) lab up
 	$(DRILLBOOK) lint
+	$(DRILLBOOK) keys trust
 	$(DRILLBOOK) run smoke --env local
 	$(DRILLBOOK) run failover --env local --approve fault --approve promote
 	$(DRILLBOOK) run backup-restore --env local
 	$(DRILLBOOK) run key-rotation --env local --approve rotate
+	$(DRILLBOOK) run pool-exhausted --env local --approve fault --approve terminate
+	$(DRILLBOOK) run cache-down --env local --approve fault --approve restart
+	$(DRILLBOOK) run slow-query --env local --approve fault --approve cancel
+	$(DRILLBOOK) run cert-expiry --env local --approve fault --approve rotate
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
+	$(DRILLBOOK) anchor
 	$(DRILLBOOK) publish
+	$(DRILLBOOK) verify --anchors --against site
 
 bench: $(STAMP) system-deps
 	$(PY) bench/run_overhead.py

@@ -48,8 +48,8 @@ def make_project() -> Path:
     for folder in ("runbooks", "notebooks/drills"):
         shutil.copytree(REPO / folder, root / folder)
     (root / "parameters" / "environments").mkdir(parents=True)
-    pg1, pg2, ssh = free_ports(3)
-    ports = lab.LabPorts(pg1=pg1, pg2=pg2, ssh=ssh)
+    pg1, pg2, ssh, pgbouncer, redis = free_ports(5)
+    ports = lab.LabPorts(pg1=pg1, pg2=pg2, ssh=ssh, pgbouncer=pgbouncer, redis=redis)
     (root / "parameters" / "environments" / "local.yaml").write_text(lab.environment_yaml(ports, lab.lab_user()))
     os.environ.update(DRILLBOOK_HOME=str(base / "home"), DRILLBOOK_ARCHIVE=str(base / "archive"))
     lab.up(root, ports)

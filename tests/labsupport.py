@@ -82,8 +82,8 @@ def lab_project() -> LabProject:
     global _LAB
     if _LAB is None:
         base = lab_base()
-        pg1, pg2, ssh = free_ports(3)
-        ports = LabPorts(pg1=pg1, pg2=pg2, ssh=ssh)
+        pg1, pg2, ssh, pgbouncer, redis = free_ports(5)
+        ports = LabPorts(pg1=pg1, pg2=pg2, ssh=ssh, pgbouncer=pgbouncer, redis=redis)
         root = make_project(base, ports)
         _LAB = LabProject(root, ports)
         try:
@@ -114,3 +114,15 @@ def require_sshd() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and the lab's sshd is {why}: the SSH tests must run here, not skip")
     pytest.skip(f"lab sshd {why}")
+
+
+def require_components() -> None:
+    """Skip without the lab's PgBouncer or Redis, except under CI, where that is a failure."""
+    from drillbook.lab import pgbouncer, redis
+
+    missing = [name for name, part in (("pgbouncer", pgbouncer), ("redis-server", redis)) if part.binary() is None]
+    if not missing:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and {', '.join(missing)} is not installed: make system-deps installs it")
+    pytest.skip(f"not installed: {', '.join(missing)}")

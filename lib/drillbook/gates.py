@@ -15,13 +15,14 @@ stays open; the operator approves and runs the cell again. A terminal IPython as
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 from weakref import WeakKeyDictionary
 
 from . import journal
 from .config.environments import Environment
 from .errors import ChangeRequired, GateNotApproved
-from .evidence.record import Gate, Journal
+from .evidence.record import ApprovalInfo, Gate, Journal
 
 
 class Gated(Protocol):
@@ -131,6 +132,24 @@ def approve(run: Gated, gate: str, how: str | None = None, method: str = "panel"
         _typed.setdefault(run, {})[gate] = word
     run.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(), "method": method,
                               "how": how or f"approved in the gate panel by {run.data['operator']}"})
+
+
+
+def approval_for(approval_id: str, gate: str, *, drill: str, env: Environment, notebook: Path,
+                 parameters: dict[str, Any], operator: str, archive: Path | None = None,
+                 project: Path | None = None) -> ApprovalInfo:
+    """The approval ``approval_id`` if it opens ``gate`` of this run now (a gate panel's check).
+
+    Raises ``ApprovalRefused`` (a DrillbookError) with one line naming the failed condition: not in
+    the ledger, not an approver's key, by the operator, expired, or the plan (notebook, parameters,
+    environment file) changed since the approved dry run.
+    """
+    from . import paths
+    from .evidence import approvals  # the archive's cryptography: loaded only when a panel asks
+
+    project = project or paths.project_root()
+    return approvals.approval_for(approval_id, gate, drill=drill, env=env, notebook=notebook, parameters=parameters,
+                                  operator=operator, archive=archive or paths.archive_root(project), project=project)
 
 
 def require_change_up_front(env: Environment, dry_run: bool, change: str | None, unattended: bool) -> None:

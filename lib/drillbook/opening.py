@@ -12,9 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from . import incidentfile, journal, kernel, paths
 from .config.environments import Environment

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # playwright is imported by the tests that drive a browser
     from playwright.sync_api import Locator, Page
 
 JUPYTER = Path(sys.executable).parent / "jupyter"
+FINISH = "drill.finish()"  # the last cell of every runbook; prose in other cells may name it too
 EXTENSION_CONFIG = Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "drillbook.json"
 SETTINGS = {  # quiet and quick: no news, no update checks; autosave often, so the tests meet it
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
@@ -188,9 +190,10 @@ class Lab:
         return self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell")
 
     def code_cell(self, contains: str) -> Locator:
-        """The one code cell whose source contains ``contains``."""
+        """The one code cell whose source contains ``contains`` (or, for ``drill.finish()``, is it)."""
+        text: str | re.Pattern[str] = re.compile(rf"^\s*{re.escape(contains)}\s*$") if contains == FINISH else contains
         cell = self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").filter(
-            has=self.page.locator(".jp-InputArea", has_text=contains))
+            has=self.page.locator(".jp-InputArea .cm-content", has_text=text))
         wait_until(f"one code cell containing {contains!r}", lambda: cell.count() == 1, timeout=30)
         return cell
 

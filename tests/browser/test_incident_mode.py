@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,16 +31,20 @@ FAILOVER = "postgres-failover.ipynb"
 
 
 @pytest.fixture(scope="module")
-def project(lab_project: LabProject) -> LabProject:  # noqa: F811
+def project(lab_project: LabProject) -> Iterator[LabProject]:  # noqa: F811
     """The lab's project with the runbooks, and two more names for the same lab: ``staging`` and
-    ``lab-prod`` (marked production, so a live run needs a change reference)."""
+    ``lab-prod`` (marked production, so a live run needs a change reference); both, and the
+    working copies, are removed afterwards (the session's other modules share the project)."""
     for notebook in (REPO / "runbooks").glob("*.ipynb"):
         (lab_project.root / "runbooks" / notebook.name).write_bytes(notebook.read_bytes())
     local = yaml.safe_load((lab_project.root / "parameters" / "environments" / "local.yaml").read_text())
     for name, production in (("staging", False), ("lab-prod", True)):
         path = lab_project.root / "parameters" / "environments" / f"{name}.yaml"
         path.write_text(yaml.safe_dump({**local, "description": f"the lab, as {name}", "production": production}))
-    return lab_project
+    yield lab_project
+    for name in ("staging", "lab-prod"):
+        (lab_project.root / "parameters" / "environments" / f"{name}.yaml").unlink()
+    shutil.rmtree(lab_project.root / "incidents", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +123,7 @@ def test_jupyter_lab_saves_a_source_runbook_without_its_run(server: JupyterLab) 
 def test_run_all_after_picking_an_environment_runs_there_and_leaves_the_source_unchanged(
         lab: Lab, server: JupyterLab) -> None:
     sources = {p.name: p.read_bytes() for p in (server.root / "runbooks").glob("*.ipynb")}
+    written = (server.root / "runbooks" / FAILOVER).stat().st_mtime_ns
     lab.open(f"runbooks/{FAILOVER}")
     lab.select_cell('env = "local"')
     lab.page.keyboard.press("Shift+Enter")  # parameters
@@ -135,9 +141,10 @@ def test_run_all_after_picking_an_environment_runs_there_and_leaves_the_source_u
     assert "staging" in lab.output("drillbook.start(") and "local" not in lab.output("drillbook.start(")
     (record,) = [r for r in records(server) if r["drill"] == "postgres-failover" and r["env"] == "staging"]
     assert record["mode"] == "interactive" and record["dry_run"] is True and record["status"] == "passed"
-    lab.save()
-    wait_until("autosave to have had its turn", lambda: not lab.page.evaluate(
-        "() => window.jupyterapp.shell.currentWidget.context.model.dirty"))
+    wait_until("JupyterLab's autosave to write the run notebook", lambda: (
+        server.root / "runbooks" / FAILOVER).stat().st_mtime_ns != written)
+    assert {p.name: p.read_bytes() for p in (server.root / "runbooks").glob("*.ipynb")} == sources
+    lab.save()  # and an explicit Ctrl+S
     assert {p.name: p.read_bytes() for p in (server.root / "runbooks").glob("*.ipynb")} == sources
 
 
@@ -149,10 +156,10 @@ def test_operator_fails_over_production_from_a_working_copy_with_signed_evidence
     path = open_incident(server, "lab-prod", "INC-42", "--severity", "P1")
     lab.open(path)
     lab.shots.take(lab.page, "opened", "incident-opened")
-    assert lab.page.locator(".widget-dropdown select").is_disabled()  # the incident's environment, fixed
     lab.run_all()  # a dry run first
     dry = lab.wait_for_output("drill.finish()", "Evidence:")
     assert "on lab-prod: PASSED" in dry and "Changed: nothing" in dry, dry
+    assert lab.page.locator(".widget-dropdown select").is_disabled()  # the incident's environment, fixed
     lab.shots.take(lab.page, "dry-run", "incident-dry-run", show=lab.code_cell("drill.finish()"))
     assert roles(project) == before
 

@@ -336,10 +336,11 @@ def test_smoke_drill_passes_on_every_lab_host(lab_project: LabProject, tmp_path:
 @pytest.mark.integration
 def test_a_second_lab_on_chosen_ports_without_sshd_then_purge() -> None:
     base = lab_base()
-    pg1, pg2, ssh = free_ports(3)
+    pg1, pg2, ssh, pgbouncer, redis = free_ports(5)
     root = make_project(base, LabPorts(55432, 55433, 55422))  # local.yaml deliberately disagrees
     env = {"DRILLBOOK_LAB_PG1_PORT": str(pg1), "DRILLBOOK_LAB_PG2_PORT": str(pg2),
-           "DRILLBOOK_LAB_SSH_PORT": str(ssh), "DRILLBOOK_LAB_SSHD": "none"}
+           "DRILLBOOK_LAB_SSH_PORT": str(ssh), "DRILLBOOK_LAB_SSHD": "none",
+           "DRILLBOOK_LAB_PGBOUNCER_PORT": str(pgbouncer), "DRILLBOOK_LAB_REDIS_PORT": str(redis)}
     try:
         up = cli(root, "lab", "up", env=env)
         assert up.code == 0, up.output
@@ -350,7 +351,7 @@ def test_a_second_lab_on_chosen_ports_without_sshd_then_purge() -> None:
         purge = cli(root, "lab", "down", "--purge")
         assert purge.code == 0, purge.output
         assert not (root / ".lab").exists()
-        assert not port_open(pg1) and not port_open(pg2)
+        assert not port_open(pg1) and not port_open(pg2) and not port_open(pgbouncer) and not port_open(redis)
     finally:
         if (root / ".lab").exists():
             control.down(root, purge=True)

@@ -252,15 +252,19 @@ def test_dry_run_prints_the_plan_and_changes_nothing(project: Project, tmp_path:
 
 
 def test_production_refuses_a_mutating_run_without_a_change_reference(project: Project, tmp_path: Path) -> None:
-    project.write_env("prod", "production: true\nhosts:\n  here:\n    shell: local\n")
-    project.add_notebook("gated.ipynb")
+    from approvalsupport import approve, dry_run, production
+
+    keys = production(project, tmp_path)  # production needs an approval too (tests/test_approvals.py)
     marker = tmp_path / "promoted"
-    refused = cli(project, "run", "gated", "--env", "prod", "--approve", "promote", "-p", f"marker_path={marker}")
+    approval = approve(project, dry_run(project, "-p", f"marker_path={marker}"), keys["alice"])
+    as_bob = {"DRILLBOOK_OPERATOR": "bob"}
+    refused = cli(project, "run", "gated", "--env", "prod", "--approval", approval, "-p", f"marker_path={marker}",
+                  env=as_bob)
     assert refused.code == 1
     assert "changes production environment 'prod' and no change reference was given" in refused.stdout
     assert not marker.exists()
-    allowed = cli(project, "run", "gated", "--env", "prod", "--approve", "promote", "--change", "CHG-42",
-                  "-p", f"marker_path={marker}")
+    allowed = cli(project, "run", "gated", "--env", "prod", "--approval", approval, "--change", "CHG-42",
+                  "-p", f"marker_path={marker}", env=as_bob)
     assert allowed.code == 0, allowed.output
     assert marker.exists()
     assert json.loads((project.run_dirs()[-1] / "record.json").read_text())["change"] == "CHG-42"

@@ -87,6 +87,8 @@ def build_fixture(base: Path, real_runs: bool = True) -> FixtureSite:
     writer = site_build.new_writer(root, fixture.archive)  # its own key: the archive ends up with two
     fixture.history = site_build.write_history(writer, HISTORY_RUNS, datetime.now(timezone.utc) - timedelta(days=2))
     if real_runs:
+        # The first entry pinned the writer's key; the real runs sign with this home's key: pin it too.
+        assert cli(fixture.root, "keys", "trust", env=fixture.env).code == 0
         fixture.real["passed"] = _real_run(fixture, "failover_sim", "--env", "local", "--approve", "promote",
                                            "-p", "rto=2.5", "-p", "rpo=0.1", expect=0)
         fixture.real["failed"] = _real_run(fixture, "failover_sim", "--env", "local", "--approve", "promote",

@@ -14,7 +14,7 @@ from ..errors import DrillbookError
 from .app import app, print_error
 
 # Each module registers its verbs on the app; --help lists them in this order.
-from . import catalog, run, evidence, publish, lab, incident  # noqa: E402, F401, I001
+from . import catalog, run, evidence, publish, lab, incident, keys, anchor, approve  # noqa: E402, F401, I001
 
 __all__ = ["app", "main"]
 

@@ -82,6 +82,7 @@ def _print_lab(report: LabStatus) -> None:
     out.print(table(f"Lab {report.lab_dir} (PostgreSQL {report.pg_major}, servers run as {report.os_user})",
                     ["node", "role", "address", "timeline", "streams from", "lag", "notes"], rows))
     out.print(f"ssh: {escape(report.ssh)}", soft_wrap=True)
+    out.print(f"pgbouncer: {escape(report.pgbouncer)}; redis: {escape(report.redis)}", soft_wrap=True)
     for warning in report.warnings:
         out.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     state = "[green]healthy[/green]" if report.healthy else "[red]not healthy[/red] (drillbook lab up repairs it)"

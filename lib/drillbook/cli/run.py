@@ -30,6 +30,7 @@ def run(
     param: list[str] = typer.Option([], "--param", "-p", help="Notebook parameter as name=value; repeatable."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what mutating steps would do; change nothing."),
     approve: list[str] = typer.Option([], "--approve", help="Approve a named gate (dangerous step); repeatable."),
+    approval: list[str] = typer.Option([], "--approval", help="An approval id (drillbook approve) that opens its gate; repeatable. Required for a real run in production."),
     change: Optional[str] = typer.Option(None, help="Change reference; required for mutating runs in production."),
     timeout: Optional[float] = typer.Option(None, help="Seconds before the run is interrupted (default: the notebook's metadata, else 1800)."),
     wait: float = typer.Option(0.0, help="Seconds to wait for another run on the same environment to finish."),
@@ -59,7 +60,7 @@ def run(
 
     request = RunRequest(name or "", env or "", _parse_parameters(param), dry_run, list(approve), change, timeout, wait,
                          preflight=not skip_preflight, severity=severity, incident=incident,
-                         allow_changed=allow_changed)
+                         approvals=list(approval), allow_changed=allow_changed)
     if resume:
         from ..runner.resume import request_for
 
@@ -74,6 +75,9 @@ def run_one(request: RunRequest) -> int:
     from ..runner.progress import CellProgress
 
     plan = prepare(request)
+    for approval in plan.approvals:
+        err.print(f"gate {approval['gate']} opened by approval {approval['id']} of {approval['approver']} "
+                  f"(plan {approval['plan_sha256'][:16]}, expires {approval['expires_at']})")
     resumes = f", resuming run {request.resume}" if request.resume else ""
     dry = " (dry run)" if request.dry_run else ""
     err.print(f"running {plan.name} on {plan.env.name}{dry}: run {plan.run_id}{resumes}")

@@ -33,6 +33,11 @@ class Metadata(BaseModel):
     schedule: str | None = None  # cron; None for runbooks run on demand
     tags: list[str] = Field(default_factory=list)
     timeout_seconds: int = Field(1800, gt=0)
+    # Runbooks: how urgent the incident it answers is (response within 15 min / 1 h / 4 h / 24 h),
+    # the alert that opens it, and the symptom an operator sees (lint requires the severity).
+    severity: Literal["P0", "P1", "P2", "P3"] | None = None
+    alert: str = ""
+    symptom: str = ""
 
     @field_validator("schedule")
     @classmethod

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from .. import paths
 from ..errors import ConfigError, DrillbookError, NotFound, SecretError
+from .access import Access
 from .secrets import SecretRef
 from .yamlfile import read_yaml
 
@@ -109,7 +110,46 @@ class PostgresService(Model):
         return value
 
 
-Service = Annotated[PostgresService, Field(discriminator="kind")]
+class PgBouncerService(Model):
+    """A PgBouncer in front of a PostgreSQL service: where clients connect, and its admin console.
+
+    ``config`` is the pgbouncer.ini on ``host`` that a RELOAD re-reads (raising the pool size edits it).
+    """
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password", "admin_password")
+
+    kind: Literal["pgbouncer"]
+    host: str  # a key of ``hosts``: where the pgbouncer process and its configuration live
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    backend: str = "postgres"  # the postgres service it pools
+    database: str = "app"
+    user: str  # the pooled login clients use
+    password: SecretRefText
+    admin_user: str = "pgbouncer"
+    admin_password: SecretRefText
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    config: str | None = None
+    binary: str = "pgbouncer"  # looked up on ``host``: without it, runbooks that need it do not apply
+
+
+class RedisService(Model):
+    """A Redis cache. ``restart`` is the command (run on ``host``) that starts it again."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+
+    kind: Literal["redis"]
+    host: str
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    password: SecretRefText | None = None
+    restart: str | None = None  # e.g. "sudo systemctl restart redis-server"
+    config: str | None = None  # without ``restart``: started as ``binary config``, as the file's owner
+    binary: str = "redis-server"
+
+
+Service = Annotated[PostgresService | PgBouncerService | RedisService, Field(discriminator="kind")]
 
 
 class Environment(Model):
@@ -123,6 +163,7 @@ class Environment(Model):
     parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # notebook name → values
     # Minutes to resolve an incident of each severity here (the site's incidents page; default RESPONSE_TARGETS).
     response_targets: dict[Literal["P0", "P1", "P2", "P3"], Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    access: Access = Field(default_factory=Access)  # who may run and who approves (config/access.py)
     source: str = ""  # the file it came from, filled in by the loader
 
     def secret_refs(self) -> dict[str, SecretRef]:

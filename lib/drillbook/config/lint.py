@@ -1,7 +1,8 @@
 """``drillbook lint``: what a committed runbook or drill notebook must satisfy.
 
 A parameters cell, a kernelspec, no outputs, valid ``metadata.drillbook``, and no environment
-passing a parameter the notebook does not declare (papermill would only warn; we refuse).
+passing a parameter the notebook does not declare (papermill would only warn; we refuse). A runbook
+also needs a severity and its sections (``runbook_rules``).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import DrillbookError
-from . import catalog, environments, notebooks
+from . import catalog, environments, notebooks, runbook_rules
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ def lint_notebook(path: Path, root: Path) -> tuple[list[Problem], set[str] | Non
         if expected and meta.kind != expected:
             problems.append(Problem(where, f"metadata.drillbook.kind is {meta.kind!r} but the notebook lives "
                                            f"in {Path(where).parent}/ (for {expected}s)"))
+        if meta.kind == "runbook":
+            problems.extend(Problem(where, text) for text in runbook_rules.runbook_problems(nb, meta))
     except DrillbookError as exc:
         problems.append(Problem(where, exc.message.removeprefix(f"{where}: ")))
     return problems, declared

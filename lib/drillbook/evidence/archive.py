@@ -30,12 +30,19 @@ RUNS = "runs"
 TEXT_SUFFIXES = {".json", ".ipynb", ".html", ".txt", ".log", ".md", ".csv", ".svg", ".yaml", ".jsonl", ".out"}
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_file(path: Path | str) -> str:
+    with open(path, "rb", buffering=0) as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()  # one reused buffer, GIL released
+
+
+def _bundle_files(bundle: Path) -> set[str]:
+    """Every file below ``bundle`` by its path relative to it (``os.walk``: pathlib's rglob costs
+    more than hashing a small bundle)."""
+    found = set()
+    for folder, _, names in os.walk(bundle):
+        prefix = os.path.relpath(folder, bundle).replace(os.sep, "/") + "/"
+        found.update((n if prefix == "./" else prefix + n) for n in names)
+    return found
 
 
 def run_dir(archive: Path, run_id: str) -> Path:
@@ -71,13 +78,13 @@ def check_bundle(bundle: Path, manifest_sha: str) -> list[str]:
     for line in text.decode("utf-8", "replace").splitlines():
         digest, _, name = line.partition("  ")
         listed[name] = digest
-    present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {MANIFEST_NAME}
+    present = _bundle_files(bundle) - {MANIFEST_NAME}
     for name in sorted(set(listed) - present):
         issues.append(f"modified: {name} was removed")
     for name in sorted(present - set(listed)):
         issues.append(f"modified: {name} was added after archiving")
     for name in sorted(set(listed) & present):
-        if sha256_file(bundle / name) != listed[name]:
+        if sha256_file(os.path.join(bundle, name)) != listed[name]:
             issues.append(f"modified: {name} changed")
     return issues
 
@@ -162,7 +169,7 @@ def latest_runs(archive: Path, dry_runs: bool = True) -> list[dict[str, Any]]:
     With ``dry_runs=False`` only real runs count (what a schedule asks for)."""
     latest: dict[tuple[Any, Any], dict[str, Any]] = {}
     for entry in ledger.read_entries(archive):
-        if "corrupt" not in entry and (dry_runs or not entry.get("dry_run")):
+        if "run_id" in entry and (dry_runs or not entry.get("dry_run")):  # not a key transition
             latest[(entry.get("drill"), entry.get("env"))] = entry
     return list(latest.values())
 

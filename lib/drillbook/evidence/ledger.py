@@ -2,8 +2,10 @@
 
 Each entry holds the sha256 of its run's MANIFEST and the hash of the previous entry; its own
 hash covers everything but ``hash`` and ``sig``, and ``sig`` is the ed25519 signature of that
-hash. HEAD repeats the last entry's seq and hash, signed, so cutting lines off the end of the
-ledger is detected too. Appends hold an exclusive lock, so concurrent runs cannot fork the chain.
+hash. HEAD repeats the last entry's seq, hash and time, signed, so cutting lines off the end of the
+ledger is detected too (and an older HEAD put back, against an anchor: ``anchors``). The first entry
+of an empty ledger pins its key in the trust file when none is pinned yet (``trust``); a key
+transition (``rotation``) is an entry signed by the old key and the new one (``new_sig``). Appends hold an exclusive lock, so concurrent runs cannot fork the chain.
 """
 # No ``from __future__ import annotations``: RunFields' NotRequired keys must stay introspectable.
 
@@ -12,19 +14,19 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, NotRequired, TypedDict
+from typing import Any, Iterator, Mapping, NotRequired, TypedDict
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import journal
 from ..errors import EvidenceError
 from ..files import flocked
-from . import keys
+from . import keys, trust
 
 LEDGER_NAME = "ledger.jsonl"
 HEAD_NAME = "HEAD"
 GENESIS = "0" * 64
-SIGNED_OUT = ("hash", "sig")
+SIGNED_OUT = ("hash", "sig", "new_sig")
 
 
 class RunFields(TypedDict):
@@ -120,16 +122,38 @@ def append_once(archive: Path, key: Ed25519PrivateKey, fields: RunFields) -> dic
         return entry
 
 
-def _append_locked(archive: Path, key: Ed25519PrivateKey, kid: str, fields: RunFields) -> dict[str, Any]:
+def _append_locked(archive: Path, key: Ed25519PrivateKey, kid: str, fields: Mapping[str, Any],
+                   cosigner: Ed25519PrivateKey | None = None) -> dict[str, Any]:
     path = archive / LEDGER_NAME
     last = _last_entry(path)
     entry = {"seq": (last["seq"] + 1) if last else 1, **fields,
              "prev": last["hash"] if last else GENESIS, "recorded_at": journal.now_iso(), "key_id": kid}
     entry["hash"] = entry_hash(entry)
     entry["sig"] = keys.sign(key, entry["hash"].encode("ascii"))
+    if cosigner is not None:
+        entry["new_sig"] = keys.sign(cosigner, entry["hash"].encode("ascii"))
+    if last is None:
+        trust.adopt_genesis_key(archive, key, entry["recorded_at"])
     _append_line(path, (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8"))
-    write_head(archive, key, entry)
+    write_head(archive, cosigner or key, entry)
     return entry
+
+
+def append_event(archive: Path, key: Ed25519PrivateKey, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Enter a signed entry that is not a run (an approval: ``fields["type"]`` says which)."""
+    kid = keys.export_public_key(key, archive)
+    with locked(archive):
+        return _append_locked(archive, key, kid, fields)
+
+
+def append_transition(archive: Path, old: Ed25519PrivateKey, new: Ed25519PrivateKey) -> dict[str, Any]:
+    """Hand signing over from ``old`` to ``new``: one entry signed by both; HEAD signed by the new key."""
+    keys.export_public_key(new, archive)
+    kid = keys.export_public_key(old, archive)
+    fields = {"type": trust.TRANSITION, "new_key_id": keys.key_id(new.public_key()),
+              "new_public_key": keys.public_pem(new.public_key()).decode("ascii")}
+    with locked(archive):
+        return _append_locked(archive, old, kid, fields, cosigner=new)
 
 
 def _append_line(path: Path, line: bytes) -> None:
@@ -151,7 +175,9 @@ def _append_line(path: Path, line: bytes) -> None:
 
 
 def write_head(archive: Path, key: Ed25519PrivateKey, entry: dict[str, Any]) -> None:
-    head = {"seq": entry["seq"], "hash": entry["hash"], "key_id": entry["key_id"]}
+    # The signature covers every field but ``sig``: a HEAD binds its entry's seq, hash and time.
+    head = {"seq": entry["seq"], "hash": entry["hash"], "recorded_at": entry.get("recorded_at"),
+            "key_id": keys.key_id(key.public_key())}
     head["sig"] = keys.sign(key, canonical(head))
     journal.write_json_atomic(archive / HEAD_NAME, head, mode=0o644)
 

@@ -177,6 +177,28 @@ class FailingCell(TypedDict):
     source_first_line: str
 
 
+class PlanHash(TypedDict):
+    """What a run would do, bound by hashes (``evidence/approvals.py``): an approval names ``sha256``."""
+
+    sha256: str  # of the three below, canonical JSON
+    notebook_sha256: str
+    parameters_sha256: str  # the parameters the operator and the environment give (not env/dry_run/approve/change)
+    environment_sha256: str  # the environment file's bytes
+
+
+class ApprovalInfo(TypedDict):
+    """An approval that opened a gate of this run (``drillbook approve``, four eyes)."""
+
+    id: str
+    gate: str
+    dry_run: str  # the run id of the dry run whose plan was approved
+    approver: str
+    key_fingerprint: str
+    plan_sha256: str
+    approved_at: str
+    expires_at: str
+
+
 class Record(TypedDict):
     schema: int
     run_id: str
@@ -217,6 +239,8 @@ class Record(TypedDict):
     incident: NotRequired[str | None]  # the incident id
     resumes: NotRequired[str]  # the run this one resumes (``runner/resume.py``)
     resume_source_changed: NotRequired[bool]  # resumed with --allow-changed although the notebook changed
+    plan: NotRequired[PlanHash]  # every run since approvals: what a dry run's approval binds
+    approvals: NotRequired[list[ApprovalInfo]]
 
 
 # What the record takes from the journal (the rest of the journal is the runner's to know).

@@ -24,7 +24,7 @@ from pathlib import Path
 import nbformat
 
 from .. import files, paths
-from ..incidentfile import INCIDENT_FILE, SEVERITIES, validate_severity
+from ..incidentfile import INCIDENT_FILE, validate_severity
 from ..config import catalog, environments, notebooks
 from ..errors import ConfigError, NotebookError
 

@@ -1,4 +1,4 @@
-"""The embedded lab: a real PostgreSQL primary + streaming standby (and an sshd) on 127.0.0.1.
+"""The embedded lab: a real PostgreSQL primary + streaming standby, PgBouncer, Redis (and an sshd) on 127.0.0.1.
 
     drillbook lab up                      # create (~4 s) or repair; idempotent: a warm run takes < 1 s
     drillbook lab status                  # roles, timelines, replication lag, ports, ssh
@@ -37,11 +37,16 @@ sequenced writer that measures RPO.
 fenced or diverged node as a standby (pg_rewind, else pg_basebackup), promotes a standby if no
 primary is left, restores the application's login if a rotation was interrupted, and starts sshd.
 
+PgBouncer (``data/pgbouncer/``: transaction pooling in front of the primary, port 55434, login
+``app_pool``, admin console ``pgbouncer_admin``) and Redis (``data/redis/``, port 55479, a password)
+start with ``up`` when Debian's ``pgbouncer`` and ``redis-server`` are installed (``…_PGBOUNCER_PORT``,
+``…_REDIS_PORT`` choose other ports; ``DRILLBOOK_LAB_PGBOUNCER``/``…_REDIS=none`` leave them out).
+
 Modules: ``state`` (ports, paths, lab.json), ``oslevel`` (the OS user, private files, loopback
 ports), ``binaries`` (which PostgreSQL), ``tls`` (CA, server certificate, made by ``drillbook.pki``),
 ``pg`` (passwords, configuration, roles, sample data, repairing the pair), ``sshd`` (sshd, its
-files), ``environment`` (the environment the lab implies) and ``control`` (``up``, ``status``,
-``down``). The package exports what the CLI needs; everything else is imported from its module.
+files), ``pgbouncer`` and ``redis`` (the pool and the cache), ``environment`` (the environment the
+lab implies) and ``control`` (``up``, ``status``, ``down``). The package exports what the CLI needs; everything else is imported from its module.
 """
 from __future__ import annotations
 

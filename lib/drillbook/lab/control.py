@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import LabError
 from ..targets.postgres import Postgres
 from ..targets.postgres.results import NodeState, PostgresError
+from . import pgbouncer, redis
 from .binaries import select_binaries
 from .environment import env_warnings, lab_postgres
 from .oslevel import check_access, ensure_os_user, make_dirs, require_free_port, stop_pid
@@ -44,13 +45,16 @@ class LabStatus:
     pg_major: int
     nodes: list[NodeState] = field(default_factory=list)
     ssh: str = ""
+    pgbouncer: str = ""
+    redis: str = ""
     warnings: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
         roles = sorted(n.role for n in self.nodes)
         standbys_ok = all(n.streaming for n in self.nodes if n.role == "standby")
-        return roles == ["primary", "standby"] and standbys_ok and not self.ssh.startswith("stopped")
+        stopped = any(part.startswith("stopped") for part in (self.ssh, self.pgbouncer, self.redis))
+        return roles == ["primary", "standby"] and standbys_ok and not stopped
 
 
 def status(project: Path) -> LabStatus:
@@ -68,8 +72,16 @@ def status(project: Path) -> LabStatus:
         result.ssh = f"running on 127.0.0.1:{state.ports.ssh} (login {state.os_user})"
     else:
         result.ssh = "stopped (drillbook lab up starts it)"
+    result.pgbouncer = _describe(state.pgbouncer, pgbouncer.pid(paths), state.ports.pgbouncer)
+    result.redis = _describe(state.redis, redis.pid(paths), state.ports.redis)
     result.warnings = env_warnings(paths, state)
     return result
+
+
+def _describe(availability: str, pid: int | None, port: int) -> str:
+    if availability.startswith("unavailable"):
+        return availability
+    return f"running on 127.0.0.1:{port}" if pid else "stopped (drillbook lab up starts it)"
 
 
 # ----------------------------------------------------------------------------- up / down
@@ -79,6 +91,8 @@ def _prepare_state(paths: LabPaths, requested: LabPorts | None, user: str) -> La
         ports = requested or LabPorts.from_env()
         for name in NODES:
             require_free_port(ports.of(name), name, f"--{name}-port")
+        for name in ("pgbouncer", "redis"):
+            require_free_port(ports.of(name), name, f"(DRILLBOOK_LAB_{name.upper()}_PORT)")
         return LabState(ports=ports, os_user=user, created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     if requested and requested != state.ports:
         raise LabError(f"the lab in {paths.root} already uses ports pg1={state.ports.pg1} pg2={state.ports.pg2} "
@@ -112,7 +126,9 @@ def up(project: Path, ports: LabPorts | None = None, say: Say = _quiet) -> LabSt
         for name in NODES:
             if name != primary:
                 ensure_standby(pg, name, primary, say)
+        pgbouncer.start(pg, paths, state, primary, say)
     start_sshd(paths, state, say)
+    redis.start(paths, state, say)
     save_state(paths, state)
     return status(project)
 
@@ -135,6 +151,9 @@ def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
     if pid:
         stop_pid(pid)
         say("stopped sshd")
+    for name, part in (("pgbouncer", pgbouncer), ("redis", redis)):
+        if part.stop(paths):
+            say(f"stopped {name}")
     state = load_state(paths)
     if state is not None and state.bin_dir:
         with lab_postgres(paths, state) as pg:

@@ -10,6 +10,8 @@ from ..config.yamlfile import dump_yaml
 from ..errors import DrillbookError
 from ..shells.local import LocalShell
 from ..targets.postgres import Postgres
+from .pgbouncer import lab_service as lab_pgbouncer
+from .redis import lab_service as lab_redis
 from .state import LAB_ENV, LAB_USER, NODES, LabPaths, LabPorts, LabState
 
 
@@ -17,7 +19,7 @@ def environment_data(ports: LabPorts, ssh_user: str = LAB_USER) -> dict[str, Any
     """The environment (as in ``local.yaml``) that describes a lab on these ports."""
     node = lambda name: {"name": name, "host": "lab", "port": ports.of(name), "data_dir": f".lab/data/{name}"}  # noqa: E731
     return {
-        "description": "Embedded local lab (PostgreSQL primary + standby on 127.0.0.1, sshd on loopback)",
+        "description": "Embedded local lab (PostgreSQL primary + standby, PgBouncer, Redis on 127.0.0.1, sshd on loopback)",
         "production": False,
         "hosts": {
             "lab": {"shell": "local"},
@@ -35,9 +37,16 @@ def environment_data(ports: LabPorts, ssh_user: str = LAB_USER) -> dict[str, Any
                 "sslmode": "verify-full", "sslrootcert": ".lab/ca/ca.crt", "ca_key": "file:.lab/ca/ca.key",
                 "bin_dir": ".lab/bin", "nodes": [node(name) for name in NODES],
             },
+            **lab_pool_and_cache(ports),
         },
-        "objectives": {"rto_seconds": 30, "rpo_seconds": 5, "failed_probes": 0, "backup_age_seconds": 3600},
+        "objectives": {"rto_seconds": 30, "rpo_seconds": 5, "failed_probes": 0, "backup_age_seconds": 3600,
+                       "cert_min_days": 14, "latency_p95_ms": 200},
     }
+
+
+def lab_pool_and_cache(ports: LabPorts) -> dict[str, Any]:
+    """The lab's PgBouncer and Redis, as services of the environment."""
+    return {"pgbouncer": lab_pgbouncer(ports.pgbouncer), "redis": lab_redis(ports.redis)}
 
 
 def environment_yaml(ports: LabPorts, ssh_user: str = LAB_USER, parameters: dict[str, Any] | None = None) -> str:
@@ -72,9 +81,13 @@ def env_warnings(paths: LabPaths, state: LabState) -> list[str]:
         return [f"{LAB_ENV}.yaml: {exc.message}"]
     warnings = []
     for svc in env.services.values():
-        for node in svc.nodes:
+        for node in getattr(svc, "nodes", []):
             if node.name in NODES and node.port != state.ports.of(node.name):
                 warnings.append(f"{LAB_ENV}.yaml gives {node.name} port {node.port}; the lab uses {state.ports.of(node.name)}")
+    for name, port in (("pgbouncer", state.ports.pgbouncer), ("redis", state.ports.redis)):
+        svc = env.services.get(name)
+        if svc is not None and getattr(svc, "port", port) != port:
+            warnings.append(f"{LAB_ENV}.yaml gives {name} port {getattr(svc, 'port')}; the lab uses {port}")
     ssh_host = env.hosts.get("lab-ssh")
     if ssh_host and ssh_host.port != state.ports.ssh:
         warnings.append(f"{LAB_ENV}.yaml gives lab-ssh port {ssh_host.port}; the lab's sshd uses {state.ports.ssh}")

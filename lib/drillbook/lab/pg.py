@@ -47,6 +47,7 @@ def render_server_conf(paths: LabPaths) -> str:
         "wal_keep_size = '256MB'  # lets a rewound node catch up without archive",
         "wal_log_hints = on  # pg_rewind", "hot_standby = on", "wal_receiver_status_interval = 1s",
         "log_line_prefix = '%m [%p] %q%u@%d '", "log_min_messages = warning",
+        "shared_preload_libraries = 'pg_stat_statements'  # the slow-query runbooks read it",
         f"include_if_exists = {q(NODE_CONF)}  # per node: port, primary_conninfo", "",
     ])
 
@@ -130,6 +131,9 @@ def create_roles_and_schema(pg: Postgres, primary: str, say: Say) -> None:
     if repl.user not in have:
         pg.rotation.set_password(repl.user, repl.password)
     with pg.connections.connect(primary, login="admin", dbname=pg.context.service.database, autocommit=False) as conn:
+        if conn.execute("SELECT 1 FROM pg_settings WHERE name = 'shared_preload_libraries' "
+                        "AND setting LIKE '%pg_stat_statements%'").fetchone():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         if conn.execute("SELECT to_regclass('public.order_lines')").fetchone()[0] is None:
             say("seeding the sample schema (66,000 rows)")
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(APP_GROUP)))

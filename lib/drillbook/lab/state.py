@@ -18,7 +18,8 @@ from ..files import write_atomic
 LAB_ENV = "local"  # the environment file that describes the lab
 LAB_USER = "drillbook-lab"  # the unprivileged OS user the servers run as when we are root
 NODES = ("pg1", "pg2")
-PORT_VARS = {"pg1": "DRILLBOOK_LAB_PG1_PORT", "pg2": "DRILLBOOK_LAB_PG2_PORT", "ssh": "DRILLBOOK_LAB_SSH_PORT"}
+PORT_VARS = {"pg1": "DRILLBOOK_LAB_PG1_PORT", "pg2": "DRILLBOOK_LAB_PG2_PORT", "ssh": "DRILLBOOK_LAB_SSH_PORT",
+             "pgbouncer": "DRILLBOOK_LAB_PGBOUNCER_PORT", "redis": "DRILLBOOK_LAB_REDIS_PORT"}
 Say = Callable[[str], None]
 
 
@@ -27,6 +28,8 @@ class LabPorts:
     pg1: int = 55432
     pg2: int = 55433
     ssh: int = 55422
+    pgbouncer: int = 55434
+    redis: int = 55479
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **given: int | None) -> LabPorts:
@@ -45,8 +48,9 @@ class LabPorts:
                 raise LabError(f"lab port {port} for {name} is out of range", "use a port between 1024 and 65535")
             values[name] = port
         ports = cls(**values)
-        if len({ports.pg1, ports.pg2, ports.ssh}) != 3:
-            raise LabError(f"lab ports must differ, got pg1={ports.pg1} pg2={ports.pg2} ssh={ports.ssh}")
+        if len(set(asdict(ports).values())) != len(PORT_VARS):
+            shown = " ".join(f"{k}={v}" for k, v in asdict(ports).items())
+            raise LabError(f"lab ports must differ, got {shown}")
         return ports
 
     def of(self, node: str) -> int:
@@ -62,6 +66,8 @@ class LabState:
     bin_dir: str = ""
     pg_major: int = 0
     ssh: str = "unknown"  # "enabled" or "unavailable: <reason>"
+    pgbouncer: str = "unknown"  # likewise, for the lab's PgBouncer and Redis
+    redis: str = "unknown"
     created_at: str = ""
 
     def to_json(self) -> str:

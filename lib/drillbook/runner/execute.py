@@ -21,7 +21,7 @@ from nbformat import NotebookNode
 from .. import journal, paths, scraps
 from ..config import notebooks
 from ..errors import EvidenceError
-from ..evidence import keys, record
+from ..evidence import approvals, keys, record
 from ..evidence.archive import record_run
 from ..journal import operator_identity
 from . import inflight, locks, resume
@@ -166,6 +166,9 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
         operator=operator, operator_source=operator_source, mode="run",
         severity=plan.request.severity, incident=plan.request.incident,
     )
+    base["plan"] = approvals.plan_hash(plan.path, plan.parameters, Path(plan.env.source))  # what an approval binds
+    if plan.approvals:
+        base["approvals"] = list(plan.approvals)
     resume.stamp_run(base, plan.request, plan.path, archive)  # a resumed run names the run it resumes
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait, operator=operator):
         marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)

@@ -40,7 +40,7 @@ from .. import files, journal, paths
 from ..config import environments
 from ..config.secrets import Redactor
 from ..errors import DrillbookError, EvidenceError
-from ..evidence import keys, ledger, record
+from ..evidence import keys, ledger, record, rotation
 from ..evidence.archive import finish_archived, load_record, record_run
 from ..evidence.archive import run_dir as bundle_dir
 from ..journal import RUN_DIR_VAR
@@ -187,8 +187,10 @@ def _signature(key: Ed25519PrivateKey, info: dict[str, Any]) -> str:
 
 
 def _authentic(key: Ed25519PrivateKey, info: dict[str, Any]) -> bool:
+    """Signed by this user's key, or by one it retired (a runner that started before a rotation)."""
     body = ledger.canonical({k: v for k, v in info.items() if k != "sig"})
-    return keys.verify_signature(key.public_key(), SIGNED_AS + body, str(info.get("sig")))
+    return any(keys.verify_signature(public, SIGNED_AS + body, str(info.get("sig")))
+               for public in (key.public_key(), *rotation.retired_public_keys()))
 
 
 class Marker:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import journal, paths
+from .. import paths
 from ..cells import CellLog
 from ..config import catalog
 from ..config.environments import Environment

@@ -20,6 +20,7 @@ from ..config import catalog, environments, notebooks
 from ..config.environments import Environment
 from ..config.secrets import Redactor, SecretRef, is_secret_ref
 from ..errors import DrillbookError, NotebookError, UnreachableHost
+from ..evidence.record import ApprovalInfo
 
 DEFAULT_TIMEOUT = 1800.0
 
@@ -38,6 +39,7 @@ class RunRequest:
     severity: str | None = None  # P0–P3, when the run serves an incident
     approved_by: str = "approve"  # how ``approve`` was given: "approve" (--approve) or "schedule"
     incident: str | None = None  # the incident's id
+    approvals: list[str] = field(default_factory=list)  # approval ids (drillbook approve) for gates
     resume: str | None = None  # the run this one resumes (``resume.request_for``)
     allow_changed: bool = False  # resume although the notebook changed since (recorded)
 
@@ -57,6 +59,7 @@ class Plan:
     request: RunRequest
     kernel_name: str
     scrub_parameters: dict[str, Any] = field(default_factory=dict)  # with defaults: what the redactor resolved
+    approvals: list[ApprovalInfo] = field(default_factory=list)  # checked ones: the record carries them
 
 
 def new_run_id(name: str, env: str) -> str:
@@ -190,5 +193,23 @@ def prepare(request: RunRequest, project: Path | None = None) -> Plan:
             parameters[known] = getattr(request, known)
     timeout = request.timeout or (entry.meta.timeout_seconds if entry else DEFAULT_TIMEOUT)
     kernel_name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
-    return Plan(path, name, entry, env, parameters, redactor, run_id, float(timeout), request, kernel_name,
+    plan = Plan(path, name, entry, env, parameters, redactor, run_id, float(timeout), request, kernel_name,
                 scrub_parameters)
+    authorize(plan, project)
+    return plan
+
+
+def authorize(plan: Plan, project: Path) -> None:
+    """Check the run's approvals (``evidence/approvals.py``) and open the gates they approve; a real run
+    on an environment requiring approval without a valid one is refused here, before anything runs."""
+    from ..evidence import approvals  # cryptography: only when a run is prepared
+
+    request = plan.request
+    plan.approvals = approvals.authorize(
+        paths.archive_root(project), project, list(request.approvals), drill=plan.name, env=plan.env,
+        notebook=plan.path, parameters=plan.parameters, operator=journal.operator_name(), dry_run=request.dry_run)
+    for approval in plan.approvals:
+        if approval["gate"] not in request.approve:
+            request.approve.append(approval["gate"])
+    if "approve" in plan.parameters:
+        plan.parameters["approve"] = list(request.approve)

@@ -117,8 +117,8 @@ def request_for(run_id: str, given: RunRequest, project: Path, archive: Path) ->
     return RunRequest(target, str(rec.get("env")), {**carried, **given.parameters},
                       given.dry_run or bool(rec.get("dry_run")), list(given.approve), given.change or rec.get("change"),
                       given.timeout, given.wait, given.preflight, given.severity or rec.get("severity"),
-                      given.approved_by, given.incident or rec.get("incident"), resume=run_id,
-                      allow_changed=given.allow_changed)
+                      given.approved_by, given.incident or rec.get("incident"), approvals=list(given.approvals),
+                      resume=run_id, allow_changed=given.allow_changed)
 
 
 def stamp(base: Record, resumes: str | None, changed: bool) -> None:

@@ -23,6 +23,8 @@ from pathlib import Path
 from .. import paths
 from ..config import catalog, schedule
 from ..errors import ConfigError, DrillbookError
+from ..evidence.freshness import last_drills
+from .anchoring import anchor_note
 from .data import Cache, cache_path, full_page_runs, load_archive
 from .evidence import write_evidence
 from .files import GENERATED, PageTree, TreeStats
@@ -102,11 +104,13 @@ def generate(project: Path, archive: Path, full_runs: int = DEFAULT_FULL_RUNS, n
     # Evidence first: the other pages link to a run's page only if it was written.
     pages = write_evidence(tree, data, full, catalogued)
     write_history(tree, data, {e.name: e for e in entries}, cache)
-    write_runbooks(tree, project, entries, skipped, data, pages, plan, cache)
+    fresh = last_drills(archive, {e.name: e.path for e in entries if e.kind == "runbook"})
+    write_runbooks(tree, project, entries, skipped, data, pages, plan, cache, fresh)
     rows = dashboard_rows(entries, plan, data, now)
     tree.write(INCIDENTS, incidents_page(found, pages, {r.run_id for r in data.runs if r.has_html}, now))
-    tree.write(DASHBOARD, dashboard_page(rows, data, catalogued, pages, now, open_incidents(found, DASHBOARD)))
-    tree.write(COMPLIANCE, compliance_page(entries, rows, data, pages))
+    tree.write(DASHBOARD, dashboard_page(rows, data, catalogued, pages, now, open_incidents(found, DASHBOARD))
+               + anchor_note(data))
+    tree.write(COMPLIANCE, compliance_page(entries, rows, data, pages, fresh))
     stats = tree.prune()
     cache.save()
     return Generated(stats, len(data.runs), len(pages), data.verify.ok, time.monotonic() - t0)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import EvidenceError
 from ..evidence import ledger
+from ..evidence.anchors import anchors_of
 from ..evidence.archive import load_record, run_dir
 from ..evidence.record import Measure as RecordedMeasure
 from ..evidence.record import Record
@@ -24,7 +25,7 @@ from ..evidence.verify import verify_archive
 from ..files import write_atomic
 from .md import parse_time
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: summaries name the runbooks a drill ran
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class RunSummary:
     measures: tuple[Measure, ...]
     has_html: bool
     readable: bool  # False when the bundle's record.json cannot be read (verify names why)
+    runbooks: tuple[str, ...] = ()  # the runbooks a drill ran as sub-notebooks (from its attachments)
 
     @property
     def finished(self) -> datetime | None:
@@ -166,6 +168,8 @@ def summarize(entry: dict[str, Any], record: Record | None, has_html: bool) -> R
         finished_at=rec.get("finished_at") or entry.get("finished_at") or entry.get("recorded_at"),
         dry_run=bool(rec.get("dry_run")), controls=tuple(str(c) for c in rec.get("controls") or []),
         objectives=objectives, measures=measures, has_html=has_html, readable=record is not None,
+        runbooks=tuple(sorted({str(a).rsplit("/", 1)[-1].removesuffix(".ipynb") for a in rec.get("attachments") or []
+                               if str(a).endswith(".ipynb")})),
     )
 
 
@@ -173,6 +177,7 @@ def _from_cache(raw: dict[str, Any]) -> RunSummary:
     raw = dict(raw)
     raw["controls"] = tuple(raw["controls"])
     raw["measures"] = tuple(Measure(**m) for m in raw["measures"])
+    raw["runbooks"] = tuple(raw.get("runbooks") or ())
     return RunSummary(**raw)
 
 
@@ -207,7 +212,7 @@ def load_summaries(archive: Path, entries: list[dict[str, Any]], cache: Cache) -
 
 # --------------------------------------------------------------------------- verify
 def verify(root: Path) -> VerifyState:
-    report = verify_archive(root)
+    report = verify_archive(root, anchors=anchors_of(root))  # held to the project's git anchors too
     state = VerifyState(runs=report.runs, checked=True)
     for problem in report.problems:
         if problem.run_id is None:

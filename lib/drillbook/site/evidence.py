@@ -10,16 +10,17 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import EvidenceError
-from ..evidence import keys, ledger
+from ..evidence import anchors, keys, ledger
 from ..evidence.archive import MANIFEST_NAME, RECORD_NAME, load_record, run_dir
 from ..evidence.record import Record
 from .data import Archive, RunSummary
 from .files import PageTree
 from .md import admonition, badge, code, esc, front_matter, link, number, rel, table, when
 from .paths import (
+    AUDIT_GUIDE,
     EVIDENCE_INDEX,
     HISTORY_INDEX,
     VERIFY_GUIDE,
@@ -118,11 +119,22 @@ def _cleanups_and_gates(rec: Record) -> str:
     out = []
     cleanups = [[esc(c.get("title")), esc(c.get("status")), esc(c.get("detail") or "")] for c in rec.get("cleanups") or []]
     out.append(table(["Cleanup", "Status", "Detail"], cleanups) if cleanups else "No cleanups were registered.\n")
-    gates = [[code(g.get("gate")), esc(g.get("step")), esc(g.get("method") or ""), esc(g.get("how")), when(g.get("at"))]
-             for g in rec.get("gates") or []]
-    out.append(table(["Gate", "Step", "Method", "How it was passed", "Confirmed at"], gates) if gates
+    approved = {str(a.get("gate")): a for a in rec.get("approvals") or []}
+    gates = [[code(g.get("gate")), esc(g.get("step")), esc(g.get("method") or ""), esc(g.get("how")), when(g.get("at")),
+              _approval_cell(approved.get(str(g.get("gate"))))] for g in rec.get("gates") or []]
+    out.append(table(["Gate", "Step", "Method", "How it was passed", "Confirmed at", "Approval"], gates) if gates
                else "No gate was passed.\n")
     return "\n".join(out)
+
+
+def _approval_cell(approval: Mapping[str, Any] | None) -> str:
+    """Who approved the gate, with which key, for which plan (four eyes; ``evidence/approvals.py``)."""
+    if not approval:
+        return "—"
+    return (f"{code(approval.get('id'))} by **{esc(approval.get('approver'))}** "
+            f"(key {code(str(approval.get('key_fingerprint'))[:23])}…) at {when(approval.get('approved_at'))}<br>"
+            f"plan {code(str(approval.get('plan_sha256'))[:16])} of dry run {code(approval.get('dry_run'))}, "
+            f"valid until {when(approval.get('expires_at'))}")
 
 
 def _parameters(rec: Record) -> str:
@@ -301,12 +313,19 @@ def evidence_index(tree: PageTree, archive: Archive, full: set[str], published: 
     for name in (ledger.LEDGER_NAME, ledger.HEAD_NAME):
         if (archive.root / name).is_file():
             tree.copy(f"evidence/{name}", archive.root / name)
+    anchor = anchors.site_document(archive.root)  # the head this publish saw: `verify --against` holds to it
+    if anchor is not None:
+        tree.write(anchors.SITE_FILE, anchor)
     if (archive.root / ledger.LEDGER_NAME).is_file():
         head = ledger.read_head(archive.root) or {}
         out.append(f"{link('ledger.jsonl', page, 'evidence/ledger.jsonl')} ({len(archive.entries)} entries) and "
                    + (f"{link('HEAD', page, 'evidence/HEAD')} (seq {esc(head.get('seq'))}, hash {code(head.get('hash'))}). "
                       if (archive.root / ledger.HEAD_NAME).is_file() else "no HEAD. ")
                    + f"How to check them: {link('verifying evidence', page, VERIFY_GUIDE)}.\n")
+        if anchor is not None:
+            out.append(f"{link('anchor.json', page, anchors.SITE_FILE)} is the head this publish saw: keep a copy, and "
+                       "`drillbook verify --against anchor.json` later names any entry removed or rewritten since "
+                       f"({link('checking a published site', page, AUDIT_GUIDE)}).\n")
     else:
         out.append("No ledger yet.\n")
     chosen = sorted((r for r in archive.runs if r.run_id in full), key=lambda r: r.seq, reverse=True)

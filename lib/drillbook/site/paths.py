@@ -23,6 +23,7 @@ INCIDENTS = "status/incidents.md"
 HISTORY_INDEX = "status/history/index.md"
 EVIDENCE_INDEX = "evidence/index.md"
 VERIFY_GUIDE = "audit/verifying-evidence.md"  # hand-written
+AUDIT_GUIDE = "audit/checking-a-site.md"  # hand-written
 
 
 def runbook_page(name: str) -> str:

@@ -17,10 +17,13 @@ from typing import Callable
 
 from ..config import catalog, environments, notebooks, schedule
 from ..errors import DrillbookError
+from ..evidence.freshness import LastDrill
 from .data import Archive, Cache, RunSummary
 from .files import PageTree
+from .freshness import fresh_section
 from .md import badge, code, esc, front_matter, link, rel, table, when
 from .paths import DASHBOARD, RUNBOOKS_INDEX, history_page, run_page, runbook_page
+from .runbook_index import incident_index, last_drill_section
 
 CONVERT_VERSION = 3  # bump when the conversion changes, so cached pages are redone
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(\s+\"[^\"]*\")?\s*\)")
@@ -192,19 +195,24 @@ def _latest(entry: catalog.Entry, runs: list[RunSummary], pages: set[str]) -> st
 
 
 def runbook_markdown(entry: catalog.Entry, project: Path, procedure: str, runs: list[RunSummary],
-                     pages: set[str], envs: list[environments.Environment], plan: list[schedule.Entry]) -> str:
+                     pages: set[str], envs: list[environments.Environment], plan: list[schedule.Entry],
+                     last: LastDrill | None = None, drilled: str = "") -> str:
     meta = entry.meta
     source = entry.path.relative_to(project).as_posix() if entry.path.is_relative_to(project) else entry.path.name
     fields = [("Kind", esc(meta.kind)), ("Owner", esc(meta.owner)), ("Objectives", _objectives(entry, envs)),
               ("Controls", esc(", ".join(meta.controls) or "none")), ("Schedule", _schedule(entry, plan)),
               ("Tags", esc(", ".join(meta.tags) or "none")), ("Timeout", f"{meta.timeout_seconds} s"),
               ("Source", code(source))]
+    if meta.kind == "runbook":
+        fields[1:1] = [("Severity", esc(meta.severity or "none")), ("Alert", code(meta.alert) if meta.alert else "none"),
+                       ("Symptom", esc(meta.symptom or "none"))]
     return "\n".join([
         front_matter(title=meta.title) + f"# {esc(meta.title)}\n", esc(meta.description) + "\n" if meta.description else "",
         table(["Field", "Value"], [[k, v] for k, v in fields]),
         "Try it safely first (mutating steps only print what they would do):\n",
         f"```sh\ndrillbook run {entry.name} --env ENV --dry-run\n```\n",
-        "## Latest evidence\n", _latest(entry, runs, pages), "---\n",
+        "## Latest evidence\n", _latest(entry, runs, pages), drilled,
+        fresh_section(last, runbook_page(entry.name), pages) if last else "", "---\n",
         "*The notebook, cell by cell: its explanations and code. Outputs belong to runs: see the evidence.*\n",
         procedure])
 
@@ -224,19 +232,24 @@ def runbooks_index(entries: list[catalog.Entry], skipped: list[str]) -> str:
                 for e in entries if e.kind == kind]
         out.append(f"## {heading}\n")
         out.append(table(["Title", "Name", "Owner", "Controls", "Schedule"], rows) if rows else "None yet.\n")
+        if kind == "runbook":
+            out.append(incident_index(entries, page))
     return "\n".join(out)
 
 
 def write_runbooks(tree: PageTree, project: Path, entries: list[catalog.Entry], skipped: list[str],
-                   archive: Archive, pages: set[str], plan: list[schedule.Entry], cache: Cache) -> None:
+                   archive: Archive, pages: set[str], plan: list[schedule.Entry], cache: Cache,
+                   fresh: dict[str, LastDrill] | None = None) -> None:
     names = {e.name for e in entries}
     envs = _environments(project)
     runs = archive.by_name()
     for entry in entries:
         mapper = LinkMapper(project, tree.docs, names, entry.path)
         procedure = _procedure(entry, mapper, cache, names)
+        drilled = last_drill_section(entry, archive.runs, pages) if entry.kind == "runbook" else ""
         tree.write(runbook_page(entry.name),
-                   runbook_markdown(entry, project, procedure, runs.get(entry.name, []), pages, envs, plan))
+                   runbook_markdown(entry, project, procedure, runs.get(entry.name, []), pages, envs, plan,
+                                    (fresh or {}).get(entry.name), drilled))
     tree.write(RUNBOOKS_INDEX, runbooks_index(entries, skipped))
 
 

@@ -13,7 +13,9 @@ from datetime import datetime
 
 from ..config import catalog, schedule
 from ..errors import ConfigError
+from ..evidence.freshness import LastDrill
 from .data import Archive, RunSummary
+from .freshness import fresh_cell
 from .md import admonition, age, badge, code, esc, flag, front_matter, link, number, table, when
 from .paths import (
     COMPLIANCE,
@@ -196,7 +198,8 @@ def dashboard_page(rows: list[Row], archive: Archive, catalogued: set[str], page
     return "\n".join(out)
 
 
-def compliance_page(entries: list[catalog.Entry], rows: list[Row], archive: Archive, pages: set[str]) -> str:
+def compliance_page(entries: list[catalog.Entry], rows: list[Row], archive: Archive, pages: set[str],
+                    fresh: dict[str, LastDrill] | None = None) -> str:
     page = COMPLIANCE
     by_drill: dict[str, list[Row]] = {}
     for row in rows:
@@ -222,7 +225,8 @@ def compliance_page(entries: list[catalog.Entry], rows: list[Row], archive: Arch
                          esc(entry.kind), esc(envs or "—"), evidence,
                          badge(last.status, last.dry_run) if last else badge("never run"),
                          flag("overdue: " + ", ".join(late), "overdue") if late
-                         else esc("on schedule" if planned else "on demand")])
+                         else esc("on schedule" if planned else "on demand"),
+                         fresh_cell((fresh or {}).get(entry.name), page, pages)])
         if not covered:
             uncovered.append(control)
     out = [front_matter("toc") + "# Compliance matrix\n",
@@ -234,7 +238,7 @@ def compliance_page(entries: list[catalog.Entry], rows: list[Row], archive: Arch
                               "\n".join(f"- {esc(c)}" for c in uncovered)))
     if body:
         out.append(table(["Control", "Covered by", "Kind", "Environments", "Latest passing evidence",
-                          "Latest run", "Schedule"], body))
+                          "Latest run", "Schedule", "Runbook's last drill"], body))
     else:
         out.append("No notebook names a control yet: add `controls` to `metadata.drillbook`.\n")
     return "\n".join(out)
