@@ -8,15 +8,15 @@
     drill.measure("rto_seconds", rto, objective="rto_seconds")
     drill.finish()
 
-Cleanups run when ``finish()`` is called, and also after any cell fails or is interrupted
-(an IPython ``post_run_cell`` hook), at kernel exit, or on leaving ``with drill:``.
-Everything is journalled to ``$DRILLBOOK_RUN_DIR`` for the runner to archive. In a kernel no
-runner started (a person in JupyterLab), ``start()`` opens the run itself and archives it at its
-end (``runner/interactive.py``); ``start()`` again while it is open keeps it.
+Cleanups run when ``finish()`` is called, and also after any cell fails or is interrupted (an IPython
+``post_run_cell`` hook), at kernel exit, or on leaving ``with drill:``. Everything is journalled to
+``$DRILLBOOK_RUN_DIR`` for the runner to archive. In a kernel no runner started (a person in JupyterLab),
+``start()`` opens the run itself and archives it at its end (``runner/interactive.py``); ``start()``
+again while it is open keeps it. A resumed run skips the steps ``resuming`` says completed.
 
 ``Drill`` composes small helpers that never import it back: ``steps`` (one step, journalled),
 ``kernel`` (the IPython hook, the scrubbed kernel output), ``gates`` (approvals, the production
-change guard), ``cleanups``, ``attachments`` and ``runsecrets``.
+change guard), ``cleanups``, ``attachments``, ``runsecrets`` and ``resuming``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
-from . import attachments, gates, journal, kernel, opening, paths, runsecrets, scraps, steps
+from . import attachments, gates, journal, kernel, opening, paths, resuming, runsecrets, scraps, steps
 from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
@@ -54,20 +54,16 @@ class Drill:
     def __init__(self, env: Environment, *, dry_run: bool, approve: list[str], run_id: str | None,
                  change: str | None, run_dir: Path | None, project: Path, severity: str | None = None,
                  incident: str | None = None) -> None:
-        self.env = env
-        self.dry_run = bool(dry_run)
+        self.env, self.dry_run, self.change = env, bool(dry_run), change or None
+        self.project, self.run_dir = project, run_dir
         self.approved: set[str] = set(approve or [])
-        self.change = change or None
-        self.project = project
-        self.run_dir = run_dir
         self.unattended = run_dir is not None  # started by `drillbook run`: never wait for a person
         self.run_id = run_id or f"interactive-{time.strftime('%Y%m%dT%H%M%S')}"
         self.interactive: InteractiveRun | None = None  # set by start() when this kernel owns the run
         self.redactor = Redactor()
         runsecrets.learn(self.redactor, env, project)
-        self._cleanups = Cleanups()
-        self._closed = False
-        self._t0 = time.monotonic()
+        self._cleanups, self._closed, self._t0 = Cleanups(), False, time.monotonic()
+        self.carried = resuming.Carried()  # a resumed run: the steps the earlier run completed
         operator, source = operator_identity()
         self.data: Journal = {
             "run_id": self.run_id, "env": env.name, "dry_run": self.dry_run, "change": self.change,
@@ -134,14 +130,17 @@ class Drill:
 
     # ----------------------------------------------------------------- steps
     def step(self, title: str, fn: Callable[[], T] | None = None, *, mutating: bool = False,
-             gate: str | None = None, plan: str | None = None, confirm: str | None = None) -> Any:
+             gate: str | None = None, plan: str | None = None, confirm: str | None = None, resume: str = "run") -> Any:
         """Run ``fn`` as a recorded step. Use directly, or as a decorator (the function runs at once).
 
         A mutating step under ``dry_run`` prints ``plan`` (or the function's docstring) and does
-        nothing. A ``gate`` must be approved first (``confirm``: the word to type in full, e.g. ``ROLLBACK``)."""
+        nothing. A ``gate`` must be approved first (``confirm``: the word to type in full, e.g. ``ROLLBACK``).
+        ``resume="skip"``: in a run that resumes one where the step completed, it hands on its value instead."""
         if fn is None:
-            return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan, confirm=confirm)
+            return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan, confirm=confirm, resume=resume)
         self._ensure_open()
+        if (kept := resuming.carried(self, title, mutating, gate, resume)) is not resuming.RUN:
+            return kept
         return steps.run_step(self, title, fn, mutating, gate, plan, confirm)
 
     def not_applicable(self, title: str, reason: str) -> None:
@@ -356,12 +355,12 @@ atexit.register(_at_exit)
 
 def start(env: str | None = None, dry_run: bool = True, approve: list[str] | tuple[str, ...] | None = None,
           run_id: str | None = None, change: str | None = None, severity: str | None = None,
-          incident: str | None = None) -> Drill:
-    """Begin a run against ``env`` (default: ``incident.json``'s, else ``local``); ``dry_run=True``, nothing
-    approved. In a kernel no runner started it is opened and archived here; again while open: kept."""
+          incident: str | None = None, resume: str | None = None, allow_changed: bool = False) -> Drill:
+    """Begin a run against ``env`` (default: ``incident.json``'s, else ``local``), dry run, nothing approved; in a
+    kernel no runner started it is opened and archived here, kept while open; ``resume=RUN_ID`` continues that run."""
     global _current
     approve = [approve] if isinstance(approve, str) else approve
-    want = opening.wanted(env, severity, incident, Path.cwd())
+    want = opening.wanted(env, severity, incident, Path.cwd(), resume, allow_changed)
     if _current is not None and not _current._closed:
         if _current.interactive is not None:
             opening.keep(_current, want, dry_run, list(approve or []), change)

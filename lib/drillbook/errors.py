@@ -79,6 +79,12 @@ class CheckFailed(DrillbookError):
     exit_code = 1
 
 
+class ResumeRefused(DrillbookError):
+    """A run cannot be resumed: unknown, passed, on another environment, already resumed, or changed."""
+
+    default_hint = "see drillbook status for the runs that can be resumed"
+
+
 class EvidenceError(DrillbookError):
     """The evidence archive cannot be read or written as required."""
 

@@ -9,22 +9,23 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from . import incidentfile, journal, kernel
+from . import incidentfile, journal, kernel, paths
 from .config.environments import Environment
 from .config.secrets import Redactor
-from .errors import DrillbookError, RunOpen
-from .evidence.record import Journal, Results
+from .errors import DrillbookError, ResumeRefused, RunOpen
+from .evidence.record import Journal, Record, Results
 
 if TYPE_CHECKING:  # annotations only: the runner's pieces load once a person opens a run
     from .runner.interactive import InteractiveRun
 
 DEFAULT_ENV = "local"
 # What start() raises before it changes anything: an open run stays open (the cell hook lets it be).
-REFUSALS = (RunOpen, incidentfile.IncidentError)
+REFUSALS = (RunOpen, incidentfile.IncidentError, ResumeRefused)
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,33 @@ class Wanted:
     severity: str | None
     incident: str | None
     runbook: str | None  # named by incident.json
+    resume: str | None = None  # the run this one resumes (``runner/resume.py``)
+    allow_changed: bool = False
 
 
-def wanted(env: str | None, severity: str | None, incident: str | None, folder: Path) -> Wanted:
-    """What the call asks for, completed from ``folder/incident.json`` when there is one."""
+def wanted(env: str | None, severity: str | None, incident: str | None, folder: Path, resume: str | None = None,
+           allow_changed: bool = False) -> Wanted:
+    """What the call asks for, completed from ``folder/incident.json`` when there is one; when it resumes
+    a run, from that run's record (its environment, severity and incident)."""
     severity, incident = incidentfile.validate_severity(severity), incidentfile.validate_incident(incident)
+    if resume and os.environ.get(journal.RUN_DIR_VAR):  # the runner chose the environment and locked it
+        raise ResumeRefused("resume=… is for a run a person starts in JupyterLab",
+                            f"resume from the command line: drillbook run --resume {resume}")
+    if resume:
+        earlier = _resumable(resume, env)
+        env, severity = earlier["env"], severity or earlier.get("severity")
+        incident = incident or earlier.get("incident")
+    want = _wanted(env, severity, incident, folder)
+    return replace(want, resume=resume, allow_changed=allow_changed) if resume else want
+
+
+def _resumable(resume: str, env: str | None) -> Record:
+    from .runner import resume as resuming_runs  # the runner's pieces: only when a person resumes a run
+
+    return resuming_runs.original(resume, paths.archive_root(), env)
+
+
+def _wanted(env: str | None, severity: str | None, incident: str | None, folder: Path) -> Wanted:
     found = incidentfile.load_incident_file(folder)
     if found is None:
         return Wanted(env or DEFAULT_ENV, severity, incident, None)
@@ -106,7 +129,7 @@ def open_interactive(env: Environment, project: Path, want: Wanted, dry_run: boo
     opening = interactive.Opening(env=env, project=project, dry_run=dry_run, approve=approve, change=change,
                                   severity=want.severity, incident=want.incident, operator=operator,
                                   operator_source=source, notebook=interactive.notebook_path(project, want.runbook),
-                                  runbook=want.runbook)
+                                  runbook=want.runbook, resume=want.resume, allow_changed=want.allow_changed)
     return interactive.open_run(opening, run_id, redactor)
 
 

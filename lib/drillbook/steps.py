@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
-from . import gates, hold, journal, kernel
+from . import gates, hold, journal, kernel, resuming
 from .evidence.record import RUNNING, Journal, Step
 
 if TYPE_CHECKING:  # annotations only
@@ -76,6 +76,7 @@ def _failed(run: StepRun, record: Step, exc: BaseException, t0: float) -> None:
 
 def _passed(run: StepRun, record: Step, result: Any, t0: float) -> None:
     record.update(status="passed", ended_at=journal.now_iso(), seconds=round(time.monotonic() - t0, 3))
+    resuming.keep(record, result)  # a later resume may hand this value on
     if isinstance(result, (str, int, float, bool)) and result is not None:
         record["detail"] = str(result)
     run._save()

@@ -42,8 +42,13 @@ def run(
     severity: Optional[str] = typer.Option(None, help="Severity of the incident this run serves: P0, P1, P2 or P3 (kept in the record)."),
     incident: Optional[str] = typer.Option(None, help="Id of the incident this run serves, e.g. INC-42 (kept in the record)."),
     scheduler: Optional[str] = typer.Option(None, help="Set by a scheduler (e.g. airflow): a run a freeze refuses is recorded as a 'frozen' skip."),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID", help="Continue a failed or aborted run: steps that completed and are safe to skip are skipped, the rest run again."),
+    allow_changed: bool = typer.Option(False, "--allow-changed", help="With --resume: resume although the notebook changed since (the record says so)."),
 ) -> None:
     """Run a notebook against an environment with papermill and archive signed evidence.
+
+    With --resume RUN_ID the notebook, environment and parameters are the run's; the new run has its own
+    bundle and names the run it resumes.
 
     Exit status: 0 passed, 1 failed/error/aborted (evidence archived), 2 bad input (nothing ran),
     3 refused: the environment is frozen (drillbook freeze; nothing ran).
@@ -52,15 +57,21 @@ def run(
         if name or env:
             raise NotebookError("--due runs the schedule; do not also name a notebook or environment")
         raise typer.Exit(_run_due())
-    if not name or not env:
+    if not resume and (not name or not env):
         raise NotebookError("name a notebook and an environment", "drillbook run NAME --env ENV (see drillbook list / envs)")
+    if allow_changed and not resume:
+        raise NotebookError("--allow-changed goes with --resume RUN_ID")
     from ..runner.plan import RunRequest
 
-    request = RunRequest(name, env, _parse_parameters(param), dry_run, list(approve), change, timeout, wait,
+    request = RunRequest(name or "", env or "", _parse_parameters(param), dry_run, list(approve), change, timeout, wait,
                          preflight=not skip_preflight, severity=severity, incident=incident,
-                         approvals=list(approval))
+                         approvals=list(approval), allow_changed=allow_changed)
+    if resume:
+        from ..runner.resume import request_for
+
+        request = request_for(resume, request, paths.project_root(), paths.archive_root())
     if scheduler:
-        _skip_if_frozen(name, env, scheduler)
+        _skip_if_frozen(request.name, request.env, scheduler)
     raise typer.Exit(run_one(request, scheduler))
 
 
@@ -93,7 +104,9 @@ def run_one(request: RunRequest, scheduler: str | None = None) -> int:
     for approval in plan.approvals:
         err.print(f"gate {approval['gate']} opened by approval {approval['id']} of {approval['approver']} "
                   f"(plan {approval['plan_sha256'][:16]}, expires {approval['expires_at']})")
-    err.print(f"running {plan.name} on {plan.env.name}{' (dry run)' if request.dry_run else ''}: run {plan.run_id}")
+    resumes = f", resuming run {request.resume}" if request.resume else ""
+    dry = " (dry run)" if request.dry_run else ""
+    err.print(f"running {plan.name} on {plan.env.name}{dry}: run {plan.run_id}{resumes}")
     outcome = execute(plan, CellProgress(f"{plan.name}@{plan.env.name}"))
     colour = STATUS_COLOURS[outcome.status]
     reason = f" — {outcome.reason}" if outcome.reason else ""

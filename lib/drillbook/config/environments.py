@@ -161,6 +161,8 @@ class Environment(Model):
     objectives: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
     secrets: dict[str, SecretRefText] = Field(default_factory=dict)
     parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)  # notebook name → values
+    # Minutes to resolve an incident of each severity here (the site's incidents page; default RESPONSE_TARGETS).
+    response_targets: dict[Literal["P0", "P1", "P2", "P3"], Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     access: Access = Field(default_factory=Access)  # who may run and who approves (config/access.py)
     notify: list[SecretRefText] = Field(default_factory=list)  # apprise URLs (they hold tokens): see notify.py
     source: str = ""  # the file it came from, filled in by the loader

@@ -17,6 +17,7 @@ and git commit.
 # which keys are optional (``__optional_keys__``).
 
 import hashlib
+import json
 import platform
 import socket
 import subprocess
@@ -43,10 +44,13 @@ class Step(TypedDict):
     mutating: bool
     gate: str | None
     started_at: str
-    status: str  # running | passed | failed | dry-run | not-applicable
+    status: str  # running | passed | failed | dry-run | not-applicable | skipped (on resume)
     ended_at: NotRequired[str]  # absent while the step runs
     seconds: NotRequired[float]
     detail: NotRequired[str]
+    value: NotRequired[object]  # what the step returned, as JSON (``resuming``): a resumed run hands it on
+    value_kept: NotRequired[str]  # "unkept": JSON cannot hold what it returned
+    resumed_from: NotRequired[str]  # a skipped step: the run in which it completed
 
 
 class Check(TypedDict):
@@ -164,6 +168,7 @@ class Source(TypedDict):
     sha256: str
     git_commit: str | None
     git_dirty: bool | None
+    code_sha256: NotRequired[str | None]  # of the code cells' sources: saved outputs do not change it
 
 
 class FailingCell(TypedDict):
@@ -232,6 +237,8 @@ class Record(TypedDict):
     operator_source: NotRequired[str]  # where the operator's name came from (journal.operator_identity)
     severity: NotRequired[str | None]  # SEVERITIES, when the run serves an incident
     incident: NotRequired[str | None]  # the incident id
+    resumes: NotRequired[str]  # the run this one resumes (``runner/resume.py``)
+    resume_source_changed: NotRequired[bool]  # resumed with --allow-changed although the notebook changed
     plan: NotRequired[PlanHash]  # every run since approvals: what a dry run's approval binds
     approvals: NotRequired[list[ApprovalInfo]]
     notifications: NotRequired[list[dict[str, Any]]]  # each delivery of the run's notification (notify.py)
@@ -300,6 +307,23 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+PARAMETER_TAGS = ("parameters", "injected-parameters")  # papermill's: what an operator is meant to change
+
+
+def code_sha256(path: Path) -> str | None:
+    """sha256 of a notebook's code cells' sources, in order, parameter cells left out (None if it cannot
+    be read as a notebook): what a resumed run compares. Running a working copy saves outputs into it, and
+    an operator sets parameters (``resume = "RUN_ID"``) in the parameters cell: neither is a change of code."""
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        sources = ["".join(c["source"]) if isinstance(c["source"], list) else str(c["source"])
+                   for c in cells if isinstance(c, dict) and c.get("cell_type") == "code"
+                   and not set(c.get("metadata", {}).get("tags") or []) & set(PARAMETER_TAGS)]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+    return hashlib.sha256(json.dumps(sources).encode("utf-8")).hexdigest()
+
+
 def source_info(path: Path, project: Path) -> Source:
     """The notebook as it was run: its path in the project (or file name, if outside it),
     sha256 of the file, and the git commit (dirty or not)."""
@@ -308,7 +332,7 @@ def source_info(path: Path, project: Path) -> Source:
     except ValueError:
         shown = path.name  # evidence names no machine paths
     info: Source = {"path": shown, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                    "git_commit": None, "git_dirty": None}
+                    "git_commit": None, "git_dirty": None, "code_sha256": code_sha256(path)}
     commit = _git(["rev-parse", "HEAD"], path.parent)
     if commit:
         info["git_commit"] = commit

@@ -26,7 +26,7 @@ from ..evidence.archive import run_dir as bundle_dir
 from ..evidence.remote import STAGING, archive_run, preflight
 from ..evidence.store import S3Archive, project_archive
 from ..journal import operator_identity
-from . import inflight, locks
+from . import inflight, locks, resume
 from .outcome import classify, html_header, keep_kernel_output, mark_failure
 from .plan import Plan, RunRequest, prepare, refresh_redactor
 from .render import HtmlRenderer
@@ -179,11 +179,13 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
     if isinstance(archive, S3Archive):
         preflight(archive)  # nor run a drill whose evidence has nowhere to go
     base = _base_record(plan, project)
+    resume.stamp_run(base, plan.request, plan.path, archive)  # a resumed run names the run it resumes
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait, operator=base["operator"]):
         folder = archive if isinstance(archive, Path) else None  # freezes are kept with a folder archive
         freeze.refuse_if_frozen(plan.env.name, folder)  # under the lock: a freeze from now on interrupts
         marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
         run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet
+        resume.hand_over(plan.request.resume, run_dir, archive)  # the steps its kernel may skip
         supervisor = Supervisor(plan.timeout)
         if folder is not None:
             supervisor.stop_when = freeze.watcher(plan.env.name, folder)

@@ -35,7 +35,7 @@ from ..evidence import keys, record
 from ..evidence.archive import record_run
 from ..evidence.archive import run_dir as bundle_dir
 from ..evidence.record import Journal, Record, Results
-from . import inflight, locks
+from . import inflight, locks, resume
 from .outcome import html_header, mark_failure
 
 SESSION_VAR = "JPY_SESSION_NAME"  # the notebook's path, as Jupyter's server tells its kernels
@@ -56,6 +56,8 @@ class Opening:
     operator_source: str
     notebook: Path | None  # the notebook being run, when the kernel can tell
     runbook: str | None = None  # the catalog name it is a working copy of (incident.json)
+    resume: str | None = None  # the run this one resumes
+    allow_changed: bool = False  # resume although the notebook changed (recorded)
 
 
 def notebook_path(project: Path, named: str | None = None) -> Path | None:
@@ -104,6 +106,7 @@ class InteractiveRun:
         state = paths.state_dir(opening.project)
         self.key = keys.load_or_create_signing_key()
         name, kind, title, notebook, controls, source = _describe(opening)
+        changed = resume.check_interactive(opening.resume, opening.notebook, self.archive_root, opening.allow_changed)
         self.run_id = run_id or new_run_id(name, opening.env.name)
         self.base: Record = record.base_record(
             run_id=self.run_id, drill=name, kind=kind, title=title, notebook=notebook, env=opening.env,
@@ -112,6 +115,7 @@ class InteractiveRun:
             dry_run=opening.dry_run, approve=list(opening.approve), change=opening.change, controls=controls,
             source=source, operator=opening.operator, operator_source=opening.operator_source,
             mode="interactive", severity=opening.severity, incident=opening.incident)
+        resume.stamp(self.base, opening.resume, changed)
         self._lock = ExitStack()
         self._lock.enter_context(locks.hold(state, opening.env.name, self.run_id, operator=opening.operator,
                                             hint="wait until that run is finished (drill.finish() in its notebook), then start again"))
@@ -122,6 +126,7 @@ class InteractiveRun:
             self._lock.close()
             raise
         self.run_dir = self.marker.run_dir
+        resume.hand_over(opening.resume, self.run_dir, self.archive_root)  # the steps the kernel may skip
         self.cells = CellLog(self.run_dir)
         self.redactor = redactor
         self.bundle = bundle_dir(self.archive_root, self.run_id)

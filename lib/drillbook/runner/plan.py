@@ -40,6 +40,8 @@ class RunRequest:
     approved_by: str = "approve"  # how ``approve`` was given: "approve" (--approve) or "schedule"
     incident: str | None = None  # the incident's id
     approvals: list[str] = field(default_factory=list)  # approval ids (drillbook approve) for gates
+    resume: str | None = None  # the run this one resumes (``resume.request_for``)
+    allow_changed: bool = False  # resume although the notebook changed since (recorded)
 
 
 @dataclass

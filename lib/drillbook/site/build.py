@@ -8,7 +8,7 @@ Nothing essential depends on a plugin: pages are plain Markdown, charts are PNG 
 run's notebook is the HTML rendered at run time, so Zensical builds the same tree. Modules of
 the package: ``data`` (archive → summaries, verify, which runs get full pages), ``files`` (write
 only what changed), ``runbooks``, ``evidence``, ``history`` + ``charts``, ``runs_table``,
-``status`` (dashboard, compliance matrix), ``md`` and ``paths`` (helpers).
+``status`` (dashboard, compliance matrix), ``incidents``, ``md`` and ``paths`` (helpers).
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from .data import Cache, cache_path, full_page_runs, load_archive
 from .evidence import write_evidence
 from .files import GENERATED, PageTree, TreeStats
 from .history import write_history
-from .paths import COMPLIANCE, DASHBOARD
+from .incidents import incidents, incidents_page, open_incidents, page_runs, resumed_by, run_parts
+from .paths import COMPLIANCE, DASHBOARD, INCIDENTS
 from .runbooks import write_runbooks
 from .status import compliance_page, dashboard_page, dashboard_rows
 
@@ -95,13 +96,20 @@ def generate(project: Path, archive: Path, full_runs: int = DEFAULT_FULL_RUNS, n
     plan = schedule.load_schedule(project)
     data = load_archive(archive, cache)
     catalogued = {e.name for e in entries}
+    parts = run_parts(data, cache)
+    found = incidents(parts, project)
+    full = full_page_runs(data.runs, full_runs) | page_runs(found)
+    # Run pages link a resumed run and the run that resumed it, when both have a page.
+    data.resumed_by = {a: b for a, b in resumed_by(parts).items() if a in full and b in full}
     # Evidence first: the other pages link to a run's page only if it was written.
-    pages = write_evidence(tree, data, full_page_runs(data.runs, full_runs), catalogued)
+    pages = write_evidence(tree, data, full, catalogued)
     write_history(tree, data, {e.name: e for e in entries}, cache)
     fresh = last_drills(archive, {e.name: e.path for e in entries if e.kind == "runbook"})
     write_runbooks(tree, project, entries, skipped, data, pages, plan, cache, fresh)
     rows = dashboard_rows(entries, plan, data, now)
-    tree.write(DASHBOARD, dashboard_page(rows, data, catalogued, pages, now) + anchor_note(data))
+    tree.write(INCIDENTS, incidents_page(found, pages, {r.run_id for r in data.runs if r.has_html}, now))
+    tree.write(DASHBOARD, dashboard_page(rows, data, catalogued, pages, now, open_incidents(found, DASHBOARD))
+               + anchor_note(data))
     tree.write(COMPLIANCE, compliance_page(entries, rows, data, pages, fresh))
     stats = tree.prune()
     cache.save()

@@ -98,6 +98,7 @@ class Archive:
     entries: dict[str, dict[str, Any]]  # ledger entry by run id
     verify: VerifyState
     key_files: list[Path]
+    resumed_by: dict[str, str] = field(default_factory=dict)  # run id → the run that resumed it (incidents.py)
 
     def by_name(self) -> dict[str, list[RunSummary]]:
         grouped: dict[str, list[RunSummary]] = {}

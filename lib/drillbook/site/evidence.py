@@ -180,6 +180,19 @@ def _verify_box(run: RunSummary, archive: Archive, entry: dict[str, Any]) -> str
     return admonition("failure", "verify fails for this run", "\n".join(f"- {esc(p)}" for p in problems))
 
 
+def _resume_links(run: RunSummary, rec: Record, archive: Archive, page: str) -> list[str]:
+    """Which run this one resumes, and which run resumed it (both have pages: ``incidents.page_runs``)."""
+    out = []
+    if rec.get("resumes") in archive.resumed_by:
+        out.append(f"Resumes run {link(rec.get('resumes'), page, run_page(str(rec.get('resumes'))))}"
+                   + (" (its notebook had changed: resumed with --allow-changed)" if rec.get("resume_source_changed") else "")
+                   + ".\n")
+    if run.run_id in archive.resumed_by:
+        resumer = archive.resumed_by[run.run_id]
+        out.append(admonition("info", "Resumed", f"This run was resumed by run {link(resumer, page, run_page(resumer))}."))
+    return out
+
+
 def run_markdown(run: RunSummary, rec: Record, archive: Archive, manifest: list[tuple[str, str]],
                  published: set[str], has_entry_page: bool, key_ids: set[str]) -> str:
     page = run_page(run.run_id)
@@ -189,6 +202,7 @@ def run_markdown(run: RunSummary, rec: Record, archive: Archive, manifest: list[
            f"{badge(run.status, run.dry_run)} {esc(run.reason or '')} · finished {when(run.finished_at)} · "
            f"{link('history', page, history_page(run.drill))}"
            + (f" · {link('procedure', page, runbook_page(run.drill))}" if has_entry_page else "") + "\n",
+           *_resume_links(run, rec, archive, page),
            _verify_box(run, archive, entry), "## Record\n", _record_table(rec, run),
            "## Measures against objectives\n", _measures(rec), "## Checks\n", _checks(rec),
            "## Steps\n", _steps(rec), "## Cleanups and gates\n", _cleanups_and_gates(rec), _failure(rec),

@@ -2,6 +2,7 @@
 
     runbooks/index.md, runbooks/<name>.md             every runbook and drill as a procedure
     status/index.md, status/compliance.md             dashboard and compliance matrix
+    status/incidents.md                               incidents: timelines and response targets
     status/history/index.md, status/history/<name>.md  history per drill, with its charts (PNG)
     status/history/<name>-runs.html                   every run of a drill: a plain static table
     evidence/index.md, evidence/keys/<key_id>.pem     verification status, public keys, ledger, HEAD
@@ -18,6 +19,7 @@ from .md import slug
 RUNBOOKS_INDEX = "runbooks/index.md"
 DASHBOARD = "status/index.md"
 COMPLIANCE = "status/compliance.md"
+INCIDENTS = "status/incidents.md"
 HISTORY_INDEX = "status/history/index.md"
 EVIDENCE_INDEX = "evidence/index.md"
 VERIFY_GUIDE = "audit/verifying-evidence.md"  # hand-written

@@ -175,11 +175,13 @@ def freeze_banners(root: Path) -> list[str]:
                        f"`drillbook thaw`.") for f in freeze.active(root)]
 
 
-def dashboard_page(rows: list[Row], archive: Archive, catalogued: set[str], pages: set[str], now: datetime) -> str:
+def dashboard_page(rows: list[Row], archive: Archive, catalogued: set[str], pages: set[str], now: datetime,
+                   first: str = "") -> str:
+    """The dashboard; ``first`` (the open incidents) comes before everything else."""
     page = DASHBOARD
     names = {r.drill for r in archive.runs}
     overdue = [r for r in rows if r.due.overdue]
-    out = [front_matter("toc") + "# Dashboard\n",
+    out = [front_matter("toc") + "# Dashboard\n", *([first] if first else []),
            f"Latest run of every drill on every environment, as of **{when(now)}** (the time this site was "
            "built; publish again to refresh).\n", verify_banner(archive, page), *freeze_banners(archive.root)]
     if overdue:
