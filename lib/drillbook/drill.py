@@ -18,6 +18,7 @@ scrubbed kernel output), ``gates`` (approvals, the production change guard), ``c
 """
 from __future__ import annotations
 
+import _thread
 import atexit
 import os
 import time
@@ -30,7 +31,7 @@ from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
 from .config.secrets import Redactor
-from .errors import ChangeRequired, CheckFailed, DrillbookError, UnreachableHost
+from .errors import ChangeRequired, CheckFailed, DrillbookError, StopConditionCrossed, UnreachableHost
 from .evidence.record import RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status, Step, verdict
 from .journal import RUN_DIR_VAR, operator_name
 from .shells.base import Shell
@@ -59,6 +60,7 @@ class Drill:
         runsecrets.learn(self.redactor, env, project)
         self._cleanups = Cleanups()
         self._closed = False
+        self.stopped: str | None = None  # why a stop condition stopped the run (see stop())
         self._t0 = time.monotonic()
         self.data: Journal = {
             "run_id": self.run_id, "env": env.name, "dry_run": self.dry_run, "change": self.change,
@@ -123,6 +125,8 @@ class Drill:
         if fn is None:
             return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan)
         self._ensure_open()
+        if self.stopped is not None:  # a stop condition was crossed: the remaining steps are skipped
+            raise StopConditionCrossed(self.stopped)
         record: Step = {"title": title, "mutating": mutating, "gate": gate, "started_at": journal.now_iso(),
                         "status": RUNNING}
         self.data["steps"].append(record)
@@ -166,6 +170,13 @@ class Drill:
         refusal = gates.change_missing(self, f"step {title!r}")
         if refusal:
             raise ChangeRequired(refusal)
+
+    def stop(self, reason: str) -> None:
+        """Stop the run now, from any thread (a stop condition was crossed; the faults are healed):
+        the cell in progress is interrupted, the remaining steps are skipped, the run ends failed."""
+        if self.stopped is None and not self._closed:
+            self.stopped = reason
+            _thread.interrupt_main()  # nothing happens while the kernel is idle: the next step refuses
 
     def approve_gate(self, gate: str, how: str | None = None) -> None:
         """Approve a gate ahead of its step (the confirmation panel does), journalling who and how."""
@@ -258,6 +269,10 @@ class Drill:
         if self._closed:
             return
         self._closed = True
+        if self.stopped is not None:  # whatever interrupted the cell, the stop condition is why
+            self.data["checks"].append({"name": "no stop condition crossed", "passed": False,
+                                        "detail": self.stopped, "at": journal.now_iso()})
+            status, reason = "failed", self.stopped
         try:
             self._run_cleanups()
         finally:
@@ -287,7 +302,7 @@ class Drill:
         """Close the run after an exception (called by the cell hook, ``with``, or the runner)."""
         if self._closed:
             return
-        if isinstance(exc, CheckFailed):
+        if isinstance(exc, CheckFailed) or self.stopped is not None:
             status = "failed"
         elif isinstance(exc, KeyboardInterrupt):
             status = "aborted"

@@ -61,6 +61,12 @@ class CheckFailed(DrillbookError):
     exit_code = 1
 
 
+class StopConditionCrossed(CheckFailed):
+    """A drill's stop condition was crossed: the fault was healed and the run ended failed."""
+
+    default_hint = "read the run's evidence: what the probes saw when the bound was crossed"
+
+
 class EvidenceError(DrillbookError):
     """The evidence archive cannot be read or written as required."""
 

@@ -15,6 +15,7 @@ from ..targets.postgres import Postgres
 from ..targets.postgres.results import NodeState, PostgresError
 from .binaries import select_binaries
 from .environment import env_warnings, lab_postgres
+from .firewall import remove_stale_tables
 from .oslevel import check_access, ensure_os_user, make_dirs, require_free_port, stop_pid
 from .pg import (
     bring_up_primary,
@@ -94,6 +95,7 @@ def up(project: Path, ports: LabPorts | None = None, say: Say = _quiet) -> LabSt
     paths = LabPaths(project)
     user = ensure_os_user()
     paths.root.mkdir(exist_ok=True)
+    remove_stale_tables(project, say)  # a partition left by a dead run would keep the pair apart
     state = _prepare_state(paths, ports, user)
     make_dirs(paths, user)
     check_access(paths, user)
@@ -131,6 +133,7 @@ def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
     if not paths.root.exists():
         say(f"no lab in {paths.root}")
         return
+    remove_stale_tables(project, say)
     pid = sshd_pid(paths)
     if pid:
         stop_pid(pid)
