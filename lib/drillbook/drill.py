@@ -18,7 +18,6 @@ scrubbed kernel output), ``gates`` (approvals, the production change guard), ``c
 """
 from __future__ import annotations
 
-import _thread
 import atexit
 import os
 import time
@@ -176,7 +175,7 @@ class Drill:
         the cell in progress is interrupted, the remaining steps are skipped, the run ends failed."""
         if self.stopped is None and not self._closed:
             self.stopped = reason
-            _thread.interrupt_main()  # nothing happens while the kernel is idle: the next step refuses
+            kernel.interrupt_cell()  # nothing happens while the kernel is idle: the next step refuses
 
     def approve_gate(self, gate: str, how: str | None = None) -> None:
         """Approve a gate ahead of its step (the confirmation panel does), journalling who and how."""
