@@ -287,3 +287,15 @@ def test_a_drill_that_ends_failed_still_heals(run_dir: Path) -> None:
     with pytest.raises(CheckFailed):
         drill.finish()
     assert fault.events[-1] == ("heal", None) and journal(run_dir)["status"] == "failed"
+
+
+def test_open_connections_of_the_client_are_cut_at_once() -> None:
+    ss = ("0 0 127.0.0.1:40001 127.0.0.1:5433 uid:107 ino:1 sk:1\n"
+          "0 0 127.0.0.1:40002 127.0.0.1:5433 uid:0 ino:2 sk:2\n"
+          "0 0 10.0.0.9:40003 127.0.0.1:5433 uid:107 ino:3 sk:3\n")
+    shell = FakeShell({r"^ss -Htne state established dst 127.0.0.1:5433$": (0, ss), r"^id -u postgres$": (0, "107\n")})
+    client, server = Endpoint("127.0.0.1", user="postgres"), Endpoint("127.0.0.1", 5433)
+    assert network.established(shell, client, server, 107) == [("127.0.0.1", 40001)]
+    assert network.established(shell, Endpoint("127.0.0.1"), server, None) == [("127.0.0.1", 40001), ("127.0.0.1", 40002)]
+    body = network.Partition(client, server, "drillbook_t_s").body(shell)
+    assert "elements = { 127.0.0.1 . 40001 }" in body

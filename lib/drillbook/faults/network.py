@@ -150,12 +150,33 @@ class Partition(_NftFault):
         match = f"{ip} saddr {c.address} {ip} daddr {s.address} tcp dport {s.port}"
         learn = f"add @peers {{ {ip} saddr . tcp sport }} drop"
         back = f"{ip} saddr {s.address} tcp sport {s.port} {ip} daddr . tcp dport @peers drop"
-        owner = f" meta skuid {_uid(shell, c.user)}" if c.user else ""
+        uid = _uid(shell, c.user) if c.user else None
+        owner = f" meta skuid {uid}" if uid is not None else ""
         kind = "ipv4_addr" if ip == "ip" else "ipv6_addr"
-        peers = f"  set peers {{\n    type {kind} . inet_service; flags dynamic; size 65535;\n  }}\n"
+        # Connections already open are cut at once, not only once the client next sends a packet.
+        known = ", ".join(f"{a} . {p}" for a, p in established(shell, c, s, uid))
+        elements = f"    elements = {{ {known} }}\n" if known else ""
+        peers = f"  set peers {{\n    type {kind} . inet_service; flags dynamic; size 65535;\n{elements}  }}\n"
         # skuid exists only for packets this host sends (output): with a user, only there.
         inbound = [back] if c.user else [f"{match} {learn}", back]
         return peers + _chain("output", [f"{match}{owner} {learn}", back]) + _chain("input", inbound)
+
+
+def established(shell: Shell, client: Endpoint, server: Endpoint, uid: int | None) -> list[tuple[str, int]]:
+    """(address, port) of the client's open connections to the server, as ``ss`` on this host sees them."""
+    done = shell.run(["ss", "-Htne", "state", "established", "dst", f"[{server.address}]:{server.port}"]
+                     if server.ip == "ip6" else
+                     ["ss", "-Htne", "state", "established", "dst", f"{server.address}:{server.port}"], timeout=15)
+    found = []
+    for line in done.stdout.splitlines() if done.ok else []:
+        fields = line.split()
+        if len(fields) < 4 or (uid is not None and f"uid:{uid}" not in fields):
+            continue
+        address, _, port = fields[2].rpartition(":")
+        address = address.strip("[]")
+        if port.isdigit() and address == client.address:
+            found.append((address, int(port)))
+    return found
 
 
 class BlockPort(_NftFault):
