@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 DRILLBOOK := $(VENV)/bin/drillbook
 STAMP := $(VENV)/.installed
 # Debian packages the lab and the browser test use; installed when missing and running as root.
-# (postgresql: the lab needs TLS, which the pgserver wheel's binaries are built without.)
-APT_PACKAGES := postgresql openssh-server chromium
+# (postgresql: the lab needs TLS, which the pgserver wheel's binaries are built without;
+# nftables and stress-ng: the fault library's network partitions and resource pressure.)
+APT_PACKAGES := postgresql openssh-server chromium nftables stress-ng
 
 .PHONY: demo test venv system-deps lint bench clean
 
@@ -47,6 +48,7 @@ demo: $(STAMP) system-deps
 	$(DRILLBOOK) run failover --env local --approve fault --approve promote
 	$(DRILLBOOK) run backup-restore --env local
 	$(DRILLBOOK) run key-rotation --env local --approve rotate
+	$(DRILLBOOK) run partition-standby --env local --approve fault
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
 	$(DRILLBOOK) publish
