@@ -15,7 +15,7 @@ from ..targets.postgres import Postgres
 from ..targets.postgres.results import NodeState, PostgresError
 from .binaries import select_binaries
 from .environment import env_warnings, lab_postgres
-from .firewall import remove_stale_tables
+from .leftovers import remove_stale_tables, unmount_scratch
 from .oslevel import check_access, ensure_os_user, make_dirs, require_free_port, stop_pid
 from .pg import (
     bring_up_primary,
@@ -149,6 +149,7 @@ def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
             for name in NODES:
                 if disk_facts(pg, name).initialized and _stop_node(pg, name):
                     say(f"stopped {name}")
+    unmount_scratch(paths, say)  # the disk-full drill's WAL tmpfs, if its run died
     if purge:
         shutil.rmtree(paths.root)
         say(f"removed {paths.root}")
