@@ -49,6 +49,7 @@ demo: $(STAMP) system-deps
 	$(DRILLBOOK) run backup-restore --env local
 	$(DRILLBOOK) run key-rotation --env local --approve rotate
 	$(DRILLBOOK) run partition-standby --env local --approve fault
+	$(DRILLBOOK) run disk-full --env local --approve fault --approve free
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
 	$(DRILLBOOK) publish

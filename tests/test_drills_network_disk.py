@@ -25,7 +25,8 @@ from drillbook.lab.state import NODES
 from labsupport import LabProject, lab_project  # noqa: F401
 
 pytestmark = pytest.mark.integration
-NOTEBOOKS = {"runbooks": ["postgres-replication-lag"], "notebooks/drills": ["partition-standby"]}
+NOTEBOOKS = {"runbooks": ["postgres-replication-lag", "postgres-disk-full"],
+             "notebooks/drills": ["partition-standby", "disk-full"]}
 
 
 def require_root_and_nft() -> None:
@@ -82,11 +83,21 @@ def checks(record: dict) -> dict[str, dict]:
     return {c["name"]: c for c in record["checks"]}
 
 
+def scratch_mounts(project: LabProject) -> list[str]:
+    scratch = str((project.paths.data / "scratch").resolve())
+    return [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines() if scratch in line]
+
+
+def fill_files(project: LabProject) -> list[Path]:
+    return sorted((project.paths.data / "scratch").glob("*/.drillbook-fill-*"))
+
+
 def assert_healed(project: LabProject) -> None:
-    """`lab status` healthy, no table of ours left, no stopped postgres process."""
+    """`lab status` healthy, no table of ours, no mount, fill file or scratch copy left, no stopped postgres."""
     report = control.status(project.root)
     assert report.healthy, [(n.name, n.role, n.streaming, n.fenced) for n in report.nodes]
-    assert our_tables(project) == []
+    assert our_tables(project) == [] and scratch_mounts(project) == [] and fill_files(project) == []
+    assert sorted(p.name for p in (project.paths.data / "scratch").glob("*")) == []
     for name in NODES:
         pid = (project.paths.node(name) / "postmaster.pid").read_text().split()[0]
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -163,17 +174,23 @@ def test_a_stop_condition_heals_and_fails_a_drill_whose_runbook_stalls(lab: LabP
     assert_healed(lab)
 
 
-def test_sigint_mid_fault_leaves_the_lab_healed(lab: LabProject, tmp_path: Path) -> None:
+@pytest.mark.parametrize("drill, gates, in_fault", [
+    ("partition-standby", ["fault"], our_tables),
+    ("disk-full", ["fault", "free"], fill_files),
+])
+def test_sigint_mid_fault_leaves_the_lab_healed(lab: LabProject, tmp_path: Path, drill: str, gates: list[str],
+                                                in_fault) -> None:
     archive = tmp_path / "archive"
     before = bundles(archive)
-    proc = subprocess.Popen([str(DRILLBOOK), "run", "partition-standby", "--env", "local", "--approve", "fault", *extra()],
+    approve = [arg for gate in gates for arg in ("--approve", gate)]
+    proc = subprocess.Popen([str(DRILLBOOK), "run", drill, "--env", "local", *approve, *extra()],
                             cwd=lab.root, env={**os.environ, "DRILLBOOK_ARCHIVE": str(archive)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not our_tables(lab) and proc.poll() is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + 180
+        while not in_fault(lab) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert our_tables(lab), "the partition never began"
+        assert in_fault(lab), "the fault never began"
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=300)
     finally:
@@ -184,3 +201,32 @@ def test_sigint_mid_fault_leaves_the_lab_healed(lab: LabProject, tmp_path: Path)
     heal = next(c for c in record["cleanups"] if c["title"].startswith("heal: "))
     assert heal["status"] == "passed"
     assert_healed(lab)
+
+
+# ----------------------------------------------------------------------------- disk full
+def test_disk_full_three_times_in_a_row(lab: LabProject, tmp_path: Path) -> None:
+    for attempt in range(3):
+        result, record, bundle = run(lab, tmp_path / "archive", "disk-full", "--approve", "fault", "--approve", "free")
+        assert result.code == 0 and record["status"] == "passed", (attempt, record["reason"], result.output)
+        found = measures(record)
+        assert found["writes_refused"]["value"] > 0  # the full filesystem really stopped writes
+        assert found["writes_back_seconds"]["verdict"] == "met"
+        assert checks(record)["the runbook removed the file that filled the WAL filesystem"]["passed"]
+        assert checks(record)["no inactive replication slot is left"]["passed"]
+        child = json.loads((bundle / "attachments" / "postgres-disk-full.journal.json").read_text())
+        steps = {st["title"].split(" diskfull-")[0]: st for st in child["steps"]}
+        assert "No space left on device" in steps["Read the server log for a full disk"]["detail"]
+        assert "100.0 % used" in steps["Which filesystem is full"]["detail"]
+        assert steps["Remove the files that are not PostgreSQL's"]["detail"].startswith("removed 1 file(s): ")
+        assert [c["status"] for c in record["cleanups"]] == ["passed"] * len(record["cleanups"])
+        assert_healed(lab)
+
+
+def test_disk_full_dry_run_touches_nothing(lab: LabProject, tmp_path: Path) -> None:
+    pids = {n: (lab.paths.node(n) / "postmaster.pid").read_text() for n in NODES}
+    result, record, _ = run(lab, tmp_path / "archive", "disk-full", "--dry-run")
+    assert result.code == 0 and record["status"] == "passed" and record["dry_run"], record["reason"]
+    planned = [s for s in record["steps"] if s["status"] == "dry-run"]
+    assert any("mount a tmpfs" in s["detail"] for s in planned) and any("fallocate" in s["detail"] for s in planned)
+    assert scratch_mounts(lab) == [] and list((lab.paths.data / "scratch").glob("*")) == []
+    assert {n: (lab.paths.node(n) / "postmaster.pid").read_text() for n in NODES} == pids
