@@ -322,3 +322,19 @@ def _redactor():
     from drillbook.config.secrets import Redactor
 
     return Redactor()
+
+
+def test_lab_down_unmounts_a_scratch_filesystem_a_dead_run_left(lab_project: LabProject) -> None:  # noqa: F811
+    require("nft", "nftables")  # root
+    mount = lab_project.paths.data / "scratch" / f"diskfull-test{uuid.uuid4().hex[:6]}-wal"
+    mount.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        from drillbook.lab.leftovers import unmount_scratch
+
+        said: list[str] = []
+        assert unmount_scratch(lab_project.paths, said.append) == [str(mount.resolve())]
+        assert str(mount.resolve()) not in Path("/proc/self/mounts").read_text() and said[0].startswith("unmounted")
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+        mount.rmdir()

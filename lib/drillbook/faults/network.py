@@ -107,13 +107,14 @@ def _chain(hook: str, rules: list[str]) -> str:
 
 
 class _NftFault:
-    """What both network faults share: one table, needing root and nft, healed by deleting it."""
+    """What both network faults share: one table, needing root and nft, healed by deleting it.
+    A subclass says what goes in its table (``body``)."""
 
     table: str
     title: str
 
     def check(self, shell: Shell) -> str | None:
-        return needs(shell, ("nft",), True, "changing the firewall")
+        return needs(shell, ("nft", "ss"), True, "changing the firewall")
 
     def heal(self, shell: Shell) -> str:
         return f"table {FAMILY} {self.table} deleted" if delete_table(shell, self.table) else \
@@ -164,9 +165,8 @@ class Partition(_NftFault):
 
 def established(shell: Shell, client: Endpoint, server: Endpoint, uid: int | None) -> list[tuple[str, int]]:
     """(address, port) of the client's open connections to the server, as ``ss`` on this host sees them."""
-    done = shell.run(["ss", "-Htne", "state", "established", "dst", f"[{server.address}]:{server.port}"]
-                     if server.ip == "ip6" else
-                     ["ss", "-Htne", "state", "established", "dst", f"{server.address}:{server.port}"], timeout=15)
+    where = f"[{server.address}]:{server.port}" if server.ip == "ip6" else f"{server.address}:{server.port}"
+    done = shell.run(["ss", "-Htne", "state", "established", "dst", where], timeout=15)
     found = []
     for line in done.stdout.splitlines() if done.ok else []:
         fields = line.split()
