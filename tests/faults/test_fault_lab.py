@@ -327,7 +327,8 @@ def _redactor():
 def test_lab_down_unmounts_a_scratch_filesystem_a_dead_run_left(lab_project: LabProject) -> None:  # noqa: F811
     require("nft", "nftables")  # root
     mount = lab_project.paths.data / "scratch" / f"diskfull-test{uuid.uuid4().hex[:6]}-wal"
-    mount.mkdir(parents=True)
+    # As the lab's user, as a drill makes it: a scratch/ owned by root would lock the lab's user out.
+    subprocess.run(["runuser", "-u", lab_user(), "--", "mkdir", "-p", str(mount)], check=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
     try:
         from drillbook.lab.leftovers import unmount_scratch

@@ -105,7 +105,7 @@ class Watch:
         self.faults = [f for f in faults if f is not None]
         self.interval, self.clock = interval, clock
         self.reason: str | None = None
-        self.heal_errors: list[str] = []
+        self.errors: list[str] = []  # heals that failed, conditions that could not be read
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="drillbook-stop-conditions", daemon=True)
 
@@ -141,7 +141,7 @@ class Watch:
             try:
                 active.heal()
             except Exception as exc:  # the cleanup tries again; say so in the reason
-                self.heal_errors.append(f"{active.fault.title}: {type(exc).__name__}: {exc}")
+                self.errors.append(f"{active.fault.title}: {type(exc).__name__}: {exc}")
         self.drill.stop(f"stop condition crossed: {why}")
 
     def _run(self) -> None:
@@ -150,4 +150,4 @@ class Watch:
                 if self.poll():
                     return
             except Exception as exc:  # a condition that cannot be read must not kill the watch
-                self.heal_errors.append(f"{type(exc).__name__}: {exc}")
+                self.errors.append(f"{type(exc).__name__}: {exc}")

@@ -2,9 +2,9 @@
 ``postgres-disk-full`` runbook's diagnosis and safe repair.
 
 Why a scratch instance: the lab's nodes keep ``pg_wal`` in their data directories, and every drill
-that rebuilds them (pg_basebackup, pg_rewind) relies on that. So the drill copies the primary (a
-base backup) into ``scratch/diskfull-…`` beside it, moves that copy's ``pg_wal`` onto a tmpfs of a
-few MiB mounted for it (root only), and fills that. The runbook acts on any one instance: a node
+that rebuilds them (pg_basebackup, pg_rewind) relies on that. So the drill mounts a tmpfs of a few
+MiB beside the primary (root only), base-backs the primary up into ``scratch/diskfull-…`` with its
+``pg_wal`` on that tmpfs (``--waldir``), leaves a replication slot no one reads, and fills the tmpfs. The runbook acts on any one instance: a node
 of the environment, or one outside its node list (``single``), such as this copy.
 """
 from __future__ import annotations
