@@ -25,8 +25,8 @@ from drillbook.lab.state import NODES
 from labsupport import LabProject, lab_project  # noqa: F401
 
 pytestmark = pytest.mark.integration
-NOTEBOOKS = {"runbooks": ["postgres-replication-lag", "postgres-disk-full"],
-             "notebooks/drills": ["partition-standby", "disk-full"]}
+NOTEBOOKS = {"runbooks": ["postgres-replication-lag", "postgres-disk-full", "postgres-failover"],
+             "notebooks/drills": ["partition-standby", "disk-full", "partition-primary"]}
 
 
 def require_root_and_nft() -> None:
@@ -177,6 +177,7 @@ def test_a_stop_condition_heals_and_fails_a_drill_whose_runbook_stalls(lab: LabP
 @pytest.mark.parametrize("drill, gates, in_fault", [
     ("partition-standby", ["fault"], our_tables),
     ("disk-full", ["fault", "free"], fill_files),
+    ("partition-primary", ["fault", "promote"], our_tables),
 ])
 def test_sigint_mid_fault_leaves_the_lab_healed(lab: LabProject, tmp_path: Path, drill: str, gates: list[str],
                                                 in_fault) -> None:
@@ -229,4 +230,32 @@ def test_disk_full_dry_run_touches_nothing(lab: LabProject, tmp_path: Path) -> N
     planned = [s for s in record["steps"] if s["status"] == "dry-run"]
     assert any("mount a tmpfs" in s["detail"] for s in planned) and any("fallocate" in s["detail"] for s in planned)
     assert scratch_mounts(lab) == [] and list((lab.paths.data / "scratch").glob("*")) == []
+    assert {n: (lab.paths.node(n) / "postmaster.pid").read_text() for n in NODES} == pids
+
+
+# ----------------------------------------------------------------------------- partition (b): split brain
+def test_partition_primary_three_times_in_a_row(lab: LabProject, tmp_path: Path) -> None:
+    for attempt in range(3):
+        before = roles(lab)
+        old = next(n for n, r in before.items() if r == "primary")
+        result, record, _ = run(lab, tmp_path / "archive", "partition-primary", "--approve", "fault", "--approve", "promote")
+        assert result.code == 0 and record["status"] == "passed", (attempt, record["reason"], result.output)
+        found, seen = measures(record), checks(record)
+        assert found["rto_seconds"]["verdict"] == "met" and found["rpo_seconds"]["verdict"] == "met"
+        assert found["isolated_writes"]["value"] == 0 and found["isolated_writes"]["verdict"] == "met"
+        assert seen["never two nodes acknowledging writes"]["passed"]
+        assert seen[f"{old} refuses writes after the partition heals"]["passed"]
+        assert seen[f"{old} is fenced"]["passed"]
+        assert roles(lab)[old] == "standby"  # rebuilt; the other node is the primary now
+        assert_healed(lab)
+
+
+def test_partition_primary_dry_run_touches_nothing(lab: LabProject, tmp_path: Path) -> None:
+    pids = {n: (lab.paths.node(n) / "postmaster.pid").read_text() for n in NODES}
+    before = roles(lab)
+    result, record, _ = run(lab, tmp_path / "archive", "partition-primary", "--dry-run")
+    assert result.code == 0 and record["status"] == "passed" and record["dry_run"], record["reason"]
+    fault = next(s for s in record["steps"] if s["title"].startswith("Cut the primary"))
+    assert fault["status"] == "dry-run" and "drop every TCP packet" in fault["detail"]
+    assert roles(lab) == before and our_tables(lab) == []
     assert {n: (lab.paths.node(n) / "postmaster.pid").read_text() for n in NODES} == pids

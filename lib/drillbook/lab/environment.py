@@ -37,7 +37,7 @@ def environment_data(ports: LabPorts, ssh_user: str = LAB_USER) -> dict[str, Any
             },
         },
         "objectives": {"rto_seconds": 30, "rpo_seconds": 5, "failed_probes": 0, "backup_age_seconds": 3600,
-                       "detect_seconds": 30, "catch_up_seconds": 60},
+                       "detect_seconds": 30, "catch_up_seconds": 60, "isolated_writes": 0},
     }
 
 

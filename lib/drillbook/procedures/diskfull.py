@@ -282,8 +282,8 @@ def fill_wal(drill: Any, scratch: WalScratch, load: Any, outage_factor: float) -
     """The fault: fill the copy's WAL filesystem (heal registered first), watched by an outage
     bound; then WAL keeps coming until the server refuses writes."""
     fill = Fill(scratch.mount, percent=100, max_bytes=1 << 30, tag=scratch.node)
-    load.mark("fault")
     active = inject(drill, fill, host=scratch.host)
+    load.mark("fault")
     if active is None:
         return fill, None
     rto = drill.env.objectives.get("rto_seconds", 30)

@@ -48,8 +48,8 @@ def cut_standby(drill: Any, pg: Postgres, load: Load | None, standby: str, prima
     """Inject the partition (gate ``fault``) and watch its stop conditions: the application's
     probes failing (it must not notice) and the standby's lag (it must stay within reach)."""
     fault = standby_fault(pg, standby, primary, drill.project)
-    at, wall = (load.mark("fault") if load else time.monotonic()), time.time()
     active = inject(drill, fault, host=pg.context.node(primary).host)
+    at, wall = (load.mark("fault") if load else time.monotonic()), time.time()  # the rules are in place now
     watch = None
     if active is not None and load is not None:
         conditions = [stops.ProbesFailing(load, probe_failing_seconds),
