@@ -50,6 +50,7 @@ demo: $(STAMP) system-deps
 	$(DRILLBOOK) run key-rotation --env local --approve rotate
 	$(DRILLBOOK) run partition-standby --env local --approve fault
 	$(DRILLBOOK) run disk-full --env local --approve fault --approve free
+	$(DRILLBOOK) run partition-primary --env local --approve fault --approve promote
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
 	$(DRILLBOOK) publish
