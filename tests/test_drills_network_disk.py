@@ -48,6 +48,11 @@ def lab(lab_project: LabProject) -> LabProject:  # noqa: F811
     return lab_project
 
 
+def runbook_running() -> bool:
+    """Has a drill's runbook (a child run) journalled its start? Run folders live under DRILLBOOK_HOME."""
+    return any(Path(os.environ["DRILLBOOK_HOME"]).glob("runs/run-*/child-*/journal.json"))
+
+
 def extra() -> list[str]:
     return [] if sshd_binary() else ["--skip-preflight"]  # the test lab lists lab-ssh as a required host
 
@@ -188,10 +193,12 @@ def test_sigint_mid_fault_leaves_the_lab_healed(lab: LabProject, tmp_path: Path,
                             cwd=lab.root, env={**os.environ, "DRILLBOOK_ARCHIVE": str(archive)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        # Mid-fault, once the runbook's kernel runs its cells: the drill's kernel is then busy in a cell
+        # (an idle kernel ignores SIGINT, so an interrupt between cells would only land later).
         deadline = time.monotonic() + 180
-        while not in_fault(lab) and proc.poll() is None and time.monotonic() < deadline:
+        while not (in_fault(lab) and runbook_running()) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert in_fault(lab), "the fault never began"
+        assert in_fault(lab) and runbook_running(), "the fault never began"
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=300)
     finally:

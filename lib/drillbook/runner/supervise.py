@@ -123,26 +123,7 @@ def _private_kernel_config(run_dir: Path) -> Config:
 
     # IPC sockets inside the private run folder: kernel traffic (which may carry secrets)
     # never crosses a TCP port that other local users could connect to.
-    # A kernel asked to shut down after an interrupt runs its drill's cleanups at exit: give it
-    # the cleanups' grace, not jupyter_client's 5 s, before it is killed.
-    return Config({"KernelManager": {"transport": "ipc", "ip": str(run_dir / "kernel"),
-                                     "shutdown_wait_time": CLEANUP_GRACE}})
-
-
-class Interrupted(Exception):
-    """Raised before a cell starts once the run was interrupted: papermill runs no further cell."""
-
-
-def _stop_between_cells(supervisor: Supervisor, on_cell: ProgressFn | None) -> ProgressFn:
-    """An interrupt that arrives while the kernel is between cells is ignored by it (an idle
-    kernel ignores SIGINT): then the next cell must not start. Papermill stops, the kernel is shut
-    down gracefully and the drill's cleanups run at its exit."""
-    def hook(event: str, index: int, total: int, cell: Any) -> None:
-        if event == "start" and supervisor.reason is not None:
-            raise Interrupted(f"run {supervisor.reason}: cell {index} not started")
-        if on_cell is not None:
-            on_cell(event, index, total, cell)
-    return hook
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(run_dir / "kernel")}})
 
 
 # papermill imports pyarrow (and with it numpy) when installed, for hdfs:// paths: about 100 ms
@@ -198,8 +179,7 @@ def _run_papermill(job: KernelJob, supervisor: Supervisor, on_cell: ProgressFn |
         papermill.execute_notebook(
             str(job.source), str(job.output), parameters=job.parameters, engine_name=engine.ENGINE_NAME,
             kernel_name=job.kernel_name, progress_bar=False,
-            log_output=False, cwd=str(job.source.parent), start_timeout=60,
-            on_cell=_stop_between_cells(supervisor, on_cell),
+            log_output=False, cwd=str(job.source.parent), start_timeout=60, on_cell=on_cell,
             on_client=lambda client: setattr(supervisor, "client", client),
             config=_private_kernel_config(job.run_dir), kernel_output=kernel_output,
         )
