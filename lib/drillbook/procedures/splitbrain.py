@@ -20,6 +20,7 @@ from ..measure.compute import Ack
 from ..measure.load import WRITES_TABLE, Load
 from ..targets.postgres import Postgres
 from ..targets.postgres.results import PostgresError
+from .failover import heal_pair, plan
 
 
 @dataclass
@@ -79,3 +80,16 @@ def check_fenced_after_heal(drill: Any, pg: Postgres, cut: Isolation) -> None:
         refused, detail = True, str(exc).strip().splitlines()[0][:200]
     drill.check(f"{cut.primary} refuses writes after the partition heals", refused, detail)
     drill.check(f"{cut.primary} is fenced", pg.servers.is_fenced(cut.primary))
+
+
+def heal(pg: Postgres, old: str) -> str:
+    """The drill's way back, whenever it stops: if it stopped between the runbook's fence and its
+    promotion (no primary, the old one fenced), finish the failover first; then rebuild ``old``."""
+    roles = pg.replication.roles()
+    done = []
+    if "primary" not in roles.values() and pg.servers.is_fenced(old):
+        chosen = plan(pg, old=old)
+        pg.servers.promote(chosen.new)
+        done.append(f"promoted {chosen.new} ({old} was fenced and no node was primary)")
+    done.append(heal_pair(pg, old))
+    return "; ".join(done)
