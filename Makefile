@@ -10,8 +10,9 @@ STAMP := $(VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 # Debian packages the lab and the browser test use; installed when missing and running as root.
-# (postgresql: the lab needs TLS, which the pgserver wheel's binaries are built without.)
-APT_PACKAGES := postgresql openssh-server chromium pgbouncer redis-server
+# (postgresql: the lab needs TLS, which the pgserver wheel's binaries are built without;
+# nftables and stress-ng: the fault library's network partitions and resource pressure.)
+APT_PACKAGES := postgresql openssh-server chromium pgbouncer redis-server nftables stress-ng
 
 .PHONY: demo test venv airflow-venv system-deps lint bench clean
 
@@ -67,6 +68,9 @@ demo: $(STAMP) system-deps
 	$(DRILLBOOK) run cert-expiry --env local --approve fault --approve rotate
 	$(DRILLBOOK) run pitr-restore --env local --approve fault
 	$(DRILLBOOK) run cold-start --env local --approve fault --approve start
+	$(DRILLBOOK) run partition-standby --env local --approve fault
+	$(DRILLBOOK) run disk-full --env local --approve fault --approve free
+	$(DRILLBOOK) run partition-primary --env local --approve fault --approve promote
 	$(DRILLBOOK) verify
 	$(DRILLBOOK) status
 	$(DRILLBOOK) anchor

@@ -32,7 +32,7 @@ from .cleanups import Cleanups
 from .config import environments
 from .config.environments import Environment
 from .config.secrets import Redactor
-from .errors import ChangeRequired, CheckFailed, DrillbookError, UnreachableHost
+from .errors import ChangeRequired, CheckFailed, DrillbookError, StopConditionCrossed, UnreachableHost
 from .evidence.record import RUNNING, ChildRun, Cleanup, Journal, Measure, Results, Status, measured, verdict
 from .journal import RUN_DIR_VAR, operator_identity
 from .shells.base import Shell
@@ -63,6 +63,7 @@ class Drill:
         self.redactor = Redactor()
         runsecrets.learn(self.redactor, env, project)
         self._cleanups, self._closed, self._t0 = Cleanups(), False, time.monotonic()
+        self.stopped: str | None = None  # why a stop condition stopped the run (see stop())
         self.carried = resuming.Carried()  # a resumed run: the steps the earlier run completed
         operator, source = operator_identity()
         self.data: Journal = {
@@ -139,6 +140,8 @@ class Drill:
         if fn is None:
             return lambda f: self.step(title, f, mutating=mutating, gate=gate, plan=plan, confirm=confirm, resume=resume)
         self._ensure_open()
+        if self.stopped is not None:  # a stop condition was crossed: the remaining steps are skipped
+            raise StopConditionCrossed(self.stopped)
         if (kept := resuming.carried(self, title, mutating, gate, resume)) is not resuming.RUN:
             return kept
         return steps.run_step(self, title, fn, mutating, gate, plan, confirm)
@@ -157,6 +160,12 @@ class Drill:
         refusal = gates.change_missing(self, f"step {title!r}")
         if refusal:
             raise ChangeRequired(refusal)
+
+    def stop(self, reason: str) -> None:
+        """Stop the run from any thread (a stop condition, its faults healed): interrupt the cell, skip the rest."""
+        if self.stopped is None and not self._closed:
+            self.stopped = reason
+            kernel.interrupt_cell()  # nothing happens while the kernel is idle: the next step refuses
 
     def approve_gate(self, gate: str, how: str | None = None, method: str = "panel", word: str | None = None) -> None:
         """Approve a gate ahead of its step (the panel does, with the ``word`` typed), journalling who, how and when."""
@@ -255,6 +264,10 @@ class Drill:
         if self._closed:
             return
         self._closed = True
+        if self.stopped is not None:  # whatever interrupted the cell, the stop condition is why
+            self.data["checks"].append({"name": "no stop condition crossed", "passed": False,
+                                        "detail": self.stopped, "at": journal.now_iso()})
+            status, reason = "failed", self.stopped
         try:
             self._run_cleanups()
         finally:
@@ -295,7 +308,8 @@ class Drill:
         """Close the run after an exception (called by the cell hook, ``with``, or the runner)."""
         if self._closed:
             return
-        status = "failed" if isinstance(exc, CheckFailed) else "aborted" if isinstance(exc, KeyboardInterrupt) else "error"
+        failed = isinstance(exc, CheckFailed) or self.stopped is not None  # a stop condition ends it failed
+        status = "failed" if failed else "aborted" if isinstance(exc, KeyboardInterrupt) else "error"
         reason = f"{type(exc).__name__}: {exc}".strip()
         self.data["error"] = {"type": type(exc).__name__, "message": str(exc),
                               "traceback": "".join(traceback.format_exception(exc))[-4000:]}

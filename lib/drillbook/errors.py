@@ -83,6 +83,10 @@ class ResumeRefused(DrillbookError):
     """A run cannot be resumed: unknown, passed, on another environment, already resumed, or changed."""
 
     default_hint = "see drillbook status for the runs that can be resumed"
+class StopConditionCrossed(CheckFailed):
+    """A drill's stop condition was crossed: the fault was healed and the run ended failed."""
+
+    default_hint = "read the run's evidence: what the probes saw when the bound was crossed"
 
 
 class EvidenceError(DrillbookError):

@@ -8,7 +8,9 @@ function to call when a cell fails and the redactor of each drill it starts. Out
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, Callable
 
 from .config.secrets import Redactor
@@ -162,6 +164,14 @@ def _install_quiet_displayhook() -> None:
 
     displayhook.drillbook_quiet = True  # type: ignore[attr-defined]
     trap.hook = displayhook
+
+
+def interrupt_cell() -> None:
+    """Interrupt the code the main thread runs, from another thread, as a person pressing Stop
+    would (a real SIGINT, so a blocking call wakes up). Only while Python handles SIGINT: an idle
+    kernel ignores it, and a process that would die of it is left alone."""
+    if callable(signal.getsignal(signal.SIGINT)):
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
 
 # --------------------------------------------------------------------- the kernel's output

@@ -17,6 +17,7 @@ from . import pgbouncer, redis
 from .archive import ensure_archive
 from .binaries import select_binaries
 from .environment import env_warnings, lab_postgres
+from .leftovers import remove_stale_tables, unmount_scratch
 from .oslevel import check_access, ensure_os_user, make_dirs, require_free_port, stop_pid
 from .pg import (
     bring_up_primary,
@@ -109,6 +110,7 @@ def up(project: Path, ports: LabPorts | None = None, say: Say = _quiet) -> LabSt
     paths = LabPaths(project)
     user = ensure_os_user()
     paths.root.mkdir(exist_ok=True)
+    remove_stale_tables(project, say)  # a partition left by a dead run would keep the pair apart
     state = _prepare_state(paths, ports, user)
     make_dirs(paths, user)
     check_access(paths, user)
@@ -149,6 +151,7 @@ def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
     if not paths.root.exists():
         say(f"no lab in {paths.root}")
         return
+    remove_stale_tables(project, say)
     pid = sshd_pid(paths)
     if pid:
         stop_pid(pid)
@@ -167,6 +170,7 @@ def down(project: Path, purge: bool = False, say: Say = _quiet) -> None:
             for name in NODES:
                 if disk_facts(pg, name).initialized and _stop_node(pg, name):
                     say(f"stopped {name}")
+    unmount_scratch(paths, say)  # the disk-full drill's WAL tmpfs, if its run died
     if purge:
         shutil.rmtree(paths.root)
         say(f"removed {paths.root}")

@@ -40,7 +40,8 @@ def environment_data(ports: LabPorts, ssh_user: str = LAB_USER) -> dict[str, Any
             **lab_pool_and_cache(ports),
         },
         "objectives": {"rto_seconds": 30, "rpo_seconds": 5, "failed_probes": 0, "backup_age_seconds": 3600,
-                       "cert_min_days": 14, "latency_p95_ms": 200, "lost_writes": 0},
+                       "cert_min_days": 14, "latency_p95_ms": 200, "lost_writes": 0,
+                       "detect_seconds": 30, "catch_up_seconds": 60, "isolated_writes": 0},
     }
 
 

@@ -113,11 +113,14 @@ def data_at_risk(pg: Postgres, chosen: FailoverPlan) -> str:
             f"received) are lost; {chosen.new} last replayed a transaction {age}")
 
 
-def fence(pg: Postgres, node: str) -> str:
+def fence(pg: Postgres, node: str, clean_stop: bool = True) -> str:
     """Stop ``node`` (cleanly if it still runs, so its standbys receive all of its WAL) and fence
-    it: if it is ever started again it stays read-only, so there can never be two primaries."""
+    it: if it is ever started again it stays read-only, so there can never be two primaries.
+
+    ``clean_stop=False``: a primary that runs but cannot be reached (partitioned, hung) is stopped
+    at once; a clean stop would wait for WAL senders that cannot deliver."""
     clean = False
-    if pg.servers.is_running(node):
+    if clean_stop and pg.servers.is_running(node):
         try:
             clean = pg.servers.stop(node, "fast", timeout=30)
         except PostgresError:

@@ -158,6 +158,9 @@ class Connections:
             user=user or creds.user, password=password if password is not None else creds.password,
             sslmode=svc.sslmode, connect_timeout=max(2, int(timeout or self.context.connect_timeout)),
             application_name="drillbook", autocommit=autocommit,
+            # A server cut off mid-query (a partition) never answers: fail once what we sent stays
+            # unacknowledged this long, instead of hanging until the kernel's TCP gives up (minutes).
+            tcp_user_timeout=1000 * max(2, int(timeout or self.context.connect_timeout)),
         )
         if self.context.rootcert():
             params["sslrootcert"] = self.context.rootcert()

@@ -72,6 +72,10 @@ class Servers:
             self._logins[host] = self.shell(host).run("id -un", timeout=30, check=True).stdout.strip()
         return self._logins[host]
 
+    def owner(self, name: str) -> str:
+        """The OS user that runs node ``name`` (the owner of its data directory)."""
+        return self._owner(name)
+
     def _owner(self, name: str) -> str:
         """The OS user that owns the data directory (or, before it exists, its parent)."""
         if self.context.service.os_user:
