@@ -20,15 +20,25 @@ DRILLBOOK = Path(sys.executable).parent / "drillbook"
 
 @pytest.fixture(autouse=True)
 def _restore_environ(tmp_path_factory: pytest.TempPathFactory):
-    """Restore os.environ after each test and point drillbook's key home at a temporary folder."""
+    """Restore os.environ after each test and point drillbook's key home and trust file at a temporary folder."""
     saved = dict(os.environ)
     home = tmp_path_factory.mktemp("drillbook-home")
     os.environ["DRILLBOOK_HOME"] = str(home)
+    # Each test signs with a key of its own (in its home): it trusts that key in a trust file of its
+    # own too, or the session lab's project would pin the first test's key for all the others.
+    os.environ["DRILLBOOK_TRUST"] = str(home / "trust.yaml")
     for name in ("DRILLBOOK_PROJECT", "DRILLBOOK_ARCHIVE", "DRILLBOOK_STATE", "DRILLBOOK_RUN_DIR"):
         os.environ.pop(name, None)
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture
+def project_trust_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests about a project's own trust file (parameters/trust.yaml), or whose module-wide archive
+    was signed before any test's own trust file existed: no per-test trust file."""
+    monkeypatch.delenv("DRILLBOOK_TRUST", raising=False)
 
 
 @dataclass

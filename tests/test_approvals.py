@@ -19,7 +19,8 @@ from conftest import Project, cli
 from drillbook.config.environments import load_environment
 from drillbook.evidence import approvals, ledger, trust
 
-pytestmark = pytest.mark.integration
+# The project's own trust file (module-wide archives are signed before any per-test one exists).
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("project_trust_file")]
 
 
 @dataclass

@@ -21,7 +21,8 @@ from drillbook.evidence import keys, ledger
 from evidencesupport import add_runs, drop_last, new_project
 from sitesupport import QuietHandler, site_build
 
-pytestmark = pytest.mark.integration
+# The project's own trust file (module-wide archives are signed before any per-test one exists).
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("project_trust_file")]
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@t"]
 
 

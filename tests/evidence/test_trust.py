@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from drillbook.evidence import keys, ledger, rotation, trust
 from evidencesupport import add_runs, new_project, write_entries
 
+pytestmark = pytest.mark.usefixtures("project_trust_file")  # the project's own trust file
+
 
 @pytest.fixture
 def three(tmp_path: Path) -> Project:

@@ -28,7 +28,8 @@ from drillbook.site import md as site_md
 from drillbook.site import status as site_status
 from sitesupport import site_build
 
-pytestmark = pytest.mark.integration
+# The project's own trust file (module-wide archives are signed before any per-test one exists).
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("project_trust_file")]
 
 ZENSICAL = Path(sys.executable).parent / "zensical"
 CANARY = "site-canary-7f3a9c"  # the secret the leaky run tries to publish

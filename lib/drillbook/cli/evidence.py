@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from .. import paths
+from ..errors import NotFound
 from .app import ARCHIVE_HELP, STATUS_COLOURS, app, archive_at, cache_root, err, out, table
 
 if TYPE_CHECKING:  # annotations only: the evidence modules load cryptography
@@ -84,7 +85,11 @@ def _notify_verify(archive: Path | str, problems: list[str]) -> None:
     """Tell every environment's notification targets; a dead one is printed, never fatal."""
     from .. import notify
 
-    for delivery in notify.notify_verify(archive, problems):
+    try:
+        deliveries = notify.notify_verify(archive, problems)
+    except NotFound:  # an archive checked outside any project: no environment to tell
+        return
+    for delivery in deliveries:
         if not delivery.ok:
             err.print(f"warning: notification to {delivery.target} failed: {delivery.error}", markup=False,
                       soft_wrap=True)

@@ -71,7 +71,7 @@ def run(
 
         request = request_for(resume, request, paths.project_root(), paths.archive_root())
     if scheduler:
-        _skip_if_frozen(request.name, request.env, scheduler)
+        _skip_if_frozen(request.target, request.env, scheduler)
     raise typer.Exit(run_one(request, scheduler))
 
 
