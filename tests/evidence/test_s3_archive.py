@@ -23,7 +23,7 @@ from pathlib import Path
 import boto3
 import pytest
 from conftest import DRILLBOOK, REPO, Project, cli
-from drillbook.evidence import keys, remote, s3ledger
+from drillbook.evidence import trust, keys, remote, s3ledger
 from drillbook.evidence.store import S3Store, parse_s3
 from s3support import s3_archive, s3_server  # noqa: F401  (fixtures)
 from sitesupport import site_build
@@ -71,9 +71,12 @@ def test_server_enforces_conditional_writes(s3_archive: str) -> None:
 def test_concurrent_appenders_never_fork(s3_archive: str) -> None:
     archive = parse_s3(s3_archive)
     barrier, results, errors = threading.Barrier(WRITERS), [], []
+    machines = [keys.Ed25519PrivateKey.generate() for _ in range(WRITERS)]  # each writer its own machine and key
+    for key in machines:  # every worker's key is pinned in the project's trust file, as a deployment would
+        trust.add_key(trust.trust_path(), key.public_key(), None)
 
     def writer(w: int) -> None:
-        key = keys.Ed25519PrivateKey.generate()  # each writer its own machine and key
+        key = machines[w]
         store = S3Store(archive)
         barrier.wait()
         try:
@@ -121,6 +124,9 @@ def test_two_workers_share_one_bucket(project: Project, tmp_path: Path, s3_archi
     project.add_notebook("passes.ipynb")
     project.add_notebook("passes.ipynb", name="second.ipynb")
     one, two = _worker(project, tmp_path, "one", s3_archive), _worker(project, tmp_path, "two", s3_archive)
+    for worker in (one, two):  # each worker's key is pinned in the project's (committed) trust file first
+        pinned = cli(worker["DRILLBOOK_PROJECT"], "keys", "trust", env=worker)
+        assert pinned.code == 0, pinned.output
     runs = [_spawn(one, "run", "passes", "--env", "local"), _spawn(two, "run", "second", "--env", "local")]
     outputs = [p.communicate(timeout=300)[0] for p in runs]
     assert [p.returncode for p in runs] == [0, 0], outputs

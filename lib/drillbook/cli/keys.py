@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import app, archive_path, err, out, table
+from .app import app, archive_path, cache_root, err, out, table
 
 keys_app = typer.Typer(no_args_is_help=True, help="The signing keys pinned in parameters/trust.yaml: list, trust, rotate.")
 app.add_typer(keys_app, name="keys")
@@ -28,12 +28,23 @@ def list_keys(archive: Optional[Path] = ARCHIVE) -> None:
                     [[k.key_id, k.fingerprint, k.window()] for k in pinned]))
 
 
+def _trust_current(archive: Optional[Path]) -> tuple[str, Path, bool]:
+    """``rotation.trust_current`` on the archive; an S3 one (``DRILLBOOK_ARCHIVE``) through its ledger's copy."""
+    from ..evidence import rotation
+    from ..evidence.store import project_archive
+
+    where = project_archive() if archive is None else None
+    if where is None or isinstance(where, Path):
+        return rotation.trust_current(archive_path(archive))
+    from ..evidence import remote, trust
+
+    return rotation.trust_current(remote.sync_ledger(where, cache_root()), trust_file=trust.trust_path())
+
+
 @keys_app.command("trust")
 def trust_key(archive: Optional[Path] = ARCHIVE) -> None:
     """Pin this machine's signing key in the trust file, valid from now on (then commit the file)."""
-    from ..evidence import rotation
-
-    kid, path, added = rotation.trust_current(archive_path(archive))
+    kid, path, added = _trust_current(archive)
     if added:
         out.print(f"trusted signing key {kid} from now on in {path}: commit it", soft_wrap=True)
     else:

@@ -182,7 +182,7 @@ def project_of(archive: Path) -> Path | None:
     try:
         project = paths.project_root()
         return project if archive == paths.archive_root(project).resolve() else None
-    except NotFound:
+    except (NotFound, EvidenceError):  # no project, or its archive is on object storage (a local copy here)
         return None
 
 

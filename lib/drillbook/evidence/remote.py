@@ -28,8 +28,8 @@ from typing import Any, Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..config.secrets import Redactor
-from ..errors import EvidenceError
-from . import ledger, s3ledger
+from ..errors import EvidenceError, NotFound
+from . import ledger, s3ledger, trust
 from . import archive as folder_archive
 from .archive import MANIFEST_NAME, RECORD_NAME, RUNS, _ledger_fields, build_bundle, check_bundle
 from .record import Record
@@ -217,12 +217,20 @@ def _name_object(archive: S3Archive, problem: Problem, lines: dict[str, int]) ->
     return problem
 
 
+def _trust_file() -> Path | None:
+    """The project's trust file: the keys allowed to sign the bucket's entries (None outside a project)."""
+    try:
+        return trust.trust_path()
+    except NotFound:
+        return None
+
+
 def verify(archive: S3Archive, public_keys: list[Path] | None = None) -> VerifyReport:
     """``verify_archive`` on a fresh download of every object, each problem naming its object."""
     with tempfile.TemporaryDirectory(prefix="drillbook-verify-") as folder:
         target = Path(folder)
         strays = mirror(archive, target)
-        report = verify_archive(target, public_keys)
+        report = verify_archive(target, public_keys, trust_file=_trust_file())
         lines = {str(e["run_id"]): n for n, e in enumerate(ledger.read_entries(target), 1) if "run_id" in e}
     report.problems = [_name_object(archive, p, lines) for p in report.problems] + strays
     return report

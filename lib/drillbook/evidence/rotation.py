@@ -66,10 +66,11 @@ def require_trust_file(archive: Path) -> Path:
     return path
 
 
-def trust_current(archive: Path, home: Path | None = None) -> tuple[str, Path, bool]:
+def trust_current(archive: Path, home: Path | None = None, trust_file: Path | None = None) -> tuple[str, Path, bool]:
     """Pin this machine's signing key; (key id, trust file, added). Its window opens at the first
-    entry it signed (whoever runs this vouches for what the key signed), else now."""
-    path = require_trust_file(archive)
+    entry it signed (whoever runs this vouches for what the key signed), else now. ``trust_file``:
+    the project's, when ``archive`` is a local copy of an S3 archive's ledger."""
+    path = trust_file or require_trust_file(archive)
     key = keys.load_or_create_signing_key(home)
     kid = keys.key_id(key.public_key())
     first = next((e.get("recorded_at") for e in ledger.read_entries(archive) if e.get("key_id") == kid), None)

@@ -23,8 +23,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..errors import EvidenceError
-from . import keys, ledger
+from ..errors import EvidenceError, NotFound
+from ..files import write_atomic
+from . import keys, ledger, trust
 from .store import PARALLEL, S3Store
 
 LEDGER_DIR = "ledger"
@@ -115,6 +116,8 @@ def append(store: S3Store, key: Ed25519PrivateKey, fields: ledger.RunFields) -> 
         entry = ledger.new_entry(key, kid, fields, seq + 1, last)
         body = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
         if store.create(store.archive.key(entry_name(seq + 1)), body):
+            if entry["seq"] == 1:  # as a folder's first entry does: pin its key when none is trusted yet
+                trust.pin_first_key(_project_trust_file(), key, entry["recorded_at"])
             advance_head(store, key, entry)
             return Appended(entry, attempt)
         # Another writer took this number: chain onto what it wrote (and whatever followed).
@@ -122,6 +125,14 @@ def append(store: S3Store, key: Ed25519PrivateKey, fields: ledger.RunFields) -> 
         seq, last = _forward(store, seq, last)
     raise EvidenceError(f"could not append to the ledger of {store.archive} after {MAX_TRIES} tries",
                         "another writer keeps winning: try again")
+
+
+def _project_trust_file() -> Path | None:
+    """The trust file of the project writing to the bucket (an S3 archive is a project's configured one)."""
+    try:
+        return trust.trust_path()
+    except NotFound:
+        return None
 
 
 def advance_head(store: S3Store, key: Ed25519PrivateKey, entry: dict[str, Any]) -> None:
@@ -165,7 +176,8 @@ def read_entries(store: S3Store, cache: Path | None = None) -> list[dict[str, An
             (cache / name).parent.mkdir(parents=True, exist_ok=True)
             (cache / name).write_bytes(data)
         known = {name: listed[name] for name in numbered.values() if name in fetched or known.get(name) == listed[name]}
-        (cache / CACHE_INDEX).write_text(json.dumps(known), encoding="utf-8")
+        # The cache may not exist yet (an empty ledger), and two commands may refresh it at once.
+        write_atomic(cache / CACHE_INDEX, json.dumps(known).encode("utf-8"))
     entries: list[dict[str, Any]] = []
     for seq in range(1, max(numbered, default=0) + 1):
         name = numbered.get(seq, entry_name(seq))

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .. import journal, paths
 from ..config import yamlfile
-from ..errors import ConfigError, NotFound
+from ..errors import ConfigError, EvidenceError, NotFound
 from ..files import write_atomic
 from . import keys
 
@@ -88,7 +88,7 @@ def trust_for(archive: Path) -> Path | None:
     try:
         if archive == paths.archive_root().resolve():
             return trust_path()
-    except NotFound:
+    except (NotFound, EvidenceError):  # no project, or its archive is on object storage (remote.py asks)
         pass
     return None
 
@@ -198,7 +198,11 @@ def adopt_genesis_key(archive: Path, key: Ed25519PrivateKey, at: str) -> Path | 
     Called by the ledger under its lock, only for seq 1. Returns the file written, or None. An
     archive that belongs to no project (see ``trust_for``) has no trust file to write.
     """
-    path = trust_for(archive)
+    return pin_first_key(trust_for(archive), key, at)
+
+
+def pin_first_key(path: Path | None, key: Ed25519PrivateKey, at: str) -> Path | None:
+    """``adopt_genesis_key`` for the trust file ``path`` (an S3 ledger's first entry names it itself)."""
     if path is None or not path.parent.is_dir():
         return None
     try:

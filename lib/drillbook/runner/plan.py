@@ -199,6 +199,18 @@ def prepare(request: RunRequest, project: Path | None = None) -> Plan:
     return plan
 
 
+def _ledger_folder(project: Path) -> Path:
+    """Where the approvals are read: the archive's folder, or a local copy of an S3 archive's ledger."""
+    from ..evidence.store import project_archive
+
+    where = project_archive(project)
+    if isinstance(where, Path):
+        return where
+    from ..evidence import remote  # boto3: only for an archive on object storage
+
+    return remote.sync_ledger(where, paths.state_dir(project))
+
+
 def authorize(plan: Plan, project: Path) -> None:
     """Check the run's approvals (``evidence/approvals.py``) and open the gates they approve; a real run
     on an environment requiring approval without a valid one is refused here, before anything runs."""
@@ -206,7 +218,7 @@ def authorize(plan: Plan, project: Path) -> None:
 
     request = plan.request
     plan.approvals = approvals.authorize(
-        paths.archive_root(project), project, list(request.approvals), drill=plan.name, env=plan.env,
+        _ledger_folder(project), project, list(request.approvals), drill=plan.name, env=plan.env,
         notebook=plan.path, parameters=plan.parameters, operator=journal.operator_name(), dry_run=request.dry_run)
     for approval in plan.approvals:
         if approval["gate"] not in request.approve:
