@@ -146,6 +146,43 @@ def test_a_target_lsn_that_is_not_one_is_refused_with_the_format() -> None:
         pitr.choose_backup([], "", "0/5000060; DROP")
 
 
+class FakeRun:
+    """Records what target_given asks of a drill (the real require stops the run: here it raises)."""
+
+    def __init__(self, dry_run: bool) -> None:
+        self.dry_run, self.skipped = dry_run, []
+
+    def not_applicable(self, title: str, reason: str) -> None:
+        self.skipped.append((title, reason))
+
+    def require(self, name: str, ok: bool, detail: str = "") -> None:
+        if not ok:
+            raise AssertionError(f"{name}: {detail}")
+
+
+def test_without_a_target_a_dry_run_only_diagnoses_and_a_live_run_refuses() -> None:
+    dry = FakeRun(dry_run=True)
+    assert pitr.target_given(dry, "", "") is False
+    assert dry.skipped == [("Plan the restore", pitr.NO_TARGET)] and "no recovery target given" in pitr.NO_TARGET
+    assert pitr.target_given(FakeRun(dry_run=True), "2026-12-01 11:30:00+00", "") is True
+    for dry_run, both in ((False, ("", "")), (True, ("2026-12-01 11:30:00+00", "0/1")), (False, ("x", "0/1"))):
+        with pytest.raises(AssertionError, match="one recovery target is given"):
+            pitr.target_given(FakeRun(dry_run), *both)
+
+
+def test_the_target_range_starts_at_the_oldest_backup_and_names_missing_wal() -> None:
+    first = KeptBackup("/b/a", "pitr-a", 1, 0x4000028, "000000010000000000000004", "2026-12-01 11:13:34 UTC")
+    at = pitr.Archiver("000000010000000000000006", "2026-12-01 12:00:00+00", 0, None, "2026-12-01 12:30:00+00")
+    wal = ["000000010000000000000004", "000000010000000000000006", "000000010000000000000005", "base"]
+    text = pitr.describe_range([first], wal, at)
+    assert "3 WAL segment(s) archived (000000010000000000000004 … 000000010000000000000006)" in text
+    assert "after 2026-12-01 11:13:34 UTC" in text and "before 2026-12-01 12:30:00+00" in text and "not in the archive" not in text
+    assert "is not in the archive" in pitr.describe_range([first], wal[1:], at)
+    failing = pitr.Archiver(None, None, 3, "000000010000000000000007", "now")
+    assert "Nothing can be restored" in pitr.describe_range([], [], failing)
+    assert "no WAL segment archived" in pitr.describe_range([], [], failing) and "failed 3 time(s)" in pitr.describe_range([], [], failing)
+
+
 # ============================================================================= against the lab
 def run_drill(project: LabProject, tmp_path: Path, drill: str, *args: str) -> tuple[dict, Path]:
     result, record, bundle = run(project, tmp_path, drill, *args)

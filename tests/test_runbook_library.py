@@ -153,6 +153,14 @@ def test_undrilled_runbook_dry_runs_against_the_lab(library: LabProject, tmp_pat
 
 
 @pytest.mark.integration
+def test_point_in_time_restore_without_a_target_refuses_a_live_run_before_any_change(library: LabProject, tmp_path: Path) -> None:
+    output, record, _ = run(library, tmp_path, "postgres-point-in-time-restore")
+    assert record["dry_run"] is False and record["status"] != "passed", output[-3000:]
+    assert "one recovery target is given" in str(record["reason"]), record["reason"]
+    assert not [s for s in record["steps"] if s["mutating"]], record["steps"]  # refused before archiving or restoring
+
+
+@pytest.mark.integration
 def test_data_corruption_needs_rollback_typed_then_swaps_a_bad_change_back(library: LabProject, tmp_path: Path) -> None:
     gates = ("--approve", "stop-writes", "--approve", "restore", "--approve", "resume-writes")
     with library.postgres() as pg:

@@ -1,6 +1,7 @@
 """Point-in-time restore: undo a bad change by restoring a scratch copy to just before it.
 
-The runbook (``runbooks/postgres-point-in-time-restore``) chooses the kept base backup with
+The runbook (``runbooks/postgres-point-in-time-restore``) reads what the archive can restore
+(``restorable_range``), needs one target (``target_given``: a dry run without one only diagnoses), chooses the kept base backup with
 ``choose_backup``, closes the current WAL segment, restores into a scratch instance paused just
 before the target (``targets.postgres.pitr``) and checks where replay stopped
 (``check_stopped_before``). The drill makes the bad change under the sequenced writer
@@ -10,11 +11,12 @@ write acknowledged before the target is there, none begun after it is.
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from ..errors import DrillbookError
 from ..measure.compute import rpo
@@ -32,6 +34,58 @@ class NoBackupForTarget(DrillbookError):
 
 
 # ----------------------------------------------------------------------------- the runbook (pure parts)
+class _Run(Protocol):  # the parts of a Drill the target check uses
+    dry_run: bool
+
+    def not_applicable(self, title: str, reason: str) -> None: ...
+
+    def require(self, name: str, ok: bool, detail: str = "") -> None: ...
+
+
+NO_TARGET = ("no recovery target given (target_time or target_lsn), so no restore can be planned: "
+             "choose one inside the range the diagnosis prints")
+
+
+def target_given(drill: _Run, target_time: str | None, target_lsn: str | None) -> bool:
+    """Exactly one target: True. None in a dry run: False, recorded as why no restore is planned (the
+    diagnosis still runs, so the runbook is useful alone). A live run without one, or with both, stops."""
+    if not target_time and not target_lsn and drill.dry_run:
+        drill.not_applicable("Plan the restore", NO_TARGET)
+        return False
+    drill.require("one recovery target is given", bool(target_time) != bool(target_lsn),
+                  f"target_time={target_time!r}, target_lsn={target_lsn!r}")
+    return True
+
+
+@dataclass(frozen=True)
+class Archiver:
+    """What the primary's archiver says (pg_stat_archiver), and its clock."""
+
+    last_wal: str | None
+    last_time: str | None
+    failed: int
+    last_failed_wal: str | None
+    now: str
+
+
+def describe_range(backups: Sequence[KeptBackup], segments: Sequence[str], archiver: Archiver) -> str:
+    """What the archive holds and the range of targets it can restore to, in words."""
+    wal = sorted(s for s in segments if WAL_NAME.match(s))
+    held = (f"{len(wal)} WAL segment(s) archived ({wal[0]} … {wal[-1]}), the last at {archiver.last_time or 'unknown'}"
+            if wal else "no WAL segment archived")
+    failing = f"; the archiver failed {archiver.failed} time(s), last on {archiver.last_failed_wal}" if archiver.failed else ""
+    if not backups:
+        return f"no base backup kept; {held}{failing}. Nothing can be restored from this archive."
+    oldest = backups[0]
+    lines = [f"{len(backups)} base backup(s) kept, oldest {oldest.label} (started {oldest.start_time}, timeline "
+             f"{oldest.timeline}, WAL from {oldest.start_wal}); {held}{failing}."]
+    if oldest.start_wal not in wal:
+        lines.append(f"The WAL the oldest backup starts from ({oldest.start_wal}) is not in the archive: a restore from it fails.")
+    lines.append(f"A target can be restored if it is after {oldest.start_time} (the oldest backup's start) and before "
+                 f"{archiver.now} (now: the restore archives the current WAL segment first).")
+    return "\n".join(lines)
+
+
 def parse_time(text: str) -> datetime:
     """A timestamp as PostgreSQL or an operator writes it ('2026-12-01 11:30:00+00', '… UTC', ISO 8601)."""
     value = text.strip().replace(" UTC", "+00:00")
@@ -72,7 +126,17 @@ def stopped_before(replayed: Replayed, target_time: str | None, target_lsn: str 
 
 
 SCRATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+WAL_NAME = re.compile(r"^[0-9A-F]{24}$")
 LSN_TEXT = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+
+
+def restorable_range(pg: Postgres, node: str, wal_dir: str, backups: Sequence[KeptBackup]) -> str:
+    """Read the archive on ``node``'s host and its archiver: which targets a restore can reach (read-only)."""
+    listing = pg.servers.run(node, f"ls -1 {shlex.quote(wal_dir)} 2>/dev/null; true", what="list the WAL archive",
+                             timeout=30).stdout.split()
+    row = pg.connections.query(node, "SELECT last_archived_wal, last_archived_time::text, failed_count, last_failed_wal, "
+                                     "clock_timestamp()::text FROM pg_stat_archiver")[0]
+    return describe_range(backups, listing, Archiver(row[0], row[1], int(row[2]), row[3], str(row[4])))
 
 
 def scratch_dir(pg: Postgres, node: str, name: str) -> str:
