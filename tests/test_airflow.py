@@ -42,7 +42,10 @@ class Airflow:
         self.archive = archive
         self.env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                     "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "DRILLBOOK_PROJECT": str(project),
-                    "DRILLBOOK_BIN": str(DRILLBOOK), "DRILLBOOK_ARCHIVE": str(archive)}
+                    "DRILLBOOK_BIN": str(DRILLBOOK), "DRILLBOOK_ARCHIVE": str(archive),
+                    # The module's runs sign with a key of their own and trust it in a file of their own.
+                    "DRILLBOOK_HOME": str(home / "drillbook-home"), "DRILLBOOK_TRUST": str(home / "trust.yaml")}
+        self.drillbook_env = {k: self.env[k] for k in ("DRILLBOOK_HOME", "DRILLBOOK_TRUST")}
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(ensure_airflow()), *args], env=self.env, capture_output=True, text=True,
@@ -86,7 +89,7 @@ def test_airflow_runs_the_schedule_through_drillbooks_runner(airflow: Airflow, l
     # The task's own output ends with the run id and where its evidence is.
     assert f"drillbook run id: {record['run_id']}; evidence: {bundle}" in log
     assert "state=success" in log and "drillbook__smoke__local" in log
-    verified = cli(lab_project.root, "verify", "--archive", str(airflow.archive))
+    verified = cli(lab_project.root, "verify", "--archive", str(airflow.archive), env=airflow.drillbook_env)
     assert verified.code == 0 and "1 run(s)" in verified.stdout, verified.output
 
     failed = airflow("dags", "test", "drillbook__check_fails__local")
@@ -105,7 +108,7 @@ def test_airflow_runs_the_schedule_through_drillbooks_runner(airflow: Airflow, l
     assert len(_records(airflow.archive)) == 2  # nothing ran
     skips = list((airflow.archive / "freeze" / "skipped").glob("*.json"))
     assert [json.loads(p.read_text())["scheduler"] for p in skips] == ["airflow"]
-    assert cli(lab_project.root, "verify", "--archive", str(airflow.archive)).code == 0
+    assert cli(lab_project.root, "verify", "--archive", str(airflow.archive), env=airflow.drillbook_env).code == 0
 
 
 def test_dag_specs_follow_the_schedule_and_production_needs_a_change(project: Project) -> None:

@@ -86,6 +86,17 @@ def _skip_if_frozen(drill: str, env: str, scheduler: str) -> None:
         raise typer.Exit(3)
 
 
+def _require_change_for_production(request: RunRequest, scheduler: str) -> None:
+    from ..config.environments import load_environment
+
+    env = load_environment(request.env)
+    if env.production:
+        raise ChangeRequired(f"a scheduled run ({scheduler}) of {request.target} on production environment "
+                             f"{env.name!r} needs a change reference; nothing ran",
+                             "add change: CHG-1234 to the entry in parameters/schedule.yaml (Airflow: or trigger "
+                             "with conf {\"change\": \"CHG-1234\"})")
+
+
 def run_one(request: RunRequest, scheduler: str | None = None) -> int:
     """Prepare, execute and report one run; the exit status for it. A scheduled run (``scheduler``)
     on a production environment needs a change reference up front: no one is there to give one."""
@@ -94,12 +105,9 @@ def run_one(request: RunRequest, scheduler: str | None = None) -> int:
     from ..runner.plan import prepare
     from ..runner.progress import CellProgress
 
+    if scheduler and not request.change:  # asked first: a scheduled entry is fixed in its schedule file
+        _require_change_for_production(request, scheduler)
     plan = prepare(request)
-    if scheduler and plan.env.production and not request.change:
-        raise ChangeRequired(f"a scheduled run ({scheduler}) of {plan.name} on production environment "
-                             f"{plan.env.name!r} needs a change reference; nothing ran",
-                             "add change: CHG-1234 to the entry in parameters/schedule.yaml (Airflow: or trigger "
-                             "with conf {\"change\": \"CHG-1234\"})")
     freeze.refuse_if_frozen(plan.env.name)  # one line, before anything is said about running; execute asks again
     for approval in plan.approvals:
         err.print(f"gate {approval['gate']} opened by approval {approval['id']} of {approval['approver']} "
