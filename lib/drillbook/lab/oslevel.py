@@ -127,3 +127,20 @@ def require_free_port(port: int, what: str, option: str) -> None:
         raise LabError(f"port {port} (lab {what}) is already in use by another program",
                        f"stop it, or create the lab on other ports: drillbook lab down --purge; "
                        f"drillbook lab up {option} N (and update parameters/environments/{LAB_ENV}.yaml)")
+
+
+def start_server(user: str, command: list[str], name: str, port: int, log: Path) -> None:
+    """Start a daemonising server (PgBouncer, Redis) as ``user`` and wait for its port; else one line
+    naming the last thing it said and the log to read."""
+    done = as_user(user, command)
+    if done.returncode != 0 or not wait_port(port, 10):
+        why = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or [""])[-1]
+        raise LabError(f"{name} did not start on 127.0.0.1:{port}" + (f": {why}" if why else ""), f"read {log}")
+
+
+def stop_server(running: int | None) -> bool:
+    """Stop a server the lab started, by its pid (None: not running); whether it was running."""
+    if running is None:
+        return False
+    stop_pid(running)
+    return True

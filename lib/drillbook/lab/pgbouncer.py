@@ -19,9 +19,8 @@ from pathlib import Path
 
 from psycopg import sql
 
-from ..errors import LabError
 from ..targets.postgres import Postgres
-from .oslevel import as_user, chown, require_free_port, stop_pid, wait_port, write_private
+from .oslevel import chown, require_free_port, start_server, stop_server, write_private
 from .state import LabPaths, LabState, Say
 
 BINARY_VAR = "DRILLBOOK_LAB_PGBOUNCER"
@@ -126,20 +125,12 @@ def start(pg: Postgres, paths: LabPaths, state: LabState, primary: str, say: Say
         os.kill(running, 1)  # SIGHUP: PgBouncer re-reads its configuration (a RELOAD)
         return
     require_free_port(state.ports.pgbouncer, "pgbouncer", "(DRILLBOOK_LAB_PGBOUNCER_PORT)")
-    done = as_user(state.os_user, [found, "-d", str(ini)])
-    if done.returncode != 0 or not wait_port(state.ports.pgbouncer, 10):
-        why = (done.stderr.strip().splitlines() or [""])[-1]
-        raise LabError(f"pgbouncer did not start on 127.0.0.1:{state.ports.pgbouncer}" + (f": {why}" if why else ""),
-                       f"read {d / 'pgbouncer.log'}")
+    start_server(state.os_user, [found, "-d", str(ini)], "pgbouncer", state.ports.pgbouncer, d / "pgbouncer.log")
     say(f"pgbouncer listening on 127.0.0.1:{state.ports.pgbouncer} (transaction pooling, primary {primary})")
 
 
 def stop(paths: LabPaths) -> bool:
-    running = pid(paths)
-    if running is None:
-        return False
-    stop_pid(running)
-    return True
+    return stop_server(pid(paths))
 
 
 def lab_service(port: int) -> dict[str, object]:

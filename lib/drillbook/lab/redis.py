@@ -15,8 +15,7 @@ import secrets as pysecrets
 import shutil
 from pathlib import Path
 
-from ..errors import LabError
-from .oslevel import as_user, chown, require_free_port, stop_pid, wait_port, write_private
+from .oslevel import chown, require_free_port, start_server, stop_server, write_private
 from .state import LabPaths, LabState, Say
 
 BINARY_VAR = "DRILLBOOK_LAB_REDIS"
@@ -90,20 +89,12 @@ def start(paths: LabPaths, state: LabState, say: Say) -> None:
     if pid(paths) is not None:
         return
     require_free_port(state.ports.redis, "redis", "(DRILLBOOK_LAB_REDIS_PORT)")
-    done = as_user(state.os_user, [found, str(config_path(paths))])
-    if done.returncode != 0 or not wait_port(state.ports.redis, 10):
-        why = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or [""])[-1]
-        raise LabError(f"redis did not start on 127.0.0.1:{state.ports.redis}" + (f": {why}" if why else ""),
-                       f"read {d / 'redis.log'}")
+    start_server(state.os_user, [found, str(config_path(paths))], "redis", state.ports.redis, d / "redis.log")
     say(f"redis listening on 127.0.0.1:{state.ports.redis}")
 
 
 def stop(paths: LabPaths) -> bool:
-    running = pid(paths)
-    if running is None:
-        return False
-    stop_pid(running)
-    return True
+    return stop_server(pid(paths))
 
 
 def lab_service(port: int) -> dict[str, object]:
