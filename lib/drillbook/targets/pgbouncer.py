@@ -21,12 +21,12 @@ from typing import Any, Callable
 
 import psycopg
 
-from ..config.environments import Environment, PgBouncerService
-from ..config.secrets import Redactor, SecretRef
-from ..errors import DrillbookError, NotFound
+from ..config.environments import PgBouncerService
+from ..config.secrets import SecretRef
+from ..errors import DrillbookError
 from ..shells.base import Shell
-from ..shells.open import open_shell
 from .process import start_as_owner
+from .service import ServiceTarget
 
 
 class PgBouncerError(DrillbookError):
@@ -49,62 +49,17 @@ class Pool:
         return self.cl_waiting > 0
 
 
-def find_service(env: Environment, kind: str, service: str | None = None) -> tuple[str, Any] | None:
-    """The environment's service of ``kind`` (the only one, or the one named), or None."""
-    found = {name: svc for name, svc in env.services.items() if svc.kind == kind}
-    if service is not None:
-        if service not in found:
-            raise NotFound(f"environment {env.name!r} has no {kind} service {service!r}",
-                           f"known: {', '.join(found) or 'none'}")
-        return service, found[service]
-    return next(iter(found.items()), None)
-
-
-class PgBouncer:
+class PgBouncer(ServiceTarget[PgBouncerService]):
     """One PgBouncer service of an environment."""
+
+    KIND = "pgbouncer"
 
     def __init__(self, service: PgBouncerService, *, shell: Callable[[str], Shell], secret: Callable[[str], str],
                  project: Path, name: str = "pgbouncer", connect_timeout: int = 3) -> None:
-        self.service, self.name, self.project = service, name, project
-        self._open_shell, self._secret, self.connect_timeout = shell, secret, connect_timeout
-        self._shell: Shell | None = None
-
-    @classmethod
-    def from_drill(cls, drill: Any, service: str | None = None) -> PgBouncer | None:
-        """The drill environment's PgBouncer, or None when it describes none."""
-        found = find_service(drill.env, "pgbouncer", service)
-        if found is None:
-            return None
-        bouncer = cls(found[1], shell=drill.shell, secret=drill.secret, project=drill.project, name=found[0])
-        drill.cleanup(bouncer.close, f"close the shell to {found[0]}'s host", mutating=False)
-        return bouncer
-
-    @classmethod
-    def from_environment(cls, env: Environment, project: Path, redactor: Redactor | None = None) -> PgBouncer | None:
-        found = find_service(env, "pgbouncer")
-        if found is None:
-            return None
-        redactor = redactor or Redactor()
-
-        def secret(ref: str) -> str:
-            value = SecretRef.parse(ref).resolve(project)
-            redactor.add(ref, value)
-            return value
-
-        return cls(found[1], shell=lambda host: open_shell(env, host, secret, redactor, project), secret=secret,
-                   project=project, name=found[0])
-
-    def close(self) -> None:
-        if self._shell is not None:
-            self._shell.close()
-            self._shell = None
+        super().__init__(service, shell=shell, secret=secret, project=project, name=name)
+        self.connect_timeout = connect_timeout
 
     # ------------------------------------------------------------------ the host
-    def shell(self) -> Shell:
-        if self._shell is None:
-            self._shell = self._open_shell(self.service.host)
-        return self._shell
-
     def missing(self) -> str | None:
         """Why this PgBouncer cannot be used here (its binary is not on its host), or None."""
         binary = shlex.quote(self.service.binary)  # Debian's is in /usr/sbin, off a normal user's PATH

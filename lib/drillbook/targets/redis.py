@@ -22,62 +22,27 @@ import redis as redislib
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..config.environments import Environment, RedisService
-from ..config.secrets import Redactor, SecretRef
+from ..config.environments import RedisService
+from ..config.secrets import SecretRef
 from ..errors import DrillbookError
 from ..shells.base import Shell
-from ..shells.open import open_shell
-from .pgbouncer import find_service
 from .process import start_as_owner
+from .service import ServiceTarget
 
 
 class RedisError(DrillbookError):
     """Redis did not answer, or could not be restarted."""
 
 
-class Redis:
+class Redis(ServiceTarget[RedisService]):
     """One Redis service of an environment."""
+
+    KIND = "redis"
 
     def __init__(self, service: RedisService, *, shell: Callable[[str], Shell], secret: Callable[[str], str],
                  project: Path, name: str = "redis", timeout: float = 1.0) -> None:
-        self.service, self.name, self.project, self.timeout = service, name, project, timeout
-        self._open_shell, self._secret = shell, secret
-        self._shell: Shell | None = None
-
-    @classmethod
-    def from_drill(cls, drill: Any, service: str | None = None) -> Redis | None:
-        """The drill environment's Redis, or None when it describes none."""
-        found = find_service(drill.env, "redis", service)
-        if found is None:
-            return None
-        cache = cls(found[1], shell=drill.shell, secret=drill.secret, project=drill.project, name=found[0])
-        drill.cleanup(cache.close, f"close the shell to {found[0]}'s host", mutating=False)
-        return cache
-
-    @classmethod
-    def from_environment(cls, env: Environment, project: Path, redactor: Redactor | None = None) -> Redis | None:
-        found = find_service(env, "redis")
-        if found is None:
-            return None
-        redactor = redactor or Redactor()
-
-        def secret(ref: str) -> str:
-            value = SecretRef.parse(ref).resolve(project)
-            redactor.add(ref, value)
-            return value
-
-        return cls(found[1], shell=lambda host: open_shell(env, host, secret, redactor, project), secret=secret,
-                   project=project, name=found[0])
-
-    def close(self) -> None:
-        if self._shell is not None:
-            self._shell.close()
-            self._shell = None
-
-    def shell(self) -> Shell:
-        if self._shell is None:
-            self._shell = self._open_shell(self.service.host)
-        return self._shell
+        super().__init__(service, shell=shell, secret=secret, project=project, name=name)
+        self.timeout = timeout
 
     def missing(self) -> str | None:
         """Why this Redis cannot be used here (its server binary is not on its host), or None."""
