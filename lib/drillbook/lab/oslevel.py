@@ -144,3 +144,20 @@ def stop_server(running: int | None) -> bool:
         return False
     stop_pid(running)
     return True
+
+
+def find_server_binary(variable: str, name: str, system_path: str) -> str | None:
+    """A server the lab runs: ``$variable`` (a path, or ``none``), else ``name`` on PATH, else ``system_path``."""
+    chosen = os.environ.get(variable, "")
+    if chosen:
+        return None if chosen == "none" or not os.access(chosen, os.X_OK) else chosen
+    return shutil.which(name) or (system_path if os.access(system_path, os.X_OK) else None)
+
+
+def server_availability(found: str | None, variable: str, missing: str) -> str:
+    """``enabled``, or why not: ``$variable`` is no executable, or ``missing`` (how to install it)."""
+    if found is not None:
+        return "enabled"
+    if os.environ.get(variable):
+        return f"unavailable: {variable}={os.environ[variable]} is not an executable"
+    return f"unavailable: {missing}"

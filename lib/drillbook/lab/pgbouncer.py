@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import os
 import secrets as pysecrets
-import shutil
 from pathlib import Path
 
 from psycopg import sql
 
 from ..targets.postgres import Postgres
-from .oslevel import chown, require_free_port, start_server, stop_server, write_private
+from .oslevel import (
+    chown,
+    find_server_binary,
+    require_free_port,
+    server_availability,
+    start_server,
+    stop_server,
+    write_private,
+)
 from .state import LabPaths, LabState, Say
 
 BINARY_VAR = "DRILLBOOK_LAB_PGBOUNCER"
@@ -31,18 +38,11 @@ POOL_SIZE = 5  # small on purpose: a drill exhausts it with a handful of idle-in
 
 def binary() -> str | None:
     """The PgBouncer to run: ``$DRILLBOOK_LAB_PGBOUNCER`` (a path, or ``none``), else the system's."""
-    chosen = os.environ.get(BINARY_VAR, "")
-    if chosen:
-        return None if chosen == "none" or not os.access(chosen, os.X_OK) else chosen
-    return shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.access("/usr/sbin/pgbouncer", os.X_OK) else None)
+    return find_server_binary(BINARY_VAR, "pgbouncer", "/usr/sbin/pgbouncer")
 
 
 def availability(found: str | None) -> str:
-    if found is not None:
-        return "enabled"
-    if os.environ.get(BINARY_VAR):
-        return f"unavailable: {BINARY_VAR}={os.environ[BINARY_VAR]} is not an executable"
-    return "unavailable: no PgBouncer binary (apt-get install pgbouncer, or make system-deps as root)"
+    return server_availability(found, BINARY_VAR, "no PgBouncer binary (apt-get install pgbouncer, or make system-deps as root)")
 
 
 def folder(paths: LabPaths) -> Path:

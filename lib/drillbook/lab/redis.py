@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import os
 import secrets as pysecrets
-import shutil
 from pathlib import Path
 
-from .oslevel import chown, require_free_port, start_server, stop_server, write_private
+from .oslevel import (
+    chown,
+    find_server_binary,
+    require_free_port,
+    server_availability,
+    start_server,
+    stop_server,
+    write_private,
+)
 from .state import LabPaths, LabState, Say
 
 BINARY_VAR = "DRILLBOOK_LAB_REDIS"
@@ -24,19 +31,12 @@ SECRET = "redis_password"
 
 def binary() -> str | None:
     """The Redis to run: ``$DRILLBOOK_LAB_REDIS`` (a path, or ``none``), else the system's."""
-    chosen = os.environ.get(BINARY_VAR, "")
-    if chosen:
-        return None if chosen == "none" or not os.access(chosen, os.X_OK) else chosen
-    system = "/usr/bin/redis-server"
-    return shutil.which("redis-server") or (system if os.access(system, os.X_OK) else None)
+    return find_server_binary(BINARY_VAR, "redis-server", "/usr/bin/redis-server")
 
 
 def availability(found: str | None) -> str:
-    if found is not None:
-        return "enabled"
-    if os.environ.get(BINARY_VAR):
-        return f"unavailable: {BINARY_VAR}={os.environ[BINARY_VAR]} is not an executable"
-    return "unavailable: no Redis server binary (apt-get install redis-server, or make system-deps as root)"
+    return server_availability(found, BINARY_VAR,
+                               "no Redis server binary (apt-get install redis-server, or make system-deps as root)")
 
 
 def folder(paths: LabPaths) -> Path:
