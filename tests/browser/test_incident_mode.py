@@ -51,6 +51,7 @@ def project(lab_project: LabProject) -> Iterator[LabProject]:  # noqa: F811
 def server(project: LabProject, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
     folder = tmp_path_factory.mktemp("jupyterlab")
     env = {"DRILLBOOK_OPERATOR": OPERATOR, "DRILLBOOK_HOME": str(folder / "home"),
+           "DRILLBOOK_TRUST": str(folder / "trust.yaml"),  # the kernels' key, trusted beside it
            "DRILLBOOK_ARCHIVE": str(folder / "archive"), "DRILLBOOK_PROJECT": str(project.root)}
     lab = JupyterLab(project.root, folder, env).start()
     try:

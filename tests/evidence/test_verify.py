@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import Project, cli
 
-pytestmark = pytest.mark.integration
+# The module-wide archive is signed before any test's own trust file exists: the project's.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("project_trust_file")]
 
 
 @pytest.fixture(scope="module")
