@@ -298,6 +298,13 @@ def test_fill_refuses_the_root_filesystem() -> None:
     assert "root filesystem" in disk.Fill("/").check(LocalShell())
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except FileNotFoundError:
+        return ""
+
+
 def test_stress_runs_and_its_heal_stops_it() -> None:
     require("stress-ng", "stress-ng")
     shell = LocalShell()
@@ -305,7 +312,12 @@ def test_stress_runs_and_its_heal_stops_it() -> None:
     active = Active(fault, shell)
     try:
         pid = int(active.inject().rsplit(" ", 1)[1])
-        assert state(pid) not in ("gone", "Z") and "stress-ng" in Path(f"/proc/{pid}/cmdline").read_text()
+        # The pid is known as soon as the process is forked; its command line shows stress-ng once it
+        # has executed it (until then /proc shows an empty one): wait, bounded, for that.
+        deadline = time.monotonic() + 10
+        while "stress-ng" not in _cmdline(pid) and state(pid) not in ("gone", "Z") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert state(pid) not in ("gone", "Z") and "stress-ng" in _cmdline(pid)
         active.heal()
         deadline = time.monotonic() + 10
         while state(pid) not in ("gone", "Z") and time.monotonic() < deadline:
