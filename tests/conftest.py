@@ -5,6 +5,7 @@ Nothing a test does touches the checkout's reports/ or the user's real signing k
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,20 @@ def project_trust_file(monkeypatch: pytest.MonkeyPatch) -> None:
     """For tests about a project's own trust file (parameters/trust.yaml), or whose module-wide archive
     was signed before any test's own trust file existed: no per-test trust file."""
     monkeypatch.delenv("DRILLBOOK_TRUST", raising=False)
+
+
+@pytest.fixture
+def run_dir(project: "Project", tmp_path: Path) -> Iterator[Path]:
+    """A private run folder as the runner gives a kernel (``DRILLBOOK_RUN_DIR``), in ``project``; the
+    drill the test started is forgotten afterwards (the module keeps the current one)."""
+    os.environ["DRILLBOOK_PROJECT"] = str(project.root)
+    path = tmp_path / "run"
+    path.mkdir()
+    os.environ["DRILLBOOK_RUN_DIR"] = str(path)
+    yield path
+    import drillbook.drill
+
+    drillbook.drill._current = None
 
 
 @dataclass

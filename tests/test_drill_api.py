@@ -27,15 +27,6 @@ def _forget_current_drill():
     drillbook.drill._current = None
 
 
-@pytest.fixture
-def run_dir(project: Project, tmp_path: Path) -> Path:
-    os.environ["DRILLBOOK_PROJECT"] = str(project.root)
-    path = tmp_path / "run"
-    path.mkdir()
-    os.environ["DRILLBOOK_RUN_DIR"] = str(path)
-    return path
-
-
 def journal(run_dir: Path) -> dict:
     return json.loads((run_dir / "journal.json").read_text())
 

@@ -15,7 +15,6 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from http.server import ThreadingHTTPServer
@@ -156,16 +155,6 @@ def test_the_runner_scrubs_a_secret_the_kernel_resolved_before_it_died(project: 
 
 
 # --------------------------------------------------------------------------- the change guard on cleanups
-@pytest.fixture
-def run_dir(project: Project, tmp_path: Path) -> Iterator[Path]:
-    os.environ["DRILLBOOK_PROJECT"] = str(project.root)
-    path = tmp_path / "run"
-    path.mkdir()
-    os.environ["DRILLBOOK_RUN_DIR"] = str(path)
-    yield path
-    import drillbook.drill
-
-    drillbook.drill._current = None
 
 
 @pytest.mark.filterwarnings("ignore:No kernel detected:UserWarning")

@@ -6,7 +6,6 @@ what is asserted is what the fault would run on a host, in what order, and what 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import drillbook
@@ -27,15 +26,6 @@ def _forget_current_drill():
     import drillbook.drill
 
     drillbook.drill._current = None
-
-
-@pytest.fixture
-def run_dir(project: Project, tmp_path: Path) -> Path:
-    os.environ["DRILLBOOK_PROJECT"] = str(project.root)
-    path = tmp_path / "run"
-    path.mkdir()
-    os.environ["DRILLBOOK_RUN_DIR"] = str(path)
-    return path
 
 
 def journal(run_dir: Path) -> dict:

@@ -6,14 +6,12 @@ real drill in-process, interrupted from the watch's thread as a kernel's cell wo
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
 
 import drillbook
 import pytest
-from conftest import Project
 from drillbook.errors import CheckFailed, StopConditionCrossed
 from drillbook.faults import stops
 from drillbook.faults.base import Active
@@ -102,16 +100,6 @@ def test_the_watch_thread_stops_by_itself_once_crossed() -> None:
 
 
 # ----------------------------------------------------------------------------- Drill.stop
-@pytest.fixture
-def run_dir(project: Project, tmp_path: Path) -> Path:
-    os.environ["DRILLBOOK_PROJECT"] = str(project.root)
-    path = tmp_path / "run"
-    path.mkdir()
-    os.environ["DRILLBOOK_RUN_DIR"] = str(path)
-    yield path
-    import drillbook.drill
-
-    drillbook.drill._current = None
 
 
 def test_a_stop_interrupts_the_step_skips_the_rest_and_fails_the_run(run_dir: Path) -> None:
