@@ -5,10 +5,10 @@ Nothing a test does touches the checkout's reports/ or the user's real signing k
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
