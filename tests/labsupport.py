@@ -126,3 +126,11 @@ def require_components() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true and {', '.join(missing)} is not installed: make system-deps installs it")
     pytest.skip(f"not installed: {', '.join(missing)}")
+
+
+def add_repository_notebooks(project: LabProject) -> LabProject:
+    """Copy the repository's runbooks and drills into the lab's project (it starts with the smoke drill only)."""
+    for folder in ("runbooks", "notebooks/drills"):
+        for notebook in (REPO / folder).glob("*.ipynb"):
+            (project.root / folder / notebook.name).write_bytes(notebook.read_bytes())
+    return project

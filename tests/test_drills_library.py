@@ -10,14 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, CliResult, cli
+from conftest import CliResult, cli
 from drillbook.lab import control
 from drillbook.lab import redis as lab_redis
 from drillbook.lab.sshd import sshd_binary
 from drillbook.procedures import pool
 from drillbook.targets.pgbouncer import PgBouncer
 from drillbook.targets.redis import Redis
-from labsupport import LabProject, lab_project, require_components  # noqa: F401
+from labsupport import LabProject, add_repository_notebooks, lab_project, require_components  # noqa: F401
 
 APPROVE = {"pool-exhausted": ["fault", "terminate"], "cache-down": ["fault", "restart"],
            "slow-query": ["fault", "cancel"], "cert-expiry": ["fault", "rotate"]}
@@ -28,10 +28,7 @@ RUNBOOK = {"pool-exhausted": "postgres-pool-exhausted", "cache-down": "redis-una
 @pytest.fixture(scope="module")
 def library(lab_project: LabProject) -> LabProject:  # noqa: F811
     """The session's lab project with the repository's runbooks and drills in it."""
-    for folder in ("runbooks", "notebooks/drills"):
-        for notebook in (REPO / folder).glob("*.ipynb"):
-            (lab_project.root / folder / notebook.name).write_bytes(notebook.read_bytes())
-    return lab_project
+    return add_repository_notebooks(lab_project)
 
 
 def run(project: LabProject, tmp_path: Path, name: str, *args: str, env: str = "local") -> tuple[CliResult, dict, Path]:

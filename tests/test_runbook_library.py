@@ -25,7 +25,7 @@ from drillbook.lab.oslevel import lab_user
 from drillbook.lab.sshd import sshd_binary
 from drillbook.site.data import RunSummary
 from drillbook.site.runbook_index import alerts_table, incident_index, last_drill_section
-from labsupport import LabProject, lab_project, require_components  # noqa: F401
+from labsupport import LabProject, add_repository_notebooks, lab_project, require_components  # noqa: F401
 
 # Runbooks no incident drill runs: dry-run here directly (the drills' dry-runs cover the others).
 UNDRILLED = sorted({p.stem for p in (REPO / "runbooks").glob("*.ipynb")} - {
@@ -111,10 +111,8 @@ def test_the_index_groups_runbooks_by_severity_and_symptom_and_a_page_shows_its_
 # ============================================================================= against the lab
 @pytest.fixture(scope="module")
 def library(lab_project: LabProject) -> LabProject:  # noqa: F811
-    for folder in ("runbooks", "notebooks/drills"):
-        for notebook in (REPO / folder).glob("*.ipynb"):
-            (lab_project.root / folder / notebook.name).write_bytes(notebook.read_bytes())
-    return lab_project
+    """The session's lab project with the repository's runbooks and drills in it."""
+    return add_repository_notebooks(lab_project)
 
 
 def run(project: LabProject, tmp_path: Path, name: str, *args: str, env: str = "local") -> tuple[str, dict, Path]:
