@@ -19,10 +19,13 @@ the fault as a mutating step behind its gate.
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import DrillbookError
 from ..shells.base import Shell
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 
 class FaultError(DrillbookError):
@@ -72,7 +75,7 @@ class Active:
             return detail
 
 
-def inject(drill: Any, fault: Fault, *, host: str, gate: str | None = "fault") -> Active | None:
+def inject(drill: Drill, fault: Fault, *, host: str, gate: str | None = "fault") -> Active | None:
     """Inject ``fault`` on ``host`` as a gated, mutating step of ``drill`` (see the module's docstring).
 
     Returns the active fault, or None under dry-run or when the fault does not apply here."""

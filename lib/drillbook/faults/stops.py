@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 from ..measure.compute import ProbeResult
 from .base import Active
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 Clock = Callable[[], float]
 
@@ -99,7 +102,7 @@ class LagAbove:
 class Watch:
     """Polls ``conditions`` every ``interval`` s; the first crossed heals ``faults`` and stops ``drill``."""
 
-    def __init__(self, drill: Any, conditions: Sequence[StopCondition], faults: Sequence[Active | None] = (),
+    def __init__(self, drill: Drill, conditions: Sequence[StopCondition], faults: Sequence[Active | None] = (),
                  interval: float = 0.1, clock: Clock = time.monotonic) -> None:
         self.drill, self.conditions = drill, list(conditions)
         self.faults = [f for f in faults if f is not None]

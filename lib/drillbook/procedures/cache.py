@@ -8,9 +8,12 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..targets.redis import Redis, RedisError
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def _listening(address: str, port: int) -> bool:
         return sock.connect_ex((address, port)) == 0
 
 
-def check_round_trip(drill: Any, cache: Redis, timeout: float = 30.0) -> float | None:
+def check_round_trip(drill: Drill, cache: Redis, timeout: float = 30.0) -> float | None:
     """Validate: a SET/GET round trip answers (waiting for a restarted Redis to load its data)."""
     try:
         took = cache.wait_answering(timeout)
@@ -70,7 +73,7 @@ def check_round_trip(drill: Any, cache: Redis, timeout: float = 30.0) -> float |
     return took
 
 
-def check_hit_rate(drill: Any, cache: Redis, reads: int = 20) -> None:
+def check_hit_rate(drill: Drill, cache: Redis, reads: int = 20) -> None:
     """Validate: reads of a key just written hit (the hit rate recovers); not a measure of the old data."""
     key = f"drillbook:hit:{os.getpid()}"
     with cache.client() as client:

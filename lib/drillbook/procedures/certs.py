@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import DrillbookError
 from ..targets.pgbouncer import PgBouncer
@@ -18,6 +18,9 @@ from ..targets.postgres import Postgres
 from ..targets.postgres.results import ServedCert
 from ..targets.postgres.rotation import fetch_served_certificate
 from . import rotation
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 DEFAULT_MIN_DAYS = 14.0
 
@@ -81,7 +84,7 @@ def rotate(pg: Postgres, bouncer: PgBouncer | None, valid_days: int) -> rotation
     return issued
 
 
-def check_all_valid(drill: Any, pg: Postgres, bouncer: PgBouncer | None, days: float, timeout: float = 10.0) -> None:
+def check_all_valid(drill: Drill, pg: Postgres, bouncer: PgBouncer | None, days: float, timeout: float = 10.0) -> None:
     """Validate: every served certificate verifies and is valid for at least ``days`` (reloads are
     asynchronous: wait, bounded, for each one to be)."""
     deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from ..errors import DrillbookError
 from ..measure.load import Load
@@ -23,6 +23,9 @@ from ..targets.postgres.conventions import FENCE_MARKER, parse_lsn
 from ..targets.postgres.results import PostgresError
 from .failover import stop_command
 from .steady import record_latency
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 LSN = re.compile(r"\bat ([0-9A-F]+/[0-9A-F]+)")
 
@@ -194,7 +197,7 @@ def heal(pg: Postgres) -> str:
     return "; ".join(done)
 
 
-def record_outcome(drill: Any, pg: Postgres, load: Load, timeout: float = 120.0) -> None:
+def record_outcome(drill: Drill, pg: Postgres, load: Load, timeout: float = 120.0) -> None:
     """RTO (fault → first write acknowledged once every node was down, on any node: the same one
     may come back) and the acknowledged writes lost, then what the probe saw and the latency by phase."""
     fault = load.marks["fault"]

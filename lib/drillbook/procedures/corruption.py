@@ -10,13 +10,16 @@ transaction (the ``ROLLBACK`` gate); make the database writable again.
 from __future__ import annotations
 
 import shlex
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from psycopg import sql
 
 from ..targets.postgres import Postgres
 from ..targets.postgres.results import Backup, TableSum
 from . import restore
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 Sums = dict[str, TableSum]
 
@@ -97,7 +100,7 @@ def swap(pg: Postgres, scratch: Any, tables: Sequence[str]) -> str:
     return f"replaced {', '.join(tables)} with the restored copy's rows"
 
 
-def check_swapped(drill: Any, pg: Postgres, restored: Sums, tables: Sequence[str]) -> None:
+def check_swapped(drill: Drill, pg: Postgres, restored: Sums, tables: Sequence[str]) -> None:
     now = restore.source_checksums(pg, pg.replication.primary())
     for table in tables:
         drill.check(f"{table} equals the restored copy", now.get(table) == restored.get(table),

@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -26,6 +26,9 @@ from ..measure.load import WRITES_TABLE
 from ..targets.postgres import Postgres
 from ..targets.postgres.conventions import FENCE_MARKER, PASSFILE, render_node_conf
 from ..targets.postgres.results import PostgresError
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 SCRATCH = "diskfull"
 ABANDONED = "drillbook_abandoned"  # the slot the drill leaves behind, as a decommissioned standby would
@@ -56,7 +59,7 @@ class WalScratch:
     port: int
 
 
-def not_applicable(drill: Any, pg: Postgres, primary: str) -> str | None:
+def not_applicable(drill: Drill, pg: Postgres, primary: str) -> str | None:
     """Why the scratch cannot be made here (mounting a tmpfs needs root), or None."""
     host = pg.context.node(primary).host
     return None if is_root(drill.shell(host)) else f"mounting a filesystem for the WAL needs root on {host}"
@@ -240,7 +243,7 @@ def server_log(pg: Postgres, node: str, lines: int = 5) -> str:
 
 
 # ----------------------------------------------------------------------------- the drill's measures
-def record_outcome(drill: Any, load: Any, start: str = "fault") -> None:
+def record_outcome(drill: Drill, load: Any, start: str = "fault") -> None:
     """Writes refused after the fault, and the time from the first refused write to the first write
     accepted after the last refusal (what the application lived through)."""
     load.stop()
@@ -257,7 +260,7 @@ def record_outcome(drill: Any, load: Any, start: str = "fault") -> None:
                       detail="first refused write → first write accepted after the last refusal")
 
 
-def check_repaired(drill: Any, scratch: WalScratch, fill_file: str | None) -> None:
+def check_repaired(drill: Drill, scratch: WalScratch, fill_file: str | None) -> None:
     """After the runbook: the reserved file is gone, no inactive slot is left, and a write commits."""
     shell = scratch.pg.servers.shell(scratch.host)
     gone = fill_file is None or not shell.run(["test", "-e", fill_file], timeout=15).ok
@@ -268,7 +271,7 @@ def check_repaired(drill: Any, scratch: WalScratch, fill_file: str | None) -> No
 
 
 # ----------------------------------------------------------------------------- the drill's steps
-def make_scratch(drill: Any, pg: Postgres, primary: str, size_mb: int) -> WalScratch | None:
+def make_scratch(drill: Drill, pg: Postgres, primary: str, size_mb: int) -> WalScratch | None:
     """The copy as a mutating step; its removal is registered first (it removes whatever part exists)."""
     scratch = plan(pg, primary, _free_port(), uuid.uuid4().hex[:8])
     drill.cleanup(lambda: remove(pg, primary, scratch), "remove the scratch copy and its WAL filesystem")
@@ -278,7 +281,7 @@ def make_scratch(drill: Any, pg: Postgres, primary: str, size_mb: int) -> WalScr
                            "pg_wal is on it, start the copy, leave a replication slot no one reads")
 
 
-def fill_wal(drill: Any, scratch: WalScratch, load: Any, outage_factor: float) -> tuple[Fill, stops.Watch | None]:
+def fill_wal(drill: Drill, scratch: WalScratch, load: Any, outage_factor: float) -> tuple[Fill, stops.Watch | None]:
     """The fault: fill the copy's WAL filesystem (heal registered first), watched by an outage
     bound; then WAL keeps coming until the server refuses writes."""
     fill = Fill(scratch.mount, percent=100, max_bytes=1 << 30, tag=scratch.node)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from ..errors import DrillbookError
 from ..measure.compute import Outcome, first_write_after, node_before
@@ -19,6 +19,9 @@ from ..targets.postgres.backup import table_checksums
 from ..targets.postgres.conventions import parse_lsn
 from ..targets.postgres.results import PostgresError
 from .steady import record_latency
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 
 class FailoverRefused(DrillbookError):
@@ -163,7 +166,7 @@ def stop_command(pg: Postgres, node: str) -> str:
     return f"{pg.servers.tool_path(node, 'pg_ctl')} stop -D {shlex.quote(pg.context.data_dir(node))} -m immediate -w -t 60"
 
 
-def record_outcome(drill: Any, pg: Postgres, load: Load, timeout: float = 60.0) -> Outcome:
+def record_outcome(drill: Drill, pg: Postgres, load: Load, timeout: float = 60.0) -> Outcome:
     """Wait for the first write on the new primary, stop the load, record RTO, RPO and the probes."""
     fault = load.marks["fault"]
     load.wait_for_write_after(fault, timeout=timeout)
@@ -178,7 +181,7 @@ def record_outcome(drill: Any, pg: Postgres, load: Load, timeout: float = 60.0) 
     return outcome
 
 
-def _record(drill: Any, o: Outcome) -> None:
+def _record(drill: Drill, o: Outcome) -> None:
     drill.check("a new primary acknowledged writes after the fault", o.rto_seconds is not None,
                 f"first write after the fault on {o.new_node}")
     if o.rto_seconds is not None:
@@ -197,7 +200,7 @@ def _record(drill: Any, o: Outcome) -> None:
         drill.measure(f"write_latency_{name}_ms", value, unit="ms", detail="steady-state inserts, whole run")
 
 
-def check_failed_over(drill: Any, pg: Postgres, old: str) -> str | None:
+def check_failed_over(drill: Drill, pg: Postgres, old: str) -> str | None:
     """After the runbook: one primary that is not ``old``, and ``old`` fenced. Returns the new primary."""
     roles = pg.replication.roles()
     primaries = [n for n, r in roles.items() if r == "primary"]
@@ -239,7 +242,7 @@ def _streams_from(pg: Postgres, name: str, primary: str) -> bool:
         return False
 
 
-def check_pair_healthy(drill: Any, pg: Postgres) -> None:
+def check_pair_healthy(drill: Drill, pg: Postgres) -> None:
     """After the rebuild: one primary, every other node streaming from it with the same data."""
     states = pg.replication.states()
     primaries = [s for s in states if s.role == "primary"]

@@ -10,11 +10,14 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..measure.compute import percentiles
 from ..targets.pgbouncer import PgBouncer
 from ..targets.postgres import Postgres
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def measure(pg: Postgres, bouncer: PgBouncer | None, objective_ms: float | None,
     return Breakdown(round(network, 3), round(direct, 3), None if pooled is None else round(pooled, 3), objective_ms)
 
 
-def record(drill: Any, found: Breakdown) -> None:
+def record(drill: Drill, found: Breakdown) -> None:
     """Validate: the round trip's p95 against ``latency_p95_ms``."""
     drill.measure("round_trip_p95_ms", found.total_ms, unit="ms",
                   objective="latency_p95_ms" if found.objective_ms is not None else None,

@@ -8,13 +8,16 @@ stopped nodes (never a fenced one: it may be an old primary), then PgBouncer, th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DrillbookError
 from ..targets import host as hosts
 from ..targets.pgbouncer import PgBouncer
 from ..targets.postgres import Postgres
 from ..targets.redis import Redis
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 
 @dataclass
@@ -47,7 +50,7 @@ class Findings:
         return "\n".join(lines)
 
 
-def check(drill: Any, pg: Postgres, bouncer: PgBouncer | None, cache: Redis | None) -> Findings:
+def check(drill: Drill, pg: Postgres, bouncer: PgBouncer | None, cache: Redis | None) -> Findings:
     """Read-only, in order. Each part that cannot be reached is recorded as such, never raised."""
     found = Findings()
     for name, spec in drill.env.hosts.items():

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..faults import Active, inject, stops
 from ..faults.network import Endpoint, Partition, table_name
 from ..journal import parse_iso
-from .lag import DISCONNECTED, SILENT
 from ..measure.compute import failed_probes
 from ..measure.load import Load
 from ..targets.postgres import Postgres
 from ..targets.postgres.results import PostgresError
+from .lag import DISCONNECTED, SILENT
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 
 @dataclass
@@ -43,7 +46,7 @@ def standby_fault(pg: Postgres, standby: str, primary: str, project: Any) -> Par
                      title=f"Partition {standby} from the primary {primary}")
 
 
-def cut_standby(drill: Any, pg: Postgres, load: Load | None, standby: str, primary: str, *,
+def cut_standby(drill: Drill, pg: Postgres, load: Load | None, standby: str, primary: str, *,
                 max_lag_bytes: int, probe_failing_seconds: float) -> Cut:
     """Inject the partition (gate ``fault``) and watch its stop conditions: the application's
     probes failing (it must not notice) and the standby's lag (it must stay within reach)."""
@@ -60,7 +63,7 @@ def cut_standby(drill: Any, pg: Postgres, load: Load | None, standby: str, prima
     return Cut(standby, primary, active, watch, at, wall)
 
 
-def heal_and_catch_up(drill: Any, pg: Postgres, cut: Cut, load: Load | None, timeout: float = 120.0) -> None:
+def heal_and_catch_up(drill: Drill, pg: Postgres, cut: Cut, load: Load | None, timeout: float = 120.0) -> None:
     """Heal the partition (a step), then measure the lag it left and the time to catch up."""
     if cut.active is None:
         return
@@ -82,7 +85,7 @@ def heal_and_catch_up(drill: Any, pg: Postgres, cut: Cut, load: Load | None, tim
                   detail=f"heal → {cut.standby} replayed everything {cut.primary} had written at the heal")
 
 
-def record_detection(drill: Any, cut: Cut, child: dict[str, Any], step: str = "Diagnose") -> None:
+def record_detection(drill: Drill, cut: Cut, child: dict[str, Any], step: str = "Diagnose") -> None:
     """Time to detect: fault → the end of the runbook's diagnosis step (its journal's wall clock)."""
     for entry in child["steps"]:
         if entry["title"].startswith(step) and entry["status"] == "passed" and entry.get("ended_at"):
@@ -95,7 +98,7 @@ def record_detection(drill: Any, cut: Cut, child: dict[str, Any], step: str = "D
     drill.check("the runbook diagnosed the lag", False, f"no passed step starting with {step!r} in {child['name']}")
 
 
-def record_clients(drill: Any, load: Load, start: str = "fault", end: str = "heal") -> None:
+def record_clients(drill: Drill, load: Load, start: str = "fault", end: str = "heal") -> None:
     """What the application saw while the standby was cut off: it must not have noticed."""
     load.stop()
     t0, t1 = load.marks[start], load.marks.get(end, load.marks["stop"])

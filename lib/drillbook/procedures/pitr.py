@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from ..errors import DrillbookError
 from ..measure.compute import rpo
@@ -25,6 +25,9 @@ from ..targets.postgres import Postgres
 from ..targets.postgres.backup import Scratch
 from ..targets.postgres.conventions import parse_lsn
 from ..targets.postgres.pitr import KeptBackup, Replayed
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 
 class NoBackupForTarget(DrillbookError):
@@ -200,7 +203,7 @@ def present_in(scratch: Scratch, run: str) -> set[int]:
         return {int(r[0]) for r in conn.execute(f"SELECT seq FROM {WRITES_TABLE} WHERE run = %s", (run,)).fetchall()}
 
 
-def verify_restored(drill: Any, load: Load, change: BadChange, present: set[int]) -> None:
+def verify_restored(drill: Drill, load: Load, change: BadChange, present: set[int]) -> None:
     """Checks and measures of the restored copy: deleted rows back, RPO, nothing from after the target."""
     acked_before = [a for a in load.acks if a.at < change.before]
     # Rows written after the target (in flight when the server read its clock) and then deleted

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import psycopg
 
 from ..targets.pgbouncer import PgBouncer, Pool
 from ..targets.postgres import Postgres
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 HOLDERS = """
 SELECT pid, usename, state, coalesce(application_name, ''), client_addr::text,
@@ -105,7 +108,7 @@ def terminate(pg: Postgres, pids: Sequence[int]) -> str:
     return f"terminated {len(done)} of {len(pids)}: {', '.join(map(str, done)) or 'none'}"
 
 
-def check_served(drill: Any, bouncer: PgBouncer, timeout: float = 30.0) -> float | None:
+def check_served(drill: Drill, bouncer: PgBouncer, timeout: float = 30.0) -> float | None:
     """Validate: a new connection through the pool is served; and nobody waits any more."""
     try:
         took = bouncer.wait_serving(timeout)

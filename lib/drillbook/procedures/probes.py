@@ -6,10 +6,13 @@ usually an ``IsolatedLoad``) runs from before the fault to after the runbook; th
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..measure.compute import ProbeResult
 from ..measure.load import clock
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 def wait_refused(load: Any, since: float, timeout: float = 20.0) -> ProbeResult | None:
     """The first probe started after ``since`` that failed (bounded poll), or None."""
@@ -27,7 +30,7 @@ def served_at(probes: Sequence[ProbeResult], after: float) -> float | None:
     return min((p.ended for p in probes if p.ok and p.ended >= after), default=None)
 
 
-def record_recovery(drill: Any, load: Any, fault_at: float, runbook_start: float, what: str) -> None:
+def record_recovery(drill: Drill, load: Any, fault_at: float, runbook_start: float, what: str) -> None:
     """Measure: time until new connections are served (from the fault, against ``rto_seconds``, and from
     the runbook's start) and the probes refused meanwhile."""
     probes = list(load.probes)

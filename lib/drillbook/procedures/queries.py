@@ -8,12 +8,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import psycopg
 
 from ..measure.compute import percentiles
 from ..targets.postgres import Postgres
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 TOP = """
 SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 100), calls, round(total_exec_time)::bigint,
@@ -150,7 +153,7 @@ def write_latency(pg: Postgres, rounds: int = 20) -> dict[str, float]:
     return percentiles(took)
 
 
-def check_latency(drill: Any, pg: Postgres, objective: str = "latency_p95_ms") -> None:
+def check_latency(drill: Drill, pg: Postgres, objective: str = "latency_p95_ms") -> None:
     try:
         found = write_latency(pg)
     except psycopg.Error as exc:

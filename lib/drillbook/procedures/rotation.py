@@ -11,7 +11,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import psycopg
 from psycopg import sql
@@ -28,6 +28,9 @@ from ..targets.postgres.conventions import is_refusal
 from ..targets.postgres.results import PostgresError, ServedCert
 from ..targets.postgres.rotation import alternate_login
 from .steady import record_phases
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 
 class RotationFailed(DrillbookError):
@@ -69,7 +72,7 @@ def resolution(loads: Sequence[Load]) -> float:
     return max((probe_resolution(load.probes) for load in loads), default=0.0)
 
 
-def record_window(drill: Any, what: str, loads: Sequence[Load] | None, start: float) -> None:
+def record_window(drill: Drill, what: str, loads: Sequence[Load] | None, start: float) -> None:
     """Record failed probe connections since ``start`` against the ``failed_probes`` objective."""
     if not loads:
         return
@@ -78,7 +81,7 @@ def record_window(drill: Any, what: str, loads: Sequence[Load] | None, start: fl
                   detail=f"{failed} of {total} probe connections failed on {len(loads)} node(s) during the {what} rotation")
 
 
-def record_latency(drill: Any, loads: Sequence[Load] | None, start: float, end: float) -> None:
+def record_latency(drill: Drill, loads: Sequence[Load] | None, start: float, end: float) -> None:
     """Probe latency p50/p95/p99 of every node before, during (``start``→``end``) and after the rotations."""
     if loads:
         record_phases(drill, {"probe": [s for load in loads for s in probe_samples(load.probes)]}, start, end)
@@ -196,7 +199,7 @@ def wait_served(pg: Postgres, node: str, sha256: str, timeout: float = 10.0) -> 
         time.sleep(0.1)
 
 
-def check_new_certificates(drill: Any, pg: Postgres, before: dict[str, ServedCert]) -> None:
+def check_new_certificates(drill: Drill, pg: Postgres, before: dict[str, ServedCert]) -> None:
     """Independently of the runbook: each node serves another certificate than before, verified."""
     for node, old in before.items():
         now = pg.rotation.served_certificate(node)
@@ -229,7 +232,7 @@ def find_ssh_host(env: Any, name: str | None = None) -> str | None:
     return candidates[0] if candidates else None
 
 
-def reach_ssh_host(drill: Any, name: str | None, purpose: str) -> tuple[str | None, Any]:
+def reach_ssh_host(drill: Drill, name: str | None, purpose: str) -> tuple[str | None, Any]:
     """(host, connected shell), or (host or None, None) with ``purpose`` recorded as not applicable
     (no SSH host in the environment, or an optional one that cannot be reached). Never a pass."""
     host = find_ssh_host(drill.env, name)
@@ -247,7 +250,7 @@ class SshKeyRotation:
     (the host's key secret), remove the old one, prove it is refused. ``undo`` removes a new key
     that was added but never published (the old one still works then)."""
 
-    def __init__(self, drill: Any, host: str, shell: Any) -> None:
+    def __init__(self, drill: Drill, host: str, shell: Any) -> None:
         self.drill, self.host, self.shell = drill, host, shell
         self.spec = drill.env.hosts[host]
         self.old_private = drill.secret(self.spec.key)
@@ -303,7 +306,7 @@ class SshKeyRotation:
         return "removed the unpublished new key"
 
 
-def check_ssh_rotated(drill: Any, host: str, old_private: str) -> None:
+def check_ssh_rotated(drill: Drill, host: str, old_private: str) -> None:
     """Independently of the runbook: the key the environment holds now is new and logs in; the old is refused."""
     from ..shells.ssh import try_login  # paramiko: loaded only when an SSH key rotates
 

@@ -8,10 +8,13 @@ that fails a check or an objective makes the drill ``failed`` but lets it measur
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..errors import DrillbookError
 from ..journal import parse_iso
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 
 class RunbookFailed(DrillbookError):
@@ -20,7 +23,7 @@ class RunbookFailed(DrillbookError):
     exit_code = 1
 
 
-def hold(drill: Any, name: str, parameters: dict[str, Any] | None = None) -> Any:
+def hold(drill: Drill, name: str, parameters: dict[str, Any] | None = None) -> Any:
     """Start runbook ``name`` now, held at its first step (``Drill.hold_notebook``); pass it to
     ``run`` after the fault: the recovery then counts the runbook's steps, not its kernel's start."""
     held = drill.hold_notebook(name, parameters or {})
@@ -28,7 +31,7 @@ def hold(drill: Any, name: str, parameters: dict[str, Any] | None = None) -> Any
     return held
 
 
-def run(drill: Any, name: str, parameters: dict[str, Any] | None = None, load: Any = None,
+def run(drill: Drill, name: str, parameters: dict[str, Any] | None = None, load: Any = None,
         held: Any = None) -> dict[str, Any]:
     """Run runbook ``name`` as part of ``drill`` (or release ``held``, from ``hold``); adopt its
     checks; raise if it errored.
@@ -57,7 +60,7 @@ def run(drill: Any, name: str, parameters: dict[str, Any] | None = None, load: A
     return child
 
 
-def adopt_measures(drill: Any, child: dict[str, Any], names: Iterable[str] | None = None) -> None:
+def adopt_measures(drill: Drill, child: dict[str, Any], names: Iterable[str] | None = None) -> None:
     """Record the runbook's measures in the drill, against the same objectives."""
     wanted = set(names) if names is not None else None
     for m in child["measures"]:
@@ -66,7 +69,7 @@ def adopt_measures(drill: Any, child: dict[str, Any], names: Iterable[str] | Non
                           better=m.get("better", "lower"), detail=(m.get("detail") or f"measured by {child['name']}"))
 
 
-def measure_runbook(drill: Any, child: dict[str, Any], step: str | None = None) -> None:
+def measure_runbook(drill: Drill, child: dict[str, Any], step: str | None = None) -> None:
     """Record how long the runbook ran and, if named, one of its steps (where recovery time went)."""
     total = seconds(child)
     if total is not None:
@@ -91,7 +94,7 @@ def step_seconds(child: dict[str, Any], title_start: str) -> float | None:
     return None
 
 
-def next_steps(drill: Any, done: list[str], dry: list[str] | None = None) -> list[str]:
+def next_steps(drill: Drill, done: list[str], dry: list[str] | None = None) -> list[str]:
     """Print what the operator should do now: ``dry`` after a dry run, else ``done``."""
     lines = (dry or ["Nothing was changed (dry run). Re-run with dry_run = False and the gates approved."]
              ) if drill.dry_run else done

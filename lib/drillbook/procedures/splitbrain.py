@@ -10,7 +10,7 @@ primary refuses writes once the network is back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -22,6 +22,9 @@ from ..targets.postgres import Postgres
 from ..targets.postgres.results import PostgresError
 from .failover import heal_pair, plan
 
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
+
 
 @dataclass
 class Isolation:
@@ -32,7 +35,7 @@ class Isolation:
     at: float
 
 
-def isolate_primary(drill: Any, pg: Postgres, load: Load | None, primary: str, outage_factor: float) -> Isolation:
+def isolate_primary(drill: Drill, pg: Postgres, load: Load | None, primary: str, outage_factor: float) -> Isolation:
     """The fault: nothing reaches the primary's port or hears from it; it keeps running. Without a
     load (a dry run) the step only prints its plan."""
     node = pg.context.node(primary)
@@ -49,7 +52,7 @@ def isolate_primary(drill: Any, pg: Postgres, load: Load | None, primary: str, o
     return Isolation(primary, f"{node.address}:{node.port}", active, watch, at)
 
 
-def record_split_brain(drill: Any, cut: Isolation, acks: list[Ack]) -> None:
+def record_split_brain(drill: Drill, cut: Isolation, acks: list[Ack]) -> None:
     """From the writer's acknowledgements (the load stopped): writes the isolated node
     acknowledged after the fault, and whether two nodes ever acknowledged writes at once."""
     isolated = [a for a in acks if a.node == cut.address and a.at > cut.at]
@@ -63,7 +66,7 @@ def record_split_brain(drill: Any, cut: Isolation, acks: list[Ack]) -> None:
                 f"+{min(new) - cut.at:.3f} s" if old and new else f"{len(old)} writes on the old, {len(new)} on the new")
 
 
-def check_fenced_after_heal(drill: Any, pg: Postgres, cut: Isolation) -> None:
+def check_fenced_after_heal(drill: Drill, pg: Postgres, cut: Isolation) -> None:
     """Heal the partition (a step), then try to write on the old primary: it must refuse."""
     if cut.active is None:
         return

@@ -6,7 +6,7 @@ the run ends ``error`` (nothing could be measured), not ``failed`` (measured, ob
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..errors import DrillbookError
 from ..measure.compute import failed_probes, probe_resolution
@@ -15,6 +15,9 @@ from ..measure.load import Load
 from ..measure.phases import Sample, latency_measures, objective_for, probe_samples, write_samples
 from ..targets.postgres import Postgres
 from ..targets.postgres.results import NodeState, PostgresError
+
+if TYPE_CHECKING:
+    from ..drill import Drill  # annotations only
 
 
 class NotSteady(DrillbookError):
@@ -57,7 +60,7 @@ def healthy_standbys(states: Sequence[NodeState], primary: NodeState) -> list[st
             and s.upstream_port == primary.port]
 
 
-def steady_state(drill: Any, pg: Postgres, *, standby: bool = True, all_up: bool = True,
+def steady_state(drill: Drill, pg: Postgres, *, standby: bool = True, all_up: bool = True,
                  catch_up_seconds: float = 30.0) -> Pair:
     """Record the steady-state checks, then raise ``NotSteady`` if one failed.
 
@@ -86,7 +89,7 @@ def steady_state(drill: Any, pg: Postgres, *, standby: bool = True, all_up: bool
     return Pair(primaries[0].name, tuple(ready))
 
 
-def _check_caught_up(drill: Any, pg: Postgres, name: str, timeout: float, failed: list[str]) -> None:
+def _check_caught_up(drill: Drill, pg: Postgres, name: str, timeout: float, failed: list[str]) -> None:
     try:
         seconds = pg.replication.wait_caught_up(name, timeout=timeout)
         drill.check(f"{name} caught up with the primary", True, f"in {seconds:.2f} s")
@@ -122,7 +125,7 @@ def stop_load(pg: Postgres, load: Load) -> str:
         return f"stopped; rows not deleted ({type(exc).__name__})"
 
 
-def record_availability(drill: Any, pg: Postgres, load: Load, start: str, end: str) -> None:
+def record_availability(drill: Drill, pg: Postgres, load: Load, start: str, end: str) -> None:
     """Stop the load; record what clients saw between marks ``start`` and ``end`` (e.g. while a
     backup ran): failed probe connections against ``failed_probes``, writes and failed writes."""
     load.stop()
@@ -142,14 +145,14 @@ def record_availability(drill: Any, pg: Postgres, load: Load, start: str, end: s
         load.purge(conn)
 
 
-def record_latency(drill: Any, load: Load, fault_at: float, recovered_at: float | None) -> None:
+def record_latency(drill: Drill, load: Load, fault_at: float, recovered_at: float | None) -> None:
     """Record p50/p95/p99 of successful probes and writes before, during and after the fault (ms),
     against the environment's latency objectives where it sets them (``measure.phases``)."""
     writes = write_samples(load.acks, load.writer.latencies if load.writer else [])
     record_phases(drill, {"probe": probe_samples(load.probes), "write": writes}, fault_at, recovered_at)
 
 
-def record_phases(drill: Any, kinds: Mapping[str, Sequence[Sample]], fault_at: float, recovered_at: float | None) -> None:
+def record_phases(drill: Drill, kinds: Mapping[str, Sequence[Sample]], fault_at: float, recovered_at: float | None) -> None:
     """``record_latency`` for samples gathered elsewhere (e.g. the probes of every node)."""
     for m in latency_measures(kinds, fault_at, recovered_at):
         drill.measure(m.name, m.value_ms, unit="ms", objective=objective_for(m, drill.env.objectives),
