@@ -17,9 +17,9 @@ from pathlib import Path
 
 from .config.environments import validate_environment_name
 from .errors import DrillbookError
+from .evidence.record import SEVERITIES
 
 INCIDENT_FILE = "incident.json"
-SEVERITIES = ("P0", "P1", "P2", "P3")  # evidence.record.SEVERITIES
 INCIDENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_BYTES = 64 * 1024
 

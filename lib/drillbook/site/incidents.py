@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..config import environments
+from ..config import environments, runbook_rules
 from ..incidentfile import INCIDENT_ID
 from ..errors import DrillbookError, EvidenceError
 from ..evidence.archive import load_record
@@ -31,7 +31,7 @@ from .data import Archive, Cache
 from .md import admonition, badge, esc, front_matter, link, parse_time, rel, slug, table, when
 from .paths import DASHBOARD, INCIDENTS, run_html, run_page
 
-RESPONSE_TARGETS = {"P0": 15.0, "P1": 60.0, "P2": 240.0, "P3": 1440.0}  # minutes
+RESPONSE_TARGETS = {name: seconds / 60 for name, seconds in runbook_rules.SEVERITIES.items()}  # minutes
 MAX_EVENTS = 200  # per run: a runaway notebook must not make the page unreadable
 RECENT_INCIDENTS = 20  # resolved incidents whose runs keep a full evidence page
 
