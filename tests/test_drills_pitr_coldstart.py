@@ -306,7 +306,7 @@ def test_cold_start_interrupted_right_after_its_fault_heals_the_lab(drills: LabP
     record = json.loads(next((tmp_path / "archive" / "runs").glob("*/record.json")).read_text())
     assert record["status"] == "aborted"
     cleanups = {c["title"]: c["status"] for c in record["cleanups"]}
-    assert cleanups["start every node again: the one with the most WAL as the primary"] == "passed", cleanups
+    assert cleanups.get("start every node again: the one with the most WAL as the primary") == "passed", (cleanups, out)
     assert all(status == "passed" for status in cleanups.values()), cleanups
     order = [c["title"] for c in record["cleanups"]]  # the released runbook is stopped before the nodes heal
     assert order.index("stop runbook postgres-cold-start if it is still running") < \

@@ -299,6 +299,29 @@ def test_an_interrupt_mid_step_archives_an_aborted_run_naming_what_changed(proje
     assert db(project, "verify").code == 0
 
 
+def _interrupt_idle(k: Kernel) -> None:
+    """SIGINT to a kernel that waits between cells, as the runner's supervisor sends it."""
+    os.kill(k.km.provisioner.process.pid, signal.SIGINT)
+    time.sleep(0.3)  # several redeliveries (kernel.REDELIVER_EVERY) while nothing runs
+
+
+def test_a_runners_interrupt_between_cells_stops_the_next_cell_and_a_persons_is_dropped(person: Any) -> None:
+    runner, someone = person(), person()
+    for k, unattended in ((runner, True), (someone, False)):
+        k.run(f"from drillbook import kernel\nkernel.hook(lambda exc: None, unattended={unattended})")
+        _interrupt_idle(k)
+    stopped = runner.run("ran = True")
+    assert stopped.error is not None and stopped.error["ename"] == "KeyboardInterrupt", stopped.text
+    assert runner.run("print(globals().get('ran'))").text.strip() == "None"  # stopped before its first statement
+    assert runner.run("print('then cells run again')").text.strip() == "then cells run again"  # delivered once
+    assert someone.run("print('the next cell ran')").text.strip() == "the next cell ran"
+    msg = someone.send("import time\ntime.sleep(30)")  # a person's Stop still interrupts a running cell
+    time.sleep(0.5)
+    os.kill(someone.km.provisioner.process.pid, signal.SIGINT)
+    cell = someone.collect(msg)
+    assert cell.error is not None and cell.error["ename"] == "KeyboardInterrupt", cell.text
+
+
 def test_a_killed_kernel_is_archived_as_aborted_by_the_next_command(project: Project, person: Any) -> None:
     k = person()
     k.run("import drillbook\ndrill = drillbook.start(env='local', dry_run=False)")

@@ -391,7 +391,7 @@ def start(env: str | None = None, dry_run: bool = True, approve: list[str] | tup
         drill._adopt(opening.open_interactive(environment, project, want, drill.dry_run, sorted(drill.approved),
                                               drill.change, run_id, drill.redactor))
     previous, _current = (_current.run_id if _current is not None else None), drill
-    kernel.hook(_cell_failed)
+    kernel.hook(_cell_failed, unattended=run_dir is not None)
     opening.announce(drill, previous)
     return drill
 

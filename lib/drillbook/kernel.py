@@ -8,9 +8,11 @@ function to call when a cell fails and the redactor of each drill it starts. Out
 """
 from __future__ import annotations
 
+import ast
 import signal
 import sys
 import threading
+from types import FrameType
 from typing import TYPE_CHECKING, Callable
 
 from .config.secrets import Redactor
@@ -87,13 +89,15 @@ def _register(event: str, fn: Callable[..., None]) -> None:
         ip.events.register(event, fn)
 
 
-def hook(on_cell_error: CellFailed) -> None:
-    """Call ``on_cell_error`` with the exception of every cell that fails from now on."""
+def hook(on_cell_error: CellFailed, *, unattended: bool = False) -> None:
+    """Call ``on_cell_error`` with the exception of every cell that fails from now on; take SIGINT
+    as an interrupt of the cells' own code only (``keep_interrupts``)."""
     global _on_cell_error
     _on_cell_error = on_cell_error
     _register("pre_run_cell", _pre_run_cell)
     _register("post_run_cell", _post_run_cell)
     _install_quiet_displayhook()
+    keep_interrupts(redeliver=unattended)
 
 
 def watch_cells(on_start: CellStarted, on_output: OutputSent, on_end: CellEnded) -> None:
@@ -166,10 +170,73 @@ def _install_quiet_displayhook() -> None:
     trap.hook = displayhook
 
 
+# --------------------------------------------------------------------- interrupts
+# ipykernel raises KeyboardInterrupt wherever a SIGINT lands while it handles a message. One that lands
+# in ipykernel's or IPython's own code around a cell (sending the reply, running the hooks) is swallowed
+# there with the cell's reply unsent: papermill then waits for a reply that never comes until the
+# runner's grace ends and kills the kernel, the cleanups unrun. Between messages SIGINT is ignored, so
+# an interrupt sent then is lost. A drill's kernel instead raises KeyboardInterrupt only in the cells'
+# own code (a frame whose globals are the notebook's); one that lands elsewhere is held: a runner's
+# stops the next cell before its first statement (the drill's cleanups then run), a person's is
+# dropped, as an idle kernel drops it.
+_redeliver = False
+_pending = False  # a runner's interrupt landed outside a cell: the next cell raises it
+
+
+def keep_interrupts(*, redeliver: bool) -> None:
+    """Install the drill's SIGINT handler in this kernel and keep it across ipykernel's messages."""
+    global _redeliver
+    _redeliver = redeliver
+    ip = ipython()
+    shell_kernel = getattr(ip, "kernel", None)
+    if ip is None or shell_kernel is None or threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, _on_sigint)
+    # ipykernel swaps in default_int_handler before each message and back after (pre/post_handler_hook)
+    shell_kernel.pre_handler_hook = shell_kernel.post_handler_hook = _keep_handler
+    if not any(isinstance(t, _RaisePending) for t in ip.ast_transformers):
+        ip.ast_transformers.append(_RaisePending())
+
+
+def _keep_handler() -> None:
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    global _pending
+    if in_cell_code(frame):
+        raise KeyboardInterrupt
+    _pending = _pending or _redeliver
+
+
+class _RaisePending(ast.NodeTransformer):
+    """IPython hands every cell's syntax tree to its ``ast_transformers`` before running it: with an
+    interrupt pending, the cell's first statement raises it."""
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        global _pending
+        if _pending:
+            _pending = False
+            node.body.insert(0, ast.Raise(exc=ast.Call(func=ast.Name("KeyboardInterrupt", ast.Load()), args=[
+                ast.Constant("interrupted between cells")], keywords=[])))
+            ast.fix_missing_locations(node)
+        return node
+
+
+def in_cell_code(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a caller runs a cell's code (or a function a cell defined)."""
+    user_globals = getattr(ipython(), "user_global_ns", None)
+    while frame is not None:
+        if user_globals is not None and frame.f_globals is user_globals:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def interrupt_cell() -> None:
     """Interrupt the code the main thread runs, from another thread, as a person pressing Stop
-    would (a real SIGINT, so a blocking call wakes up). Only while Python handles SIGINT: an idle
-    kernel ignores it, and a process that would die of it is left alone."""
+    would (a real SIGINT, so a blocking call wakes up): see ``keep_interrupts`` for one that lands
+    between cells. Only while Python handles SIGINT: a process that would die of it is left alone."""
     if callable(signal.getsignal(signal.SIGINT)):
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 

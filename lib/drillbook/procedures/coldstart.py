@@ -132,12 +132,25 @@ def start_primary(pg: Postgres, facts: Mapping[str, WalFacts], name: str) -> str
     """Start ``name`` and make sure it accepts writes (a former standby is promoted)."""
     if facts[name].running == "primary":
         return f"{name} already runs as the primary"
-    if facts[name].running == "down":
-        pg.servers.start(name)
-    if pg.replication.role(name) == "primary":
-        return f"started {name} as the primary (crash recovery replayed its WAL)"
+    started = pg.servers.start(name)  # False: it runs already (a runbook stopped midway had started it)
+    role = _role_once_up(pg, name)
+    if role == "primary":
+        return f"started {name} as the primary (crash recovery replayed its WAL)" if started else \
+            f"{name} already runs as the primary"
     took = pg.servers.promote(name)
     return f"started {name} and promoted it ({took:.2f} s to the first write)"
+
+
+def _role_once_up(pg: Postgres, name: str, timeout: float = 30.0) -> str:
+    """The role of a node that runs: "down" there only means it did not answer yet (a loaded host,
+    a connection refused while it finishes starting), never that promoting it is safe."""
+    deadline = time.monotonic() + timeout
+    while (role := pg.replication.role(name)) == "down":
+        if time.monotonic() > deadline:
+            raise PostgresError(f"{pg.context.name}/{name} runs but has not answered for {timeout:g} s",
+                                f"read {pg.context.data_dir(name)}.log")
+        time.sleep(0.2)
+    return role
 
 
 def start_standby(pg: Postgres, name: str, primary: str) -> str:

@@ -151,12 +151,28 @@ class Servers:
         log = shlex.quote(self.context.data_dir(name) + ".log")
         result = self.run(name, f"{self.tool_path(name, 'pg_ctl')} start -D {data} -l {log} -w -t {int(timeout)}",
                           what="pg_ctl start", timeout=timeout + 10, check=False)
+        if not result.ok and self.is_running(name):  # started meanwhile by another (a runbook stopped midway)
+            self._wait_accepting(name, timeout)
+            return False
         if not result.ok:
             tail = self.run(name, f"tail -n 3 {log}", what="read the server log", check=False).stdout.strip()
             raise PostgresError(f"pg_ctl start failed on {self.context.name}/{name}: "
                                 f"{(tail.splitlines() or ['no log'])[-1]}",
                                 f"read {self.context.data_dir(name)}.log")
         return True
+
+    def _wait_accepting(self, name: str, timeout: float) -> None:
+        """What ``pg_ctl start -w`` waits for: the node accepts connections (crash recovery done)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.connections.connect(name, login="admin"):
+                    return
+            except psycopg.Error as exc:
+                if time.monotonic() > deadline:
+                    raise PostgresError(f"{self.context.name}/{name} runs but refuses connections {timeout:g} s after "
+                                        f"it started: {first_line(exc)}", f"read {self.context.data_dir(name)}.log") from None
+                time.sleep(0.1)
 
     def reload(self, name: str) -> None:
         """Re-read configuration and TLS files (pg_ctl reload = SIGHUP); new connections see them."""
