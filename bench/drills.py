@@ -8,7 +8,9 @@ nothing else) and the RTO is broken down: raw, the runbook's own steps before th
 (promotion excluded: the raw figure has it), and the rest, the tool's share (the runbook is started
 before the fault and held at its first step, so its kernel's start is not in it).
 
-    .venv/bin/python bench/drills.py [--runs 5] [--drills failover,backup-restore,key-rotation,pitr-restore,cold-start]
+    .venv/bin/python bench/drills.py [--runs 5] [--drills failover,backup-restore,...]   (default: every drill below)
+
+The network and disk drills need root (nftables, a tmpfs for the WAL): without it they are left out, said so.
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ from baseline import raw_failover
 REPO = Path(__file__).resolve().parent.parent
 DRILLBOOK = Path(sys.executable).parent / "drillbook"
 APPROVE = {"failover": ["fault", "promote"], "backup-restore": [], "key-rotation": ["rotate"],
-           "pitr-restore": ["fault"], "cold-start": ["fault", "start"]}
+           "pitr-restore": ["fault"], "cold-start": ["fault", "start"], "partition-standby": ["fault"],
+           "partition-primary": ["fault", "promote"], "disk-full": ["fault", "free"]}
+NEEDS_ROOT = {"partition-standby", "partition-primary", "disk-full"}  # nftables rules; a tmpfs for the WAL
 DRILLS = ",".join(APPROVE)
 BEFORE_FIRST_WRITE = ("Check roles", "Estimate the data at risk", "Fence")  # the failover runbook's steps before Promote
 WRITER_RETRY_SECONDS = 0.02  # measure.load.SequencedWriter's retry_interval: the RTO's own granularity
@@ -126,6 +130,9 @@ def main() -> None:
         print(f"lab: {lab.status(root).nodes[0].address}, PostgreSQL {lab.status(root).pg_major}, "
               f"{os.cpu_count()} CPUs; {args.runs} runs per drill")
         for drill in args.drills.split(","):
+            if drill in NEEDS_ROOT and os.geteuid() != 0:
+                print(f"\n{drill}: left out (needs root for its fault)")
+                continue
             walls, measured = [], []
             for _ in range(args.runs):
                 wall, values, bundle = run_drill(root, drill)

@@ -45,7 +45,11 @@ def test_passing_drill_archives_a_complete_bundle(project: Project) -> None:
     assert record["checks"][0]["passed"] is True
     measure = record["measures"][0]
     assert (measure["value"], measure["objective_value"], measure["verdict"]) == (1.5, 30.0, "met")
-    assert record["results"]["status"] == "passed"  # glued with scrapbook, read back from the notebook
+    assert record["results"]["status"] == "passed"  # glued in scrapbook's format, read back from the notebook
+    import scrapbook  # and scrapbook itself reads that scrap (slow to import: only in this test)
+
+    scraps = scrapbook.read_notebook(str(bundle / "notebook.ipynb")).scraps
+    assert scraps["drillbook_results"].data == record["results"] and scraps["drillbook_results"].encoder == "json"
     assert record["source"]["sha256"] and record["controls"] == ["SOC 2 CC7.5"]
     assert record["parameters"]["env"] == "local" and record["parameters"]["run_id"] == record["run_id"]
     assert "status-passed" in (bundle / "notebook.html").read_text()
