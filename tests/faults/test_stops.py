@@ -6,8 +6,10 @@ real drill in-process, interrupted from the watch's thread as a kernel's cell wo
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import drillbook
@@ -102,7 +104,16 @@ def test_the_watch_thread_stops_by_itself_once_crossed() -> None:
 # ----------------------------------------------------------------------------- Drill.stop
 
 
-def test_a_stop_interrupts_the_step_skips_the_rest_and_fails_the_run(run_dir: Path) -> None:
+@pytest.fixture
+def cell_running() -> Iterator[None]:
+    """SIGINT handled as while a kernel runs a cell (ipykernel installs default_int_handler then), whatever
+    this process inherited: a background job of a non-interactive shell starts with SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_stop_interrupts_the_step_skips_the_rest_and_fails_the_run(run_dir: Path, cell_running: None) -> None:
     drill = drillbook.start(env="local", dry_run=False)
     healed: list[str] = []
     drill.cleanup(lambda: healed.append("cleanup"), "heal")
@@ -127,8 +138,6 @@ def test_a_stop_interrupts_the_step_skips_the_rest_and_fails_the_run(run_dir: Pa
 
 
 def test_a_stop_while_no_cell_runs_fails_the_run_at_finish(run_dir: Path) -> None:
-    import signal
-
     drill = drillbook.start(env="local", dry_run=False)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # an idle kernel ignores SIGINT
     try:
