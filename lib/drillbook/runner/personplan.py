@@ -40,6 +40,7 @@ from ..evidence.approvals import ApprovalRefused, plan_of
 from ..evidence.record import ApprovalInfo, PlanHash
 
 APPROVAL_ID = re.compile(r"apv-[0-9a-f]{16}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 PASTE = "this environment needs an approval: paste the id from `drillbook approve`"
 
 
@@ -65,8 +66,9 @@ def _notebook_sha256(source: PlanSource) -> str | None:
         incident = incidentfile.load_incident_file(source.folder)
     except DrillbookError:
         incident = None
-    if incident is not None and incident.source_sha256:
-        return incident.source_sha256  # the runbook as it was copied, not the copy's own bytes
+    if incident is not None and incident.runbook:  # the runbook as it was copied, not the copy's own bytes
+        sha = incident.source_sha256 or ""
+        return sha if SHA256.fullmatch(sha) else None
     if source.notebook is None or not source.notebook.is_file():
         return None
     return hashlib.sha256(source.notebook.read_bytes()).hexdigest()
