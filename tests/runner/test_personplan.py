@@ -104,8 +104,8 @@ def test_the_ledger_entry_names_the_approvals_a_run_carried() -> None:
 
 def test_only_a_persons_run_takes_approvals_from_the_kernels_journal() -> None:
     journal: Any = {"approvals": [INFO], "gates": []}
-    kwargs: Any = dict(status="passed", reason=None, seconds=1.0, kernel_journal=journal, failing_cell=None,
-                       results=None)
+    kwargs: Any = {"status": "passed", "reason": None, "seconds": 1.0, "kernel_journal": journal,
+                   "failing_cell": None, "results": None}
     assert record.complete_record({"mode": "interactive"}, **kwargs)["approvals"] == [INFO]  # type: ignore[typeddict-item]
     # Under drillbook run the runner checked them: a notebook writing its journal adds or removes none.
     assert "approvals" not in record.complete_record({"mode": "run"}, **kwargs)  # type: ignore[typeddict-item]

@@ -96,7 +96,8 @@ def plan_hash(source: PlanSource, env: Environment) -> PlanHash | None:
 def approve_with(run: PersonsRun, source: PlanSource, approval_id: str, gate: str) -> ApprovalInfo:
     """Open ``gate`` with the approval pasted in its panel, if it is valid for this run now; otherwise
     ``ApprovalRefused`` with the one line that says which condition failed (the gate stays closed)."""
-    from .plan import _ledger_folder  # the archive's ledger, also when the archive is on object storage
+    # The archive's ledger, also when the archive is on object storage
+    from .plan import _ledger_folder
 
     aid = approval_id.strip()
     if not APPROVAL_ID.fullmatch(aid):
