@@ -69,7 +69,15 @@ def test_a_persons_live_production_gate_opens_only_with_a_valid_unused_approval(
         again = k.run(STEP)
         assert again.error is not None and again.error["ename"] == "AwaitingApproval" and not marker.exists()
 
-        assert _paste(k, "promote", alice) == f"✓ opened by approval {alice} of alice — Shift+Enter goes on"
+        opened_text = f"✓ opened by approval {alice} of alice — Shift+Enter goes on"
+        assert _paste(k, "promote", alice) == opened_text
+        k.run(f"marker_path = {str(marker) + 's'!r}")  # set again after the approval was pasted
+        closed = k.run(STEP)
+        assert closed.error is not None and closed.error["ename"] == "AwaitingApproval", closed.text
+        assert f"approval {alice} no longer matches: the plan changed since it was pasted" in closed.text
+        assert not marker.exists() and not Path(f"{marker}s").exists()
+        k.run(_parameters(marker))
+        assert _paste(k, "promote", alice) == opened_text
         went = k.run(STEP)
         assert went.error is None and "✓ Promote" in went.text, went.text
         assert marker.read_text() == "promoted"
