@@ -132,6 +132,14 @@ def test_an_approved_run_goes_through_and_its_record_and_page_show_the_approval(
     entry = next(e for e in ledger.read_entries(project.archive) if e.get("type") == "approval")
     assert entry["approval"]["id"] == approved.ids["alice"] and entry["sig_format"] == "ed25519"
     assert cli(project, "verify", env=approved.env).code == 0  # approvals are signed ledger entries
+    assert ledger.read_entries(project.archive)[-1]["approvals"] == [approved.ids["alice"]]
+    before = (project.archive / "ledger.jsonl").read_bytes()
+    again = _run(project, approved, "--approval", approved.ids["alice"])  # an approval is used once
+    assert again.code == 2, again.output
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: approval {approved.ids['alice']} was already used by run {record['run_id']}"], \
+        again.stderr
+    assert not approved.marker.exists() and (project.archive / "ledger.jsonl").read_bytes() == before
 
 
 def test_approve_refuses_what_it_cannot_bind(approved: Approved, tmp_path: Path) -> None:

@@ -11,6 +11,12 @@ widget's click while a cell runs (ipykernel handles comm messages on the shell c
 behind the cells Run All sent), so a step that reaches an unapproved gate shows the gate's panel
 in its own output and stops the cell with :class:`AwaitingApproval`. Run All stops there; the run
 stays open; the operator approves and runs the cell again. A terminal IPython asks at a prompt.
+
+A person's LIVE run on an environment that requires approval (every production one) is held to the
+four-eyes rule of ``drillbook run --approval``: neither the typed word, nor the prompt, nor the
+``approve`` parameter opens a gate there; an approval pasted in the gate's panel does, once
+``approval_for`` found it valid (``runner/personplan.py`` says what its plan hash binds). A dry run is
+never held to approvals.
 """
 from __future__ import annotations
 
@@ -22,13 +28,14 @@ from weakref import WeakKeyDictionary
 from . import journal
 from .config.environments import Environment
 from .errors import ChangeRequired, GateNotApproved
-from .evidence.record import ApprovalInfo, Gate, Journal
+from .evidence.record import ApprovalInfo, Gate, Journal, PlanHash
 
 
 class Gated(Protocol):
     """The parts of a run the guards read (a ``Drill``)."""
 
     env: Environment
+    dry_run: bool
     change: str | None
     approved: set[str]
     unattended: bool
@@ -60,8 +67,42 @@ _in_place: list[InPlacePanel] = []
 _typed: WeakKeyDictionary[Gated, dict[str, str]] = WeakKeyDictionary()
 
 
+# The approval that opened each gate of a person's run held to four eyes (see ``needs_approval``).
+_by_approval: WeakKeyDictionary[Gated, dict[str, ApprovalInfo]] = WeakKeyDictionary()
+# How a step checks, as it passes its gate, that the approval still matches the run (set by ``runner/personplan``).
+Recheck = Callable[["Gated", ApprovalInfo], "str | None"]  # why it no longer matches, or None
+_recheck: list[Recheck] = []
+
+
 def show_in_place_with(show: InPlacePanel) -> None:
     _in_place[:] = [show]
+
+
+def recheck_with(recheck: Recheck) -> None:
+    _recheck[:] = [recheck]
+
+
+def needs_approval(run: Gated) -> bool:
+    """A person's live run on an environment that requires approval: only an approval opens its gates."""
+    return run.env.production and not run.dry_run and not run.unattended
+
+
+def opened_by(run: Gated, gate: str) -> ApprovalInfo | None:
+    """The approval that opened ``gate`` of this run in its panel, if one did."""
+    return _by_approval.get(run, {}).get(gate)
+
+
+def open_by_approval(run: Gated, info: ApprovalInfo) -> None:
+    """Open ``info``'s gate with the approval ``approval_for`` checked; the record carries it, as a CLI run's."""
+    gate = info["gate"]
+    run.approved.add(gate)
+    _by_approval.setdefault(run, {})[gate] = info
+    _typed.get(run, {}).pop(gate, None)  # the approval, not a typed word, opened it
+    carried = [a for a in run.data.get("approvals", []) if a["gate"] != gate]
+    run.data["approvals"] = [*carried, info]
+    run.data["gates"].append({"gate": gate, "step": None, "at": journal.now_iso(), "method": "approval",
+                              "how": f"opened by approval {info['id']} of {info['approver']} (dry run "
+                                     f"{info['dry_run']}), pasted in the gate panel by {run.data['operator']}"})
 
 
 def is_approved(run: Gated, gate: str, word: str | None = None) -> bool:
@@ -75,7 +116,13 @@ def pass_gate(run: Gated, gate: str, title: str, word: str | None = None) -> Non
     person at a prompt (never in an unattended run). Journals how; raises ``GateNotApproved``
     otherwise, and ``AwaitingApproval`` in JupyterLab after showing the panel."""
     required = word or gate
-    if is_approved(run, gate, word):
+    held = needs_approval(run)
+    approval = opened_by(run, gate) if held else None
+    changed = _recheck[0](run, approval) if approval is not None and _recheck else None
+    if changed:  # e.g. a parameter set again since the approval was pasted: it no longer opens the gate
+        _by_approval[run].pop(gate)
+        approval = None
+    if (approval is not None or not held) and is_approved(run, gate, word):
         entry = _approved(run, gate, title)
     elif run.unattended:
         raise GateNotApproved(
@@ -85,10 +132,18 @@ def pass_gate(run: Gated, gate: str, title: str, word: str | None = None) -> Non
     elif _in_place:
         run.data["steps"].pop()  # the step never started: drop the record its drill opened before asking
         _in_place[0](run, gate, title, required)
+        what = (f"paste the id of an approval of gate {gate} above (an approver signs one with drillbook approve "
+                f"DRY_RUN_ID --gate {gate})" if held else f"type {required} above")
         raise AwaitingApproval(
-            f"stopped before {title!r}: gate {gate!r} is not approved (nothing was changed by this step)",
-            f"type {required} above and press Approve, then Shift+Enter runs this cell and goes on; "
+            f"stopped before {title!r}: gate {gate!r} is not approved{f' ({changed})' if changed else ''} "
+            "(nothing was changed by this step)",
+            f"{what} and press Approve, then Shift+Enter runs this cell and goes on; "
             "Run All stops at every unapproved gate because the kernel reads a click only between cells")
+    elif held:
+        raise GateNotApproved(
+            f"gate {gate!r} (step {title!r}) needs an approval: environment {run.env.name!r} requires four eyes",
+            f"open this notebook in JupyterLab and paste an approval id (drillbook approve DRY_RUN_ID --gate {gate}) "
+            "in the gate panel, or run it with drillbook run --approval ID")
     else:
         asked = journal.now_iso()
         ask(gate, title, required)
@@ -135,10 +190,11 @@ def approve(run: Gated, gate: str, how: str | None = None, method: str = "panel"
 
 
 
-def approval_for(approval_id: str, gate: str, *, drill: str, env: Environment, notebook: Path,
+def approval_for(approval_id: str, gate: str, *, drill: str, env: Environment, notebook: Path | None,
                  parameters: dict[str, Any], operator: str, archive: Path | None = None,
-                 project: Path | None = None) -> ApprovalInfo:
-    """The approval ``approval_id`` if it opens ``gate`` of this run now (a gate panel's check).
+                 project: Path | None = None, plan: PlanHash | None = None) -> ApprovalInfo:
+    """The approval ``approval_id`` if it opens ``gate`` of this run now (a gate panel's check);
+    ``plan``: the run's plan hash, when it is not that of ``notebook`` and ``parameters``.
 
     Raises ``ApprovalRefused`` (a DrillbookError) with one line naming the failed condition: not in
     the ledger, not an approver's key, by the operator, expired, or the plan (notebook, parameters,
@@ -149,7 +205,8 @@ def approval_for(approval_id: str, gate: str, *, drill: str, env: Environment, n
 
     project = project or paths.project_root()
     return approvals.approval_for(approval_id, gate, drill=drill, env=env, notebook=notebook, parameters=parameters,
-                                  operator=operator, archive=archive or paths.archive_root(project), project=project)
+                                  operator=operator, archive=archive or paths.archive_root(project), project=project,
+                                  plan=plan)
 
 
 def require_change_up_front(env: Environment, dry_run: bool, change: str | None, unattended: bool) -> None:

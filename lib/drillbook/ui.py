@@ -12,7 +12,8 @@ The picker remembers the operator's choice in this kernel: Run All, or running i
 shows the same environment and change reference instead of the parameters cell's defaults.
 A step that reaches a gate nobody approved shows the gate's row in its own output and stops
 (see ``gates``): Run All cannot wait for a click, so it stops there, and after Approve the
-focus stays on the button, where Shift+Enter runs that cell again and goes on.
+focus stays on the button, where Shift+Enter runs that cell again and goes on. On an environment
+that requires approval a LIVE run's gate takes an approval id instead (four eyes, ``approval_row``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import incidentfile, journal, kernel
-from .gates import Gated, is_approved, show_in_place_with
+from .gates import Gated, is_approved, needs_approval, opened_by, show_in_place_with
 from .config import environments
 from .drill import Drill, current
 from .journal import RUN_DIR_VAR
@@ -139,7 +140,10 @@ def gate_panel(drill: Drill, gates: list[str], confirm: dict[str, str] | None = 
 
 def gate_row(drill: Drill, gate: str, word: str) -> ipywidgets.HBox:
     """One gate: type ``word`` in full, then Approve. The button keeps the focus after approving
-    (a disabled button would drop it, and Shift+Enter would then do nothing)."""
+    (a disabled button would drop it, and Shift+Enter would then do nothing). A run held to four eyes
+    (``gates.needs_approval``) gets ``approval_row`` instead."""
+    if needs_approval(drill) and drill.interactive is not None:
+        return approval_row(drill, gate)
     import ipywidgets as widgets
 
     typed = widgets.Text(placeholder=f"type {word}", description=f"gate {gate}", style={"description_width": "initial"})
@@ -171,6 +175,49 @@ def gate_row(drill: Drill, gate: str, word: str) -> ipywidgets.HBox:
     typed.observe(on_type, names="value")
     button.on_click(approve)
     return widgets.HBox([typed, button, state])
+
+
+def approval_row(drill: Drill, gate: str) -> ipywidgets.HBox:
+    """One gate of a live run that needs an approval: paste its id, press Approve, which checks it
+    (``runner/personplan.approve_with``): the gate opens only when it is valid; otherwise the row
+    says, in one line, which condition failed."""
+    import ipywidgets as widgets
+
+    from .errors import DrillbookError
+    from .runner import personplan
+
+    assert drill.interactive is not None
+    source = drill.interactive.plan_source
+    pasted = widgets.Text(placeholder="apv-…", description=f"gate {gate} approval id",
+                          style={"description_width": "initial"})
+    button = widgets.Button(description="Approve", button_style="danger", icon="check", disabled=True)
+    state = widgets.Label(personplan.PASTE)
+
+    def approved(text: str) -> None:
+        pasted.disabled = True
+        button.disabled, button.description, button.button_style = False, "Approved", "success"
+        state.value = f"✓ {text} — Shift+Enter goes on"
+
+    def on_paste(_: object) -> None:
+        if button.description != "Approved":
+            button.disabled = not pasted.value.strip()
+
+    def approve(_: object) -> None:
+        if button.description == "Approved" or not pasted.value.strip():
+            return
+        try:
+            info = personplan.approve_with(drill, source, pasted.value, gate)
+        except DrillbookError as exc:
+            state.value = f"✗ {exc.message}"
+            return
+        approved(f"opened by approval {info['id']} of {info['approver']}")
+
+    already = opened_by(drill, gate)
+    if already is not None:
+        approved(f"opened by approval {already['id']} of {already['approver']}")
+    pasted.observe(on_paste, names="value")
+    button.on_click(approve)
+    return widgets.HBox([pasted, button, state])
 
 
 def _in_place(run: Gated, gate: str, title: str, word: str) -> None:

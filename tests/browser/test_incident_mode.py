@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from approvalsupport import approver_key
 from conftest import REPO, cli
 from drillbook.lab import control
 from labbrowser import JupyterLab, Lab, Shots, wait_until
@@ -27,24 +28,39 @@ from sitesupport import CHROMIUM, CHROMIUM_FLAGS, require_browser
 
 pytestmark = pytest.mark.integration
 OPERATOR = "Ana Oncall"
+APPROVER = "alice"  # four eyes: lab-prod's gates open with her approval, never with the operator's word
 FAILOVER = "postgres-failover.ipynb"
 
 
 @pytest.fixture(scope="module")
 def project(lab_project: LabProject) -> Iterator[LabProject]:  # noqa: F811
     """The lab's project with the runbooks, and two more names for the same lab: ``staging`` and
-    ``lab-prod`` (marked production, so a live run needs a change reference); both, and the
-    working copies, are removed afterwards (the session's other modules share the project)."""
+    ``lab-prod`` (marked production, so a live run needs a change reference and an approval by
+    APPROVER: see ``approver``); both, and the working copies, are removed afterwards (the session's
+    other modules share the project)."""
     for notebook in (REPO / "runbooks").glob("*.ipynb"):
         (lab_project.root / "runbooks" / notebook.name).write_bytes(notebook.read_bytes())
     local = yaml.safe_load((lab_project.root / "parameters" / "environments" / "local.yaml").read_text())
+    access = {"approvers": [{"name": APPROVER, "key": f"keys/{APPROVER}.pub"}]}
     for name, production in (("staging", False), ("lab-prod", True)):
         path = lab_project.root / "parameters" / "environments" / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({**local, "description": f"the lab, as {name}", "production": production}))
+        path.write_text(yaml.safe_dump({**local, "description": f"the lab, as {name}", "production": production,
+                                        **({"access": access} if production else {})}))
     yield lab_project
     for name in ("staging", "lab-prod"):
         (lab_project.root / "parameters" / "environments" / f"{name}.yaml").unlink()
     shutil.rmtree(lab_project.root / "incidents", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def approver(project: LabProject, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """APPROVER's private key (outside the project); her public key in the project's keys/ meanwhile."""
+    keys_folder = project.root / "keys"
+    made = not keys_folder.exists()
+    yield approver_key(project, tmp_path_factory.mktemp("approver"), APPROVER)  # type: ignore[arg-type]
+    (keys_folder / f"{APPROVER}.pub").unlink()
+    if made:
+        keys_folder.rmdir()
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +167,7 @@ def test_run_all_after_picking_an_environment_runs_there_and_leaves_the_source_u
 
 # --------------------------------------------------------------------------- (1)
 def test_operator_fails_over_production_from_a_working_copy_with_signed_evidence(
-        lab: Lab, server: JupyterLab, project: LabProject) -> None:
+        lab: Lab, server: JupyterLab, project: LabProject, approver: Path) -> None:
     before = roles(project)
     old = next(n for n, r in before.items() if r == "primary")
     path = open_incident(server, "lab-prod", "INC-42", "--severity", "P1")
@@ -163,6 +179,11 @@ def test_operator_fails_over_production_from_a_working_copy_with_signed_evidence
     assert lab.page.locator(".widget-dropdown select").is_disabled()  # the incident's environment, fixed
     lab.shots.take(lab.page, "dry-run", "incident-dry-run", show=lab.code_cell("drill.finish()"))
     assert roles(project) == before
+    (dry_record,) = [r for r in records(server) if r["env"] == "lab-prod" and r["dry_run"]]
+    approved = drillbook(server, "approve", dry_record["run_id"], "--gate", "promote",
+                         "--key", str(approver))  # another person, with her own key
+    assert approved.code == 0, approved.output
+    approval = approved.stdout.split()[1].rstrip(":")
 
     lab.page.locator(".widget-text input").first.fill("CHG-42")  # production: the change reference first
     lab.set_source('dry_run = True', lab.code_cell('dry_run = True').locator(".cm-content").inner_text()
@@ -177,10 +198,12 @@ def test_operator_fails_over_production_from_a_working_copy_with_signed_evidence
     row = lab.code_cell(fence)
     button = row.locator("button", has_text="Approve")
     assert button.is_disabled()
-    row.locator(".widget-text input").fill("promote")
-    wait_until("Approve to be enabled by the typed word", button.is_enabled)
+    assert "paste the id from `drillbook approve`" in lab.output(fence)  # production: the word is not enough
+    row.locator(".widget-text input").fill(approval)
+    wait_until("Approve to be enabled by the pasted id", button.is_enabled)
     button.click()
-    wait_until("the panel to say approved", lambda: "approved by" in lab.output(fence))
+    wait_until("the panel to say the approval opened the gate",
+               lambda: f"opened by approval {approval} of {APPROVER}" in lab.output(fence))
     lab.shots.take(lab.page, "approved", "incident-approved", show=row)
     lab.page.keyboard.press("Shift+Enter")  # the focus stayed on the button: this cell runs again
     lab.wait_for_output(fence, "✓ Fence")
@@ -198,6 +221,8 @@ def test_operator_fails_over_production_from_a_working_copy_with_signed_evidence
         "interactive", "passed", "P1", "INC-42")
     assert record["operator"].startswith(OPERATOR) and record["operator_source"] == "DRILLBOOK_OPERATOR"
     assert record["change"] == "CHG-42"
+    assert [(a["id"], a["approver"]) for a in record["approvals"]] == [(approval, APPROVER)]
+    assert record["plan"] == dry_record["plan"]  # the working copy's live run matched what was approved
     assert drillbook(server, "verify").code == 0
 
 

@@ -12,7 +12,13 @@ condition holds, and says which one failed otherwise (bad input, exit 2, nothing
 * its key is an approver's in the environment's ``access.approvers`` and the signature checks;
 * the approver is not the run's operator (and the operator is listed, when ``operators`` is);
 * it has not expired;
-* the plan hash of the notebook, parameters and environment file now equals the approved one.
+* the plan hash of the notebook, parameters and environment file now equals the approved one;
+* no real run in the ledger used it yet: an approval is used once (a run's ledger entry names the
+  approvals it carried, so the one read of the ledger that finds the approval also finds its use).
+
+The parameters hashed are every declared one with its value (the notebook's default where none was
+given), less what the runner sets: a dry run from the CLI and a person's run in JupyterLab, whose
+values the parameters cell set, then hash the same thing.
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ from .archive import load_record
 from .record import ApprovalInfo, PlanHash
 
 APPROVAL = "approval"  # the ``type`` of its ledger entry
-RUNNER_KEYS = ("env", "dry_run", "approve", "change", "run_id")  # set by the runner, not part of the plan
+RUNNER_KEYS = ("env", "dry_run", "approve", "change", "run_id", "severity", "incident")  # set by the runner, not part of the plan
 MAX_EXPIRY = timedelta(days=7)
 
 
@@ -47,8 +53,13 @@ def _sha(data: bytes) -> str:
 
 
 def plan_hash(notebook: Path, parameters: Mapping[str, Any], environment_file: Path) -> PlanHash:
+    return plan_of(_sha(notebook.read_bytes()), parameters, environment_file)
+
+
+def plan_of(notebook_sha256: str, parameters: Mapping[str, Any], environment_file: Path) -> PlanHash:
+    """The plan hash of a notebook known by its sha256 (a working copy's runbook, as it was copied)."""
     given = {k: v for k, v in parameters.items() if k not in RUNNER_KEYS}
-    parts = {"notebook_sha256": _sha(notebook.read_bytes()),
+    parts = {"notebook_sha256": notebook_sha256,
              "parameters_sha256": _sha(ledger.canonical(json.loads(json.dumps(given, default=str)))),
              "environment_sha256": _sha(environment_file.read_bytes())}
     return cast(PlanHash, {"sha256": _sha(ledger.canonical(parts)), **parts})
@@ -130,11 +141,30 @@ def approve(archive: Path, project: Path, env: Environment, dry_run_id: str, gat
 
 # --------------------------------------------------------------------------- checking a run
 def find(archive: Path, approval_id: str) -> dict[str, Any]:
+    return lookup(archive, approval_id)[0]
+
+
+def lookup(archive: Path, approval_id: str) -> tuple[dict[str, Any], str | None]:
+    """The approval's ledger entry and the real run that used it (None: unused), in one read of the ledger."""
+    found, used = None, None
     for entry in ledger.read_entries(archive):
         if entry.get("type") == APPROVAL and isinstance(entry.get("approval"), dict) \
                 and entry["approval"].get("id") == approval_id:
-            return entry
-    raise ApprovalRefused(f"approval {approval_id} is not in the ledger", "drillbook approve DRY_RUN_ID --gate NAME")
+            found = found or entry
+        elif not entry.get("dry_run") and approval_id in (entry.get("approvals") or ()):
+            used = used or str(entry.get("run_id"))
+    if found is None:
+        raise ApprovalRefused(f"approval {approval_id} is not in the ledger", "drillbook approve DRY_RUN_ID --gate NAME")
+    return found, used
+
+
+def unused(archive: Path, approval_id: str) -> dict[str, Any]:
+    """The approval's entry, if no real run used it yet (an approval is used once)."""
+    entry, used = lookup(archive, approval_id)
+    if used:
+        raise ApprovalRefused(f"approval {approval_id} was already used by run {used}",
+                              "an approval is used once: dry-run again and have that approved")
+    return entry
 
 
 def _changed(approved: Mapping[str, Any], now: PlanHash) -> str | None:
@@ -179,8 +209,9 @@ def check(entry: dict[str, Any], *, drill: str, env: Environment, project: Path,
                                "approved_at": doc.get("approved_at"), "expires_at": doc.get("expires_at")})
 
 
-def authorize(archive: Path, project: Path, ids: list[str], *, drill: str, env: Environment, notebook: Path,
-              parameters: Mapping[str, Any], operator: str, dry_run: bool) -> list[ApprovalInfo]:
+def authorize(archive: Path, project: Path, ids: list[str], *, drill: str, env: Environment, notebook: Path | None,
+              parameters: Mapping[str, Any], operator: str, dry_run: bool,
+              plan: PlanHash | None = None) -> list[ApprovalInfo]:
     """Every approval given, checked; a real run on an environment requiring approval needs one."""
     if not ids:
         if env.production and not dry_run:
@@ -188,15 +219,21 @@ def authorize(archive: Path, project: Path, ids: list[str], *, drill: str, env: 
                                   f"dry-run it, have an approver run drillbook approve DRY_RUN_ID --gate NAME, "
                                   "then pass --approval ID")
         return []
-    plan = plan_hash(notebook, parameters, Path(env.source))
-    return [check(find(archive, aid), drill=drill, env=env, project=project, plan=plan, operator=operator) for aid in ids]
+    if plan is None:
+        assert notebook is not None, "a plan or the notebook it is of"
+        plan = plan_hash(notebook, parameters, Path(env.source))
+    checked = [check(find(archive, aid) if dry_run else unused(archive, aid), drill=drill, env=env, project=project,
+                     plan=plan, operator=operator) for aid in ids]
+    return checked
 
 
-def approval_for(approval_id: str, gate: str, *, drill: str, env: Environment, notebook: Path,
-                 parameters: Mapping[str, Any], operator: str, archive: Path, project: Path) -> ApprovalInfo:
-    """For a gate panel (JupyterLab): the approval ``approval_id`` if it opens ``gate`` of this run now."""
+def approval_for(approval_id: str, gate: str, *, drill: str, env: Environment, notebook: Path | None,
+                 parameters: Mapping[str, Any], operator: str, archive: Path, project: Path,
+                 plan: PlanHash | None = None) -> ApprovalInfo:
+    """For a gate panel (JupyterLab): the approval ``approval_id`` if it opens ``gate`` of this run now
+    (``plan``: the run's own plan hash, when it is not the notebook file's; see ``runner/personplan.py``)."""
     info = authorize(archive, project, [approval_id], drill=drill, env=env, notebook=notebook,
-                     parameters=parameters, operator=operator, dry_run=False)[0]
+                     parameters=parameters, operator=operator, dry_run=False, plan=plan)[0]
     if info["gate"] != gate:
         raise ApprovalRefused(f"approval {approval_id} opens gate {info['gate']!r}, not {gate!r}")
     return info

@@ -146,12 +146,15 @@ def build_bundle(folder: Path, record: Record, redactor: Redactor, notebook: dic
 
 def _ledger_fields(record: Record, manifest_sha: str) -> ledger.RunFields:
     """What the ledger says about a run (``get``: a record read back from an old bundle may lack a key)."""
-    return {
+    fields: ledger.RunFields = {
         "run_id": record["run_id"], "manifest_sha256": manifest_sha, "drill": record.get("drill"),
         "env": record.get("env"), "status": record.get("status"), "kind": record.get("kind"),
         "dry_run": bool(record.get("dry_run")),
         "started_at": record.get("started_at"), "finished_at": record.get("finished_at"),
     }
+    if record.get("approvals"):  # an approval is used once: its use is found where the approval is
+        fields["approvals"] = [str(a.get("id")) for a in record.get("approvals") or []]
+    return fields
 
 
 def finish_archived(archive: Path, key: Ed25519PrivateKey, run_id: str, manifest_sha: str) -> Path:

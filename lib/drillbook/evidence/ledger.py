@@ -42,6 +42,7 @@ class RunFields(TypedDict):
     dry_run: NotRequired[bool]
     started_at: NotRequired[str | None]
     finished_at: NotRequired[str | None]
+    approvals: NotRequired[list[str]]  # the ids of the approvals it used: each is used once
 
 
 def canonical(data: dict[str, Any]) -> bytes:

@@ -132,6 +132,7 @@ class Journal(TypedDict):
     mode: NotRequired[str]  # MODES
     severity: NotRequired[str | None]
     incident: NotRequired[str | None]
+    approvals: NotRequired[list["ApprovalInfo"]]  # a person's run: the approvals pasted in its gate panels
 
 
 class Results(TypedDict):
@@ -245,7 +246,10 @@ class Record(TypedDict):
 
 
 # What the record takes from the journal (the rest of the journal is the runner's to know).
-JOURNAL_FIELDS = ("steps", "checks", "measures", "cleanups", "gates", "attachments", "error", "note")
+JOURNAL_FIELDS = ("steps", "checks", "measures", "cleanups", "gates", "attachments", "error", "note", "approvals")
+# Under ``drillbook run`` the runner checked the approvals before the kernel started: a notebook's journal
+# never adds or removes one. In a person's run the kernel is the runner and journals them.
+RUNNER_CHECKED = ("approvals",)
 
 
 # --------------------------------------------------------------------------- the verdict
@@ -367,7 +371,8 @@ def complete_record(record: Record, *, status: str, reason: str | None, seconds:
     journalled: dict[str, object] = {}
     if kernel_journal:
         raw = cast("dict[str, object]", kernel_journal)  # keys chosen at run time, from JOURNAL_FIELDS
-        journalled = {key: raw[key] for key in JOURNAL_FIELDS if key in raw}
+        journalled = {key: raw[key] for key in JOURNAL_FIELDS if key in raw
+                      and (key not in RUNNER_CHECKED or record.get("mode") == "interactive")}
         if kernel_journal.get("operator"):  # the kernel names who ran it, and from which source
             journalled["operator"] = kernel_journal["operator"]
             journalled["operator_source"] = kernel_journal.get("operator_source") or record.get("operator_source")

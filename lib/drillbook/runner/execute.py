@@ -164,7 +164,8 @@ def _base_record(plan: Plan, project: Path) -> dict[str, Any]:
         operator=operator, operator_source=operator_source, mode="run",
         severity=plan.request.severity, incident=plan.request.incident,
     )
-    base["plan"] = approvals.plan_hash(plan.path, plan.parameters, Path(plan.env.source))  # what an approval binds
+    # What an approval binds: the parameters with the notebook's defaults, as a person's run hashes them
+    base["plan"] = approvals.plan_hash(plan.path, plan.scrub_parameters, Path(plan.env.source))
     if plan.approvals:
         base["approvals"] = list(plan.approvals)
     return base

@@ -10,7 +10,9 @@ own process, with the runner's pieces:
   journal and the notebook rebuilt from its cells (``cells.CellLog``) are written there as they go;
 * at the end (``finish()``, a failing or interrupted cell, kernel exit), ``archive`` builds the
   record (mode ``interactive``), marks the failing cell, scrubs everything, renders the HTML once
-  and writes the bundle and ledger entry with ``evidence.archive.record_run``, as the runner does.
+  and writes the bundle and ledger entry with ``evidence.archive.record_run``, as the runner does;
+* its plan hash (``personplan``): what an approval pasted in a gate panel must match, and what a dry
+  run of it lets an approver approve.
 
 A kernel killed meanwhile leaves its marker: the next drillbook command archives the run as
 ``aborted`` from the journal and the cells (``inflight.recover_aborted``), exactly like a dead runner's.
@@ -35,7 +37,7 @@ from ..evidence import keys, record
 from ..evidence.archive import record_run
 from ..evidence.archive import run_dir as bundle_dir
 from ..evidence.record import Journal, Record, Results
-from . import inflight, locks, resume
+from . import inflight, locks, personplan, resume
 from .outcome import html_header, mark_failure
 
 SESSION_VAR = "JPY_SESSION_NAME"  # the notebook's path, as Jupyter's server tells its kernels
@@ -116,6 +118,11 @@ class InteractiveRun:
             source=source, operator=opening.operator, operator_source=opening.operator_source,
             mode="interactive", severity=opening.severity, incident=opening.incident)
         resume.stamp(self.base, opening.resume, changed)
+        # What an approval of this run binds, and what a dry run of it lets an approver approve
+        self.plan_source = personplan.PlanSource(opening.notebook, Path.cwd(), name)
+        plan = personplan.plan_hash(self.plan_source, opening.env)
+        if plan is not None:
+            self.base["plan"] = plan
         self._lock = ExitStack()
         self._lock.enter_context(locks.hold(state, opening.env.name, self.run_id, operator=opening.operator,
                                             hint="wait until that run is finished (drill.finish() in its notebook), then start again"))

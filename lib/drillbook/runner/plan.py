@@ -219,7 +219,7 @@ def authorize(plan: Plan, project: Path) -> None:
     request = plan.request
     plan.approvals = approvals.authorize(
         _ledger_folder(project), project, list(request.approvals), drill=plan.name, env=plan.env,
-        notebook=plan.path, parameters=plan.parameters, operator=journal.operator_name(), dry_run=request.dry_run)
+        notebook=plan.path, parameters=plan.scrub_parameters, operator=journal.operator_name(), dry_run=request.dry_run)
     for approval in plan.approvals:
         if approval["gate"] not in request.approve:
             request.approve.append(approval["gate"])
