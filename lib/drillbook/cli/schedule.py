@@ -29,11 +29,13 @@ def schedule(ctx: typer.Context) -> None:
         return
     from ..config import schedule as schedule_mod
     from ..evidence import freeze
+    from ..evidence.store import project_archive
     from ..runner.due import last_finished
+    from .run import _ledger_folder
 
-    archive = paths.archive_root()
+    archive = project_archive()  # freezes live there; the ledger may be an S3 archive's local copy
     now = datetime.now(timezone.utc)
-    finished = last_finished(archive)
+    finished = last_finished(_ledger_folder())
     rows = []
     for entry in schedule_mod.load_schedule():
         last = finished.get((entry.drill, entry.env))
