@@ -13,8 +13,9 @@ from pathlib import Path
 import boto3
 import pytest
 from conftest import DRILLBOOK, Project, cli
-from drillbook.evidence import freeze
+from drillbook.evidence import freeze, remote
 from drillbook.evidence.store import S3Archive, S3Store, parse_s3
+from drillbook.site import status as site_status
 from s3support import s3_archive, s3_server  # noqa: F401  (fixtures)
 
 WAIT = 240.0
@@ -31,7 +32,8 @@ def _put(url: str, name: str, body: bytes) -> None:
     boto3.client("s3").put_object(Bucket=archive.bucket, Key=archive.key(name), Body=body)
 
 
-def test_freeze_on_an_s3_archive_refuses_and_skips_runs_until_thawed(project: Project, s3_archive: str) -> None:
+def test_freeze_on_an_s3_archive_refuses_and_skips_runs_until_thawed(project: Project, tmp_path: Path,
+                                                                    s3_archive: str) -> None:
     project.add_notebook("passes.ipynb")
     (project.root / "parameters" / "schedule.yaml").write_text("runs:\n  - {drill: passes, env: local, cron: '@daily'}\n")
     env = {"DRILLBOOK_ARCHIVE": s3_archive}
@@ -53,6 +55,10 @@ def test_freeze_on_an_s3_archive_refuses_and_skips_runs_until_thawed(project: Pr
     assert "FROZEN environment 'local' is frozen by" in status.stdout and "2 scheduled run(s) skipped" in status.stdout, \
         status.output
     assert "(frozen)" in cli(project, "schedule", env=env).stdout
+    copy = tmp_path / "mirror"  # what publish builds the dashboard from: its banner shows the freeze
+    remote.mirror(parse_s3(s3_archive), copy)
+    assert any('"Frozen: local"' in banner and "INC-9 storage outage" in banner
+               for banner in site_status.freeze_banners(copy))
     thawed = cli(project, "thaw", "--env", "local", env=env)
     assert thawed.code == 0 and "thawed: local" in thawed.stdout and _objects(s3_archive, "freeze/local") == []
     ran = cli(project, "run", "passes", "--env", "local", env=env)

@@ -2,7 +2,6 @@
 overridden by ``DRILLBOOK_ARCHIVE``; a bad value is one line and exit 2."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from conftest import Project, cli

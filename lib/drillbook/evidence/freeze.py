@@ -26,7 +26,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable
 
 from .. import files
 from ..config.environments import validate_environment_name
@@ -35,7 +35,7 @@ from ..journal import now_iso
 from .store import S3Archive, S3Store, project_archive
 
 # Where freezes are kept: a folder archive, or the store of an S3 archive (one client per call).
-Where = Union[Path, S3Store]
+Where = Path | S3Store
 
 FOLDER = "freeze"
 ALL = "ALL"
@@ -201,7 +201,8 @@ def refuse_if_frozen(env: str, archive: Path | S3Archive | None = None) -> None:
 def record_skip(drill: str, env: str, scheduler: str, found: Freeze, archive: Path | S3Archive | None = None) -> str:
     """Note that ``scheduler`` (``run --due``, ``airflow``) did not start ``drill`` on ``env``
     because of ``found``; returns the entry's name."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    # Names sort oldest first: to the microsecond, so two skips in one second keep their order.
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now := time.time())) + f"{int(now % 1 * 1e6):06d}Z"
     name = f"{stamp}-{re.sub(r'[^A-Za-z0-9_-]+', '-', drill)[:40]}-{env}-{secrets.token_hex(3)}.json"
     entry = {"status": "frozen", "drill": drill, "env": env, "scheduler": scheduler, "at": now_iso(),
              "freeze": asdict(found)}
