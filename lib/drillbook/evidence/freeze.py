@@ -118,7 +118,7 @@ def _scope(env: str | None) -> str:
 
 
 def _clean_reason(reason: str) -> str:
-    text = " ".join(str(reason).split())
+    text = _plain(reason, 100_000)  # one printable line, as every reader shows it
     if not text:
         raise ConfigError("a freeze needs a reason", 'pass --reason "what is going on" (it is shown to everyone)')
     if len(text) > MAX_REASON:
