@@ -4,8 +4,9 @@ Every location can be moved with an environment variable so tests (and operators
 several checkouts) never touch each other's files:
 
 * ``DRILLBOOK_PROJECT``  project root (default: nearest parent holding ``parameters/``)
-* ``DRILLBOOK_ARCHIVE``  evidence archive (default: ``<project>/reports/evidence``): a folder, or
-  ``s3://bucket/prefix`` on object storage (``evidence.store``)
+* ``DRILLBOOK_ARCHIVE``  evidence archive: a folder, or ``s3://bucket/prefix`` on object storage
+  (``evidence.store``); it overrides the project's setting, ``archive:`` in
+  ``parameters/project.yaml`` (``config.project``); without either, ``<project>/reports/evidence``
 * ``DRILLBOOK_STATE``    locks and in-flight markers (default: ``<project>/.drillbook``)
 * ``DRILLBOOK_HOME``     the signing key, outside the repository (default: ``~/.config/drillbook``),
   and ``runs/``, the private folders (0700) of runs in flight
@@ -33,20 +34,23 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def archive_location(project: Path | None = None) -> str:
-    """Where the archive is, as given: a folder, or an ``s3://`` URL (``evidence.store.parse_location``)."""
+    """Where the archive is, as given: a folder, or an ``s3://`` URL (``evidence.store.parse_location``):
+    ``$DRILLBOOK_ARCHIVE``, else the project's ``archive:`` setting, else ``reports/evidence``."""
     if os.environ.get("DRILLBOOK_ARCHIVE"):
         return os.environ["DRILLBOOK_ARCHIVE"]
-    return str((project or project_root()) / "reports" / "evidence")
+    from .config.project import archive_setting
+
+    project = project or project_root()
+    return archive_setting(project) or str(project / "reports" / "evidence")
 
 
 def archive_root(project: Path | None = None) -> Path:
     """The archive's folder; an archive on object storage has none (use ``archive_location``)."""
-    if os.environ.get("DRILLBOOK_ARCHIVE"):
-        if os.environ["DRILLBOOK_ARCHIVE"].startswith("s3://"):
-            raise EvidenceError(f"the archive {os.environ['DRILLBOOK_ARCHIVE']} is on object storage, and this "
-                                "reads a folder", "set DRILLBOOK_ARCHIVE to a folder for this command")
-        return Path(os.environ["DRILLBOOK_ARCHIVE"]).resolve()
-    return (project or project_root()) / "reports" / "evidence"
+    location = archive_location(project)
+    if location.startswith("s3://"):
+        raise EvidenceError(f"the archive {location} is on object storage, and this reads a folder",
+                            "set DRILLBOOK_ARCHIVE to a folder for this command")
+    return Path(location).resolve()
 
 
 def state_dir(project: Path | None = None) -> Path:

@@ -25,14 +25,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # a real bug prints a plain traceback, never local variables
     help="Executable runbooks and recovery drills with signed, verifiable evidence.\n\n"
          "Start with `drillbook list` (what can run), `drillbook envs` (where), "
-         "`drillbook run NAME --env ENV --dry-run` (try it safely), then `drillbook status` and `drillbook verify`.",
+         "`drillbook run NAME --env ENV --dry-run` (try it safely), then `drillbook status` and `drillbook verify`.\n\n"
+         "Evidence goes to the archive: reports/evidence, or the folder or s3://bucket/prefix that `archive:` in "
+         "parameters/project.yaml names; $DRILLBOOK_ARCHIVE overrides both (S3 endpoint and credentials: the "
+         "standard AWS settings).",
 )
 # In logs (cron, CI, make) there is no terminal width: be wide rather than wrap run ids.
 _WIDTH = None if sys.stdout.isatty() else max(160, int(os.environ.get("COLUMNS", "0") or 0))
 out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False, width=_WIDTH)
 
-ARCHIVE_HELP = "Evidence archive: a folder or s3://bucket/prefix (default: $DRILLBOOK_ARCHIVE, else reports/evidence)."
+ARCHIVE_HELP = ("Evidence archive: a folder or s3://bucket/prefix (default: $DRILLBOOK_ARCHIVE, else archive: in "
+                "parameters/project.yaml, else reports/evidence).")
 STATUS_COLOURS = {"passed": "green", "failed": "red", "error": "red", "aborted": "yellow"}
 
 

@@ -95,7 +95,7 @@ def _notify_verify(archive: Path | str, problems: list[str]) -> None:
                       soft_wrap=True)
 
 
-def _print_freezes(archive: Path) -> None:
+def _print_freezes(archive: Path | S3Archive) -> None:
     from ..evidence import freeze
 
     for found in freeze.active(archive):
@@ -120,9 +120,10 @@ def status(
         raise typer.Exit(_stale(_local(archive_at(archive))))
     from ..evidence import status as status_mod
 
-    where = _local(archive_at(archive))
+    location = archive_at(archive)
+    where = _local(location)
     frame = status_mod.latest_table(where, drill=drill, env=env, status=only)
-    _print_freezes(where)
+    _print_freezes(location)  # the archive itself: a copy of an S3 archive's ledger holds no freeze
     if frame.empty:
         out.print("no runs recorded yet" + (" matching the filters" if drill or env or only else ""))
         return

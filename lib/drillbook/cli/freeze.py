@@ -1,13 +1,12 @@
 """``drillbook freeze`` and ``drillbook thaw``: the kill switch for scheduled drills during an outage."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..errors import ConfigError
-from .app import app, archive_path, err, out
+from .app import ARCHIVE_HELP, app, archive_at, err, out
 
 
 def _scope(env: Optional[str], all_envs: bool, verb: str) -> Optional[str]:
@@ -27,18 +26,19 @@ def freeze(
     env: Optional[str] = typer.Option(None, "--env", "-e", help="Environment to freeze."),
     all_envs: bool = typer.Option(False, "--all", help="Freeze every environment."),
     reason: str = typer.Option(..., help="Why (shown in status, on the dashboard and in the evidence of interrupted runs)."),
-    archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
+    archive: Optional[str] = typer.Option(None, help=ARCHIVE_HELP),
 ) -> None:
     """Stop drills on an environment during an outage: running ones are interrupted (their cleanups
     run, their evidence says why), new ones refused (scheduled ones recorded as skipped), until thaw.
 
-    The freeze lives in the archive, so every machine and Airflow worker writing it obeys it.
+    The freeze lives in the archive (a folder or s3://bucket/prefix), so every machine and Airflow
+    worker writing it obeys it.
     """
     from ..evidence import freeze as freeze_mod
     from ..journal import operator_name
 
     scope = _scope(env, all_envs, "freeze")
-    found = freeze_mod.freeze(scope, reason, operator_name(), archive_path(archive))
+    found = freeze_mod.freeze(scope, reason, operator_name(), archive_at(archive))
     out.print(f"FROZEN: {found.describe()}", markup=False, soft_wrap=True)
     err.print("drills running there are interrupted within a few seconds; `drillbook thaw` lifts it", markup=False)
 
@@ -47,17 +47,18 @@ def freeze(
 def thaw(
     env: Optional[str] = typer.Option(None, "--env", "-e", help="Environment to thaw."),
     all_envs: bool = typer.Option(False, "--all", help="Lift every freeze (the --all one and each environment's)."),
-    archive: Optional[Path] = typer.Option(None, help="Evidence archive (default: reports/evidence)."),
+    archive: Optional[str] = typer.Option(None, help=ARCHIVE_HELP),
 ) -> None:
     """Lift a freeze: drills may run on the environment again (`run --due` catches up what is due)."""
     from ..evidence import freeze as freeze_mod
 
-    lifted = freeze_mod.thaw(_scope(env, all_envs, "thaw"), archive_path(archive))
+    where = archive_at(archive)
+    lifted = freeze_mod.thaw(_scope(env, all_envs, "thaw"), where)
     for found in lifted:
         out.print(f"thawed: {'all environments' if found.scope == freeze_mod.ALL else found.scope} "
                   f"(frozen by {found.by} since {found.at})", markup=False, soft_wrap=True)
     if not lifted:
         out.print("nothing to thaw: no freeze in force there")
-    still = freeze_mod.active(archive_path(archive))
+    still = freeze_mod.active(where)
     if still:
         err.print(f"still in force: {'; '.join(f.describe() for f in still)}", markup=False, soft_wrap=True)

@@ -186,11 +186,11 @@ def _run_entry(entry: schedule.Entry, archive: Path, state: Path, now: datetime)
     from ..runner import due as due_mod
     from ..runner.plan import RunRequest
 
-    found = freeze.frozen(entry.env, archive)
+    found = freeze.frozen(entry.env)  # the project's archive itself (``archive``: maybe a ledger's copy)
     firing = entry.cron.previous_before(now) or now
     if found is not None:
         if due_mod.first_time(state, entry, "frozen", firing):
-            freeze.record_skip(entry.drill, entry.env, "run --due", found, archive)
+            freeze.record_skip(entry.drill, entry.env, "run --due", found)
         err.print(f"skipped {entry.key}: {found.describe()}", markup=False, soft_wrap=True)
         return 0
     request = RunRequest(entry.drill, entry.env, dict(entry.parameters), approve=list(entry.approve),

@@ -30,17 +30,19 @@ def schedule(ctx: typer.Context) -> None:
     from ..config import schedule as schedule_mod
     from ..evidence import freeze
     from ..runner.due import last_finished
+    from .run import _ledger_folder
 
-    archive = paths.archive_root()
+    # Freezes are read from the archive itself, once (the ledger may be an S3 archive's local copy).
+    scopes = {found.scope for found in freeze.active()}
     now = datetime.now(timezone.utc)
-    finished = last_finished(archive)
+    finished = last_finished(_ledger_folder())
     rows = []
     for entry in schedule_mod.load_schedule():
         last = finished.get((entry.drill, entry.env))
         missed = schedule_mod.overdue_since(entry, last, now)
         state = f"OVERDUE since {_when(missed)}" if missed else (
             "due" if schedule_mod.is_due(entry.cron, last, now) else "ok")
-        if freeze.frozen(entry.env, archive):
+        if scopes & {freeze.ALL, entry.env}:
             state += " (frozen)"
         rows.append([entry.drill, entry.env, entry.cron.text, _when(entry.cron.next_after(now)), _when(last), state])
     if not rows:

@@ -182,10 +182,16 @@ def due_entries(entries: list[Entry], last_finished: dict[tuple[str, str], datet
     return [entry for entry in entries if is_due(entry.cron, last_finished.get((entry.drill, entry.env)), now)]
 
 
-def overdue_since(entry: Entry, last: datetime | None, now: datetime) -> datetime | None:
-    """The firing that went unanswered: the latest firing at least ``entry.grace`` before ``now``
-    after which no run (passed or not) finished; None when the entry is not overdue."""
-    missed = entry.cron.previous_before(now - entry.grace, LOOK_BACK_DAYS)
+def missed_firing(cron: Cron, grace: timedelta, last: datetime | None, now: datetime) -> datetime | None:
+    """The one rule for "overdue", asked by ``drillbook schedule``, ``run --due`` (its notification)
+    and the dashboard alike: the latest firing at least ``grace`` before ``now`` after which no run
+    (passed or not) finished (``last``: the latest finish, None if never); None when not overdue."""
+    missed = cron.previous_before(now - grace, LOOK_BACK_DAYS)
     if missed is None or (last is not None and last >= missed):
         return None
     return missed
+
+
+def overdue_since(entry: Entry, last: datetime | None, now: datetime) -> datetime | None:
+    """``missed_firing`` for a schedule entry, with the grace it sets."""
+    return missed_firing(entry.cron, entry.grace, last, now)

@@ -37,7 +37,7 @@ from .store import S3Archive, S3Store
 from .verify import Problem, VerifyReport, verify_archive
 
 STAGING = "bundle"  # in a run's private folder: the bundle, built before it is uploaded
-KNOWN_TOP = {ledger.HEAD_NAME, "keys", RUNS, s3ledger.LEDGER_DIR}
+KNOWN_TOP = {ledger.HEAD_NAME, "keys", RUNS, s3ledger.LEDGER_DIR, "freeze"}  # freeze: the kill switch
 ETAGS = ".etags.json"
 
 

@@ -76,9 +76,9 @@ def parse_location(text: str) -> Path | S3Archive:
 
 
 def project_archive(project: Path | None = None) -> Path | S3Archive:
-    """The archive ``DRILLBOOK_ARCHIVE`` names, else the project's folder."""
+    """The archive ``DRILLBOOK_ARCHIVE`` names, else the project's setting, else its folder."""
     location = paths.archive_location(project)
-    return parse_s3(location) if is_s3(location) else paths.archive_root(project)
+    return parse_s3(location) if is_s3(location) else Path(location).resolve()
 
 
 def _client() -> BaseClient:

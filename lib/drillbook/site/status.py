@@ -3,13 +3,14 @@
 When is a drill due? ``parameters/schedule.yaml`` says which drill runs where and when; when it
 lists a drill, its entries alone decide (an environment it does not list runs that drill on
 demand). A drill it does not list falls back to the cron in the notebook's metadata, for every
-environment it has run on. A drill is *overdue* when its cron has fired since its latest run,
-whatever that run's status: the same rule ``drillbook run --due`` applies.
+environment it has run on. A drill is *overdue* when its cron fired and no run, whatever its
+status, followed within the entry's grace (``grace:``, default one hour; metadata crons have the
+default): ``schedule.missed_firing``, the rule ``drillbook schedule`` applies.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..config import catalog, schedule
@@ -50,22 +51,23 @@ class Row:
     objectives: tuple[str, ...]  # objective names the notebook declares it measures
 
 
-def due(cron_text: str | None, source: str | None, last: datetime | None, now: datetime) -> Due:
+def due(cron_text: str | None, source: str | None, last: datetime | None, now: datetime,
+        grace: timedelta = schedule.DEFAULT_GRACE) -> Due:
     if cron_text is None:
         return Due(None, None, None, False)
     try:
         cron = schedule.Cron.parse(cron_text)
         due_at = cron.next_after(last) if last else None
-        overdue = schedule.is_due(cron, last, now)  # the rule `drillbook run --due` applies
+        overdue = schedule.missed_firing(cron, grace, last, now) is not None  # as `drillbook schedule` says
     except ConfigError:  # a bad cron is lint's to report; the dashboard shows it as on demand
         return Due(cron_text, source, None, False)
     return Due(cron_text, source, due_at, overdue)
 
 
 def _cron_for(name: str, env: str | None, entries: dict[str, catalog.Entry],
-              planned: dict[tuple[str, str], str], listed: set[str]) -> tuple[str | None, str | None]:
+              planned: dict[tuple[str, str], schedule.Entry], listed: set[str]) -> tuple[str | None, str | None]:
     if env is not None and (name, env) in planned:
-        return planned[(name, env)], "schedule.yaml"
+        return planned[(name, env)].cron.text, "schedule.yaml"
     entry = entries.get(name)
     if name in listed or entry is None or entry.meta.schedule is None:
         return None, None
@@ -75,7 +77,7 @@ def _cron_for(name: str, env: str | None, entries: dict[str, catalog.Entry],
 def dashboard_rows(entries: list[catalog.Entry], plan: list[schedule.Entry], archive: Archive,
                    now: datetime) -> list[Row]:
     by_name = {e.name: e for e in entries}
-    planned = {(p.drill, p.env): p.cron.text for p in plan}
+    planned = {(p.drill, p.env): p for p in plan}
     listed = {p.drill for p in plan}
     latest: dict[tuple[str, str], RunSummary] = {}
     passing: dict[tuple[str, str], RunSummary] = {}
@@ -93,9 +95,10 @@ def dashboard_rows(entries: list[catalog.Entry], plan: list[schedule.Entry], arc
         last = latest.get((name, env)) if env else None
         cron, source = _cron_for(name, env, by_name, planned, listed)
         entry = by_name.get(name)
+        grace = planned[(name, env)].grace if env is not None and (name, env) in planned else schedule.DEFAULT_GRACE
         rows.append(Row(name, entry.meta.title if entry else titles.get(name, name), env, last,
                         passing.get((name, env)) if env else None,
-                        due(cron, source, last.finished if last else None, now),
+                        due(cron, source, last.finished if last else None, now, grace),
                         tuple(entry.meta.objectives) if entry else ()))
     return rows
 
@@ -200,7 +203,8 @@ def dashboard_page(rows: list[Row], archive: Archive, catalogued: set[str], page
     out.append(
         "**Reading this table.** *Next due* is the next firing of the drill's cron after its latest run "
         "(from `parameters/schedule.yaml` when it lists the drill, else from the notebook's metadata); "
-        "**overdue** means the cron fired since then without a run. A dry run is shown but never counts as "
+        "**overdue** means the cron fired and no run followed within the entry's grace (`grace:`, default "
+        "1 h), as `drillbook schedule` says. A dry run is shown but never counts as "
         "passing evidence. Measured figures are compared with the objective the environment set at run time.\n\n"
         f"See also: {link('compliance matrix', page, COMPLIANCE)} · {link('drill histories', page, HISTORY_INDEX)} · "
         f"{link('evidence and keys', page, EVIDENCE_INDEX)} · {link('runbooks', page, RUNBOOKS_INDEX)}\n")
