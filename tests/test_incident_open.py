@@ -170,3 +170,27 @@ def test_presave_leaves_a_working_copy_alone(incident_project: Project) -> None:
     untouched = copy.deepcopy(model)
     presave.scrub_source_notebook(model=model, path=relative, contents_manager=Manager(incident_project.root))
     assert model == untouched
+
+
+def test_opening_an_incident_freezes_the_environments_drills_but_not_its_runbooks(incident_project: Project) -> None:
+    root = incident_project.root
+    incident_project.add_notebook("passes.ipynb")  # a drill
+    runbook = incident_project.add_notebook("passes.ipynb", folder="runbooks", name="recover.ipynb")
+    nb = nbformat.read(str(runbook), as_version=4)
+    nb.metadata["drillbook"]["kind"] = "runbook"
+    nbformat.write(nb, str(runbook))
+    opened = cli(root, "incident", "open", "postgres-failover", "--env", "local", "--incident", "INC-9")
+    assert opened.code == 0 and "FROZEN: environment 'local' is frozen" in opened.stdout and "incident INC-9 open" in opened.stdout, \
+        opened.output
+    drill = cli(root, "run", "passes", "--env", "local")
+    assert drill.code == 3 and "incident INC-9 open (postgres-failover)" in drill.stderr, drill.output
+    assert incident_project.run_dirs() == []
+    recovery = cli(root, "run", "recover", "--env", "local")  # the way back is never frozen
+    assert recovery.code == 0, recovery.output
+    again = cli(root, "incident", "open", "postgres-failover", "--env", "local", "--incident", "INC-10")
+    assert "drills stay frozen" in again.stdout and "INC-9" in again.stdout  # the first incident's freeze is kept
+    assert cli(root, "thaw", "--env", "local").code == 0
+    quiet = cli(root, "incident", "open", "postgres-failover", "--env", "local", "--incident", "INC-11",
+                "--no-freeze-drills")
+    assert quiet.code == 0 and "FROZEN" not in quiet.output
+    assert cli(root, "run", "passes", "--env", "local").code == 0

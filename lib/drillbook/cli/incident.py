@@ -5,7 +5,8 @@ from typing import Optional
 
 import typer
 
-from .app import app, out
+from ..errors import DrillbookError
+from .app import app, err, out
 
 incident_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                            help="Incidents: run a runbook from a working copy of its own, never from runbooks/.")
@@ -18,10 +19,14 @@ def incident_open(
     env: str = typer.Option(..., "--env", help="The environment the incident is in (see drillbook envs)."),
     severity: Optional[str] = typer.Option(None, help="P0 (worst) to P3; kept in the run's record."),
     incident: Optional[str] = typer.Option(None, help="The incident's id, e.g. INC-42 (default: INC-<UTC time>)."),
+    freeze_drills: bool = typer.Option(True, "--freeze-drills/--no-freeze-drills",
+                                       help="Freeze the environment's drills while the incident is open (the default): "
+                                            "scheduled ones skip, running ones are interrupted; runbooks still run."),
 ) -> None:
     """Copy RUNBOOK to incidents/<id>/ set for --env, beside an incident.json, and print the JupyterLab URL.
 
-    The copy starts as a dry run; the source in runbooks/ is never run or saved by the operator.
+    The copy starts as a dry run; the source in runbooks/ is never run or saved by the operator. The
+    environment's drills are frozen (``drillbook thaw --env ENV`` once the incident is over).
     """
     from ..incidents import servers, workcopy
 
@@ -38,3 +43,25 @@ def incident_open(
     out.print("the copy opens as a dry run: run it top to bottom, then set dry_run = False in its parameters cell "
               "to go live",
               soft_wrap=True, markup=False)
+    if freeze_drills:
+        _freeze_drills(copy.env, copy.incident, copy.runbook)
+
+
+def _freeze_drills(env: str, incident: str, runbook: str) -> None:
+    """No drill breaks things further during the outage (the kill switch, ``drillbook freeze``); a freeze
+    already there (another incident's, or --all) is kept as it is."""
+    from ..evidence import freeze
+    from ..journal import operator_name
+
+    try:
+        found = freeze.frozen(env)
+        if found is None:
+            found = freeze.freeze(env, f"incident {incident} open ({runbook})", operator_name())
+            out.print(f"FROZEN: {found.describe()}; scheduled drills there skip, running ones are interrupted, "
+                      f"runbooks still run; `drillbook thaw --env {env}` once the incident is over",
+                      soft_wrap=True, markup=False)
+        else:
+            out.print(f"drills stay frozen: {found.describe()}", soft_wrap=True, markup=False)
+    except DrillbookError as exc:  # the working copy is there: the operator can still work, and is told
+        err.print(f"warning: drills on {env} are not frozen: {exc.message}; "
+                  f"freeze them: drillbook freeze --env {env} --reason 'incident {incident}'", soft_wrap=True, markup=False)

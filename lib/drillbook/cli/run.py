@@ -108,7 +108,8 @@ def run_one(request: RunRequest, scheduler: str | None = None) -> int:
     if scheduler and not request.change:  # asked first: a scheduled entry is fixed in its schedule file
         _require_change_for_production(request, scheduler)
     plan = prepare(request)
-    freeze.refuse_if_frozen(plan.env.name)  # one line, before anything is said about running; execute asks again
+    if freeze.stops(plan.entry.kind if plan.entry else "notebook"):
+        freeze.refuse_if_frozen(plan.env.name)  # one line, before anything is said about running; execute asks again
     for approval in plan.approvals:
         err.print(f"gate {approval['gate']} opened by approval {approval['id']} of {approval['approver']} "
                   f"(plan {approval['plan_sha256'][:16]}, expires {approval['expires_at']})")

@@ -189,6 +189,16 @@ def frozen(env: str, archive: Path | S3Archive | None = None) -> Freeze | None:
     return _frozen(_where(archive), env)
 
 
+UNFROZEN_KINDS = ("runbook",)  # what people run to recover: a freeze stops drills, never the way back
+
+
+def stops(kind: str) -> bool:
+    """Whether a freeze stops a run of a notebook of ``kind``: drills and other notebooks, never a
+    runbook a person runs to recover (an incident freezes its environment's drills, not its runbooks).
+    Scheduled entries skip whatever they run: a freeze stops the automation."""
+    return kind not in UNFROZEN_KINDS
+
+
 def refuse_if_frozen(env: str, archive: Path | S3Archive | None = None) -> None:
     """Raise ``Frozen`` (one line, exit 3) when ``env`` is frozen."""
     found = frozen(env, archive)

@@ -183,13 +183,16 @@ def execute(plan: Plan, progress: ProgressFn | None = None, project: Path | None
     resume.stamp_run(base, plan.request, plan.path, archive)  # a resumed run names the run it resumes
     with locks.hold(state, plan.env.name, plan.run_id, plan.request.wait, operator=base["operator"]):
         folder = archive if isinstance(archive, Path) else None
-        freeze.refuse_if_frozen(plan.env.name, archive)  # under the lock: a freeze from now on interrupts
+        freezable = freeze.stops(base["kind"])  # a drill, not a runbook someone runs to recover
+        if freezable:
+            freeze.refuse_if_frozen(plan.env.name, archive)  # under the lock: a freeze from now on interrupts
         marker = inflight.Marker.create(state, plan, base, archive, key, plan.scrub_parameters)
         run_dir = marker.run_dir  # private: the in-flight notebook is not scrubbed yet
         resume.hand_over(plan.request.resume, run_dir, archive)  # the steps its kernel may skip
         supervisor = Supervisor(plan.timeout)
         # With the archive, wherever it is: a freeze made on another machine interrupts this run.
-        supervisor.stop_when = freeze.watcher(plan.env.name, archive, every=1.0 if folder is not None else 2.0)
+        if freezable:
+            supervisor.stop_when = freeze.watcher(plan.env.name, archive, every=1.0 if folder is not None else 2.0)
         failed: list[int] = []
 
         def on_cell(event: str, index: int, total: int, cell: Any) -> None:
