@@ -2,8 +2,9 @@
 
 Pure parts first (choosing the base backup and the node with the most WAL, reading pg_waldump and
 backup labels, the archive command run by a real sh), then each drill through the real
-`drillbook run` against the session's lab: three times in a row, dry-run (touches nothing), and
-the cold start interrupted with SIGINT right after its fault, which its cleanup must heal.
+`drillbook run` against the session's lab: three times in a row, dry-run (touches nothing), the
+cold start interrupted with SIGINT right after its fault, which its cleanup must heal, and the
+point-in-time restore interrupted while its runbook restores, which must leave no scratch copy.
 """
 from __future__ import annotations
 
@@ -314,6 +315,47 @@ def test_cold_start_interrupted_right_after_its_fault_heals_the_lab(drills: LabP
     assert_healthy(drills)  # healed by the drill's own cleanup: no `lab up`
     with drills.postgres() as pg:
         assert sorted(pg.replication.roles().values()) == ["primary", "standby"]
+
+
+def runbook_steps(home: Path) -> int:
+    """How many steps the drill's runbook (a child run, its folder under the drill's) has journalled."""
+    for path in (home / "runs").glob("run-*/child-*/journal.json"):
+        try:
+            return len(json.loads(path.read_text()).get("steps", []))
+        except (OSError, ValueError):  # being replaced: read it on the next poll
+            return 0
+    return 0
+
+
+@pytest.mark.integration
+def test_pitr_restore_interrupted_while_its_runbook_restores_leaves_nothing_behind(
+        drills: LabProject, tmp_path: Path) -> None:  # noqa: F811
+    assert_healthy(drills)
+    before = lab_state(drills)
+    home = Path(os.environ["DRILLBOOK_HOME"])
+    env = {**os.environ, "DRILLBOOK_ARCHIVE": str(tmp_path / "archive")}
+    proc = subprocess.Popen([str(DRILLBOOK), "run", "pitr-restore", "--env", "local", *APPROVE["pitr-restore"]],
+                            cwd=drills.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while runbook_steps(home) < 2:  # after the bad change, the runbook at work on the scratch copy
+            assert proc.poll() is None and time.monotonic() < deadline, "the runbook never started restoring"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and "ABORTED pitr-restore on local" in out, out
+    record = json.loads(next((tmp_path / "archive" / "runs").glob("*/record.json")).read_text())
+    assert record["status"] == "aborted"
+    assert any(s["title"].startswith("Make the bad change") and s["status"] == "passed" for s in record["steps"])
+    cleanups = {c["title"]: c["status"] for c in record["cleanups"]}
+    assert cleanups.get("remove the scratch instance") == "passed", (cleanups, out)
+    assert all(status == "passed" for status in cleanups.values()), cleanups
+    after = lab_state(drills)
+    assert after["leftovers"] == [] and after["writes"] == before["writes"]  # no scratch copy, the drill's rows gone
+    assert after["nodes"] == before["nodes"] and after["primary_started"] == before["primary_started"]
 
 
 @pytest.mark.integration

@@ -96,9 +96,12 @@ def test_an_approval_is_used_once_the_ledger_holds_a_real_run_that_carried_it(tm
         approvals.unused(archive, aid)
 
 
-def test_the_ledger_entry_names_the_approvals_a_run_carried() -> None:
+def test_the_ledger_entry_names_the_approvals_whose_gate_a_step_passed() -> None:
     base = {"run_id": "R1", "drill": "d", "env": "prod", "status": "passed", "dry_run": False}
-    assert _ledger_fields({**base, "approvals": [INFO]}, "m")["approvals"] == [INFO["id"]]  # type: ignore[typeddict-item]
+    passed = [{"gate": INFO["gate"], "step": "Promote", "method": "approval"}]
+    assert _ledger_fields({**base, "approvals": [INFO], "gates": passed}, "m")["approvals"] == [INFO["id"]]  # type: ignore[typeddict-item]
+    # Stopped before the gated step (no change reference): the approval is not used up.
+    assert "approvals" not in _ledger_fields({**base, "approvals": [INFO], "gates": []}, "m")  # type: ignore[typeddict-item]
     assert "approvals" not in _ledger_fields(base, "m")  # type: ignore[arg-type]  # older entries stay as they were
 
 

@@ -13,8 +13,9 @@ condition holds, and says which one failed otherwise (bad input, exit 2, nothing
 * the approver is not the run's operator (and the operator is listed, when ``operators`` is);
 * it has not expired;
 * the plan hash of the notebook, parameters and environment file now equals the approved one;
-* no real run in the ledger used it yet: an approval is used once (a run's ledger entry names the
-  approvals it carried, so the one read of the ledger that finds the approval also finds its use).
+* no real run in the ledger used it yet: an approval is used once, by the run whose step it let
+  through its gate (a run's ledger entry names those approvals, so the one read of the ledger that
+  finds the approval also finds its use; a run stopped before its gated step leaves it usable).
 
 The parameters hashed are every declared one with its value (the notebook's default where none was
 given), less what the runner sets: a dry run from the CLI and a person's run in JupyterLab, whose

@@ -152,8 +152,12 @@ def _ledger_fields(record: Record, manifest_sha: str) -> ledger.RunFields:
         "dry_run": bool(record.get("dry_run")),
         "started_at": record.get("started_at"), "finished_at": record.get("finished_at"),
     }
-    if record.get("approvals"):  # an approval is used once: its use is found where the approval is
-        fields["approvals"] = [str(a.get("id")) for a in record.get("approvals") or []]
+    # An approval is used once, by the run whose step it let through its gate: its use is found where
+    # the approval is. A run stopped before (no change reference, a failed steady state) leaves it usable.
+    opened = {g.get("gate") for g in record.get("gates") or [] if g.get("step")}
+    used = [str(a.get("id")) for a in record.get("approvals") or [] if a.get("gate") in opened]
+    if used:
+        fields["approvals"] = used
     return fields
 
 
