@@ -317,14 +317,15 @@ def test_cold_start_interrupted_right_after_its_fault_heals_the_lab(drills: LabP
         assert sorted(pg.replication.roles().values()) == ["primary", "standby"]
 
 
-def runbook_steps(home: Path) -> int:
-    """How many steps the drill's runbook (a child run, its folder under the drill's) has journalled."""
+def runbook_running_step(home: Path) -> str:
+    """The title of the step the drill's runbook (a child run, its folder under the drill's) runs now, or ""."""
     for path in (home / "runs").glob("run-*/child-*/journal.json"):
         try:
-            return len(json.loads(path.read_text()).get("steps", []))
+            steps = json.loads(path.read_text()).get("steps", [])
         except (OSError, ValueError):  # being replaced: read it on the next poll
-            return 0
-    return 0
+            return ""
+        return next((s["title"] for s in steps if s.get("status") == "running"), "")
+    return ""
 
 
 @pytest.mark.integration
@@ -338,9 +339,9 @@ def test_pitr_restore_interrupted_while_its_runbook_restores_leaves_nothing_behi
                             cwd=drills.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
-        while runbook_steps(home) < 2:  # after the bad change, the runbook at work on the scratch copy
+        while not runbook_running_step(home).startswith("Restore "):  # copying the backup, replaying the archive
             assert proc.poll() is None and time.monotonic() < deadline, "the runbook never started restoring"
-            time.sleep(0.02)
+            time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=300)
     finally:
