@@ -59,6 +59,11 @@ def state_dir(project: Path | None = None) -> Path:
     return (project or project_root()) / ".drillbook"
 
 
+def inflight_dir(state: Path) -> Path:
+    """Where the markers of runs in flight are (``runner.inflight``)."""
+    return state / "inflight"
+
+
 def home_dir() -> Path:
     """Per-user directory for the signing key; deliberately outside any repository."""
     if os.environ.get("DRILLBOOK_HOME"):

@@ -143,3 +143,17 @@ def test_only_the_given_public_key_is_trusted(copy: Project, tmp_path: Path) -> 
     assert "signed by unknown key" in result.stdout
     published = next((copy.archive / "keys").glob("*.pem"))
     assert cli(copy, "verify", "--public-key", str(published)).code == 0
+
+
+def test_bundles_hashed_in_a_forked_process_report_the_same_problems(copy: Project) -> None:
+    """A large archive's bundles are hashed in a process of their own (HASH_IN_A_PROCESS_FROM runs):
+    forced here on the small one, the same problems, named the same way."""
+    from drillbook.evidence.verify import verify_archive
+
+    ids = run_ids(copy)
+    (copy.archive / "runs" / ids[1] / "notebook.html").write_text("changed")
+    shutil.rmtree(copy.archive / "runs" / ids[2])
+    in_threads = verify_archive(copy.archive, process_from=10**9)
+    in_a_process = verify_archive(copy.archive, process_from=0)
+    assert [str(p) for p in in_a_process.problems] == [str(p) for p in in_threads.problems]
+    assert {p.run_id for p in in_a_process.problems} == {ids[1], ids[2]} and in_a_process.runs == 4

@@ -63,13 +63,19 @@ def archive_at(archive: Optional[str]) -> Path | S3Archive:
 @app.callback()
 def _recover(ctx: typer.Context) -> None:
     """Every command first turns runs whose runner was killed into 'aborted' records."""
-    from ..runner import inflight
-
     if ctx.resilient_parsing:
         return
     try:
-        recovery = inflight.recover_aborted()
+        markers = paths.inflight_dir(paths.state_dir())
     except NotFound:  # not inside a project: nothing can be in flight
+        return
+    if not markers.is_dir() or not any(markers.glob("*.json")):
+        return  # nothing in flight: the recovery (and its imports, 0.1 s of every command) is not needed
+    from ..runner import inflight
+
+    try:
+        recovery = inflight.recover_aborted()
+    except NotFound:
         return
     for run_id, status in recovery.recovered.items():
         if status == "aborted":

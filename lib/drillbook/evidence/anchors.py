@@ -198,8 +198,8 @@ def anchors_of(archive: Path) -> list[Anchor]:
     found = git_anchors(project)
     if not found:
         return []
-    entries = ledger.read_entries(archive)
-    first = entries[0].get("hash") if entries else None
+    entry = ledger.first_entry(archive)  # one line: a ledger of 10,000 entries is read once, by verify
+    first = entry.get("hash") if entry else None
     return [a for a in found if a.genesis is None or a.genesis == first]
 
 

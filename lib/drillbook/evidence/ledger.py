@@ -60,6 +60,22 @@ def locked(archive: Path) -> Iterator[None]:
         yield
 
 
+def first_entry(archive: Path) -> dict[str, Any] | None:
+    """The ledger's first entry as ``read_entries`` reads it (None for an empty ledger), reading one line."""
+    path = archive / LEDGER_NAME
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    return {"corrupt": line.strip()}
+                return entry if isinstance(entry, dict) else {"corrupt": line.strip()}
+    return None
+
+
 def read_entries(archive: Path) -> list[dict[str, Any]]:
     """Ledger entries in file order. A line that is not JSON is returned as ``{"corrupt": text}``."""
     path = archive / LEDGER_NAME

@@ -180,7 +180,7 @@ def _run_dir_problem(run_dir: Path) -> str | None:
 
 # --------------------------------------------------------------------------- markers
 def marker_dir(state: Path) -> Path:
-    return state / "inflight"
+    return paths.inflight_dir(state)
 
 
 def _signature(key: Ed25519PrivateKey, info: dict[str, Any]) -> str:
