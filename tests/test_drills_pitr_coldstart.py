@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from conftest import DRILLBOOK
@@ -283,30 +284,39 @@ def journal_of_running(home: Path) -> dict | None:
     return None
 
 
-@pytest.mark.integration
-def test_cold_start_interrupted_right_after_its_fault_heals_the_lab(drills: LabProject, tmp_path: Path) -> None:  # noqa: F811
-    assert_healthy(drills)
+def interrupt_when(project: LabProject, tmp_path: Path, drill: str, ready: Callable[[Path], bool],
+                   what: str) -> tuple[dict, dict[str, str], str]:
+    """Run ``drill`` with `drillbook run`, SIGINT it as soon as ``ready(DRILLBOOK_HOME)``: (its record,
+    cleanup title → status, its output), once it exited 1, ABORTED."""
     home = Path(os.environ["DRILLBOOK_HOME"])
     env = {**os.environ, "DRILLBOOK_ARCHIVE": str(tmp_path / "archive")}
-    proc = subprocess.Popen([str(DRILLBOOK), "run", "cold-start", "--env", "local", *APPROVE["cold-start"]],
-                            cwd=drills.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([str(DRILLBOOK), "run", drill, "--env", "local", *APPROVE[drill]],
+                            cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
-        while True:  # poll the run's own journal for the fault, then interrupt at once
-            data = journal_of_running(home) or {}
-            if any(s["title"].startswith("Power loss") and s["status"] == "passed" for s in data.get("steps", [])):
-                break
-            assert proc.poll() is None and time.monotonic() < deadline, "the drill never reached its fault"
+        while not ready(home):  # poll the journals, then interrupt at once
+            assert proc.poll() is None and time.monotonic() < deadline, f"the drill never reached {what}"
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1 and "ABORTED cold-start on local" in out, out
+    assert proc.returncode == 1 and f"ABORTED {drill} on local" in out, out
     record = json.loads(next((tmp_path / "archive" / "runs").glob("*/record.json")).read_text())
     assert record["status"] == "aborted"
-    cleanups = {c["title"]: c["status"] for c in record["cleanups"]}
+    return record, {c["title"]: c["status"] for c in record["cleanups"]}, out
+
+
+def fault_passed(home: Path) -> bool:
+    data = journal_of_running(home) or {}
+    return any(s["title"].startswith("Power loss") and s["status"] == "passed" for s in data.get("steps", []))
+
+
+@pytest.mark.integration
+def test_cold_start_interrupted_right_after_its_fault_heals_the_lab(drills: LabProject, tmp_path: Path) -> None:  # noqa: F811
+    assert_healthy(drills)
+    record, cleanups, out = interrupt_when(drills, tmp_path, "cold-start", fault_passed, "its fault")
     assert cleanups.get("start every node again: the one with the most WAL as the primary") == "passed", (cleanups, out)
     assert all(status == "passed" for status in cleanups.values()), cleanups
     order = [c["title"] for c in record["cleanups"]]  # the released runbook is stopped before the nodes heal
@@ -317,15 +327,15 @@ def test_cold_start_interrupted_right_after_its_fault_heals_the_lab(drills: LabP
         assert sorted(pg.replication.roles().values()) == ["primary", "standby"]
 
 
-def runbook_running_step(home: Path) -> str:
-    """The title of the step the drill's runbook (a child run, its folder under the drill's) runs now, or ""."""
+def runbook_restoring(home: Path) -> bool:
+    """Does the drill's runbook (a child run, its folder under the drill's) run its restore step now?"""
     for path in (home / "runs").glob("run-*/child-*/journal.json"):
         try:
             steps = json.loads(path.read_text()).get("steps", [])
         except (OSError, ValueError):  # being replaced: read it on the next poll
-            return ""
-        return next((s["title"] for s in steps if s.get("status") == "running"), "")
-    return ""
+            return False
+        return any(s.get("status") == "running" and s["title"].startswith("Restore ") for s in steps)
+    return False
 
 
 @pytest.mark.integration
@@ -333,25 +343,8 @@ def test_pitr_restore_interrupted_while_its_runbook_restores_leaves_nothing_behi
         drills: LabProject, tmp_path: Path) -> None:  # noqa: F811
     assert_healthy(drills)
     before = lab_state(drills)
-    home = Path(os.environ["DRILLBOOK_HOME"])
-    env = {**os.environ, "DRILLBOOK_ARCHIVE": str(tmp_path / "archive")}
-    proc = subprocess.Popen([str(DRILLBOOK), "run", "pitr-restore", "--env", "local", *APPROVE["pitr-restore"]],
-                            cwd=drills.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not runbook_running_step(home).startswith("Restore "):  # copying the backup, replaying the archive
-            assert proc.poll() is None and time.monotonic() < deadline, "the runbook never started restoring"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1 and "ABORTED pitr-restore on local" in out, out
-    record = json.loads(next((tmp_path / "archive" / "runs").glob("*/record.json")).read_text())
-    assert record["status"] == "aborted"
+    record, cleanups, out = interrupt_when(drills, tmp_path, "pitr-restore", runbook_restoring, "its restore")
     assert any(s["title"].startswith("Make the bad change") and s["status"] == "passed" for s in record["steps"])
-    cleanups = {c["title"]: c["status"] for c in record["cleanups"]}
     assert cleanups.get("remove the scratch instance") == "passed", (cleanups, out)
     assert all(status == "passed" for status in cleanups.values()), cleanups
     after = lab_state(drills)
