@@ -97,7 +97,7 @@ def hook(on_cell_error: CellFailed, *, unattended: bool = False) -> None:
     _register("pre_run_cell", _pre_run_cell)
     _register("post_run_cell", _post_run_cell)
     _install_quiet_displayhook()
-    keep_interrupts(redeliver=unattended)
+    keep_interrupts(hold=unattended)
 
 
 def watch_cells(on_start: CellStarted, on_output: OutputSent, on_end: CellEnded) -> None:
@@ -179,14 +179,15 @@ def _install_quiet_displayhook() -> None:
 # own code (a frame whose globals are the notebook's); one that lands elsewhere is held: a runner's
 # stops the next cell before its first statement (the drill's cleanups then run), a person's is
 # dropped, as an idle kernel drops it.
-_redeliver = False
-_pending = False  # a runner's interrupt landed outside a cell: the next cell raises it
+_hold = False  # an interrupt outside a cell is held for the next one (a runner's kernel), else dropped
+_pending = False  # one was held: the next cell raises it
 
 
-def keep_interrupts(*, redeliver: bool) -> None:
-    """Install the drill's SIGINT handler in this kernel and keep it across ipykernel's messages."""
-    global _redeliver
-    _redeliver = redeliver
+def keep_interrupts(*, hold: bool) -> None:
+    """Install the drill's SIGINT handler in this kernel and keep it across ipykernel's messages;
+    ``hold``: an interrupt that lands outside a cell stops the next cell (else it is dropped)."""
+    global _hold
+    _hold = hold
     ip = ipython()
     shell_kernel = getattr(ip, "kernel", None)
     if ip is None or shell_kernel is None or threading.current_thread() is not threading.main_thread():
@@ -206,7 +207,7 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     global _pending
     if in_cell_code(frame):
         raise KeyboardInterrupt
-    _pending = _pending or _redeliver
+    _pending = _pending or _hold
 
 
 class _RaisePending(ast.NodeTransformer):
