@@ -9,6 +9,7 @@ function to call when a cell fails and the redactor of each drill it starts. Out
 from __future__ import annotations
 
 import ast
+import errno
 import signal
 import sys
 import threading
@@ -274,7 +275,15 @@ def scrub_kernel_output(redactor: Redactor) -> None:
                            "metadata": _scrub_output(msg_or_type.get("metadata", {}))}
         content = _scrub_output(content)
         _heard(msg_or_type, content)
-        return original(stream, msg_or_type, content, *args, **kwargs)
+        try:
+            return original(stream, msg_or_type, content, *args, **kwargs)
+        except Exception as exc:  # zmq.ZMQError (zmq is the kernel's, not imported here)
+            if getattr(exc, "errno", None) != errno.ENOTSOCK:
+                raise
+            # ipykernel (7.4) publishes "idle" after the shutdown request while its iopub socket closes:
+            # tornado then logs this traceback into the run's kernel log. Nobody can read that message;
+            # ipykernel's own fix (ipython/ipykernel#1518) drops it the same way.
+            return None
 
     send.drillbook_scrubs = True  # type: ignore[attr-defined]
     session.send = send
